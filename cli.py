@@ -1,0 +1,30 @@
+"""Command-line entry point: ``python -m pano360 <command> [options]``.
+
+Each command lives in its own module and exposes ``add_arguments(parser)`` and
+``run(args) -> int``.  Commands never import ComfyUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+# command name -> (module relative to the pack, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": (".pipelines.demo", "the main job on the bundled default panorama (no weights, no server)"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pano360", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name, __package__)
+        modules[name] = module
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    return int(modules[args.command].run(args) or 0)

@@ -1,0 +1,1 @@
+"""Pano360 models (host-free: never imports ComfyUI)."""

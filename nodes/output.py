@@ -1,0 +1,5 @@
+"""Pano360 nodes: output."""
+
+from __future__ import annotations
+
+NODES: list = []

@@ -1,0 +1,1 @@
+"""Pano360 pipelines (host-free: never imports ComfyUI)."""

@@ -1,0 +1,1 @@
+"""Pano360 projection (host-free: never imports ComfyUI)."""
