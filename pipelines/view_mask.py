@@ -89,7 +89,10 @@ def parse_custom_mask(text: str, views: int, frames: int) -> Tensor:
     for r in rows:
         row = []
         for c in r:
-            v = float(c) if not isinstance(c, bool) else float(c)
+            try:
+                v = float(c)
+            except (TypeError, ValueError):
+                v = -1.0
             if v not in (0.0, 1.0):
                 raise ValueError(f"custom mask values must be 0 or 1, got {c!r}")
             row.append(v)
