@@ -134,3 +134,71 @@ def __getattr__(name: str):
 
         return ModelPatcher
     raise AttributeError(name)
+
+
+# --- multi-view sampling (helper `multiview`) ---------------------------------------------
+
+
+def sampler_names() -> list[str]:
+    """ComfyUI's sampler names (``comfy.samplers.KSampler.SAMPLERS``), for a combo."""
+    import comfy.samplers
+
+    return list(comfy.samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names() -> list[str]:
+    """ComfyUI's scheduler names (``comfy.samplers.KSampler.SCHEDULERS``), for a combo."""
+    import comfy.samplers
+
+    return list(comfy.samplers.KSampler.SCHEDULERS)
+
+
+def fix_empty_latent(model, samples):
+    """What KSampler does to an empty latent first: give it the model's channel count and,
+    for 3-D latent formats (video models), a time axis (``comfy.sample.fix_empty_latent_channels``)."""
+    import comfy.sample
+
+    return comfy.sample.fix_empty_latent_channels(model, samples)
+
+
+def latent_to_model_space(model, samples):
+    """Raw VAE latents -> the sampler's latent space (``latent_format.process_in``, as
+    ``CFGGuider.inner_sample`` does to the latent image)."""
+    return model.get_model_object("latent_format").process_in(samples)
+
+
+def sampling_progress(model, total_steps: int) -> Callable[[int], Callable]:
+    """One progress bar with latent previews over ``total_steps`` sampler steps that may be
+    spread over several sampler calls.  Returns ``for_offset(offset)`` -> a sampler
+    callback ``(step, x0, x, steps)`` that reports ``offset + step + 1`` of ``total_steps``
+    (like ``latent_preview.prepare_callback``; ComfyUI's progress hook also checks for an
+    interrupt on every update)."""
+    import latent_preview
+
+    previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
+    bar = _utils.ProgressBar(total_steps)
+
+    def for_offset(offset: int) -> Callable:
+        def callback(step, x0, x, steps):
+            preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
+            bar.update_absolute(offset + step + 1, total_steps, preview)
+
+        return callback
+
+    return for_offset
+
+
+def sample(model, samples, *, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+           positive, negative, noise_mask=None, callback=None):
+    """Sample like ``nodes.common_ksampler`` (full denoise): seeded noise from
+    ``comfy.sample.prepare_noise``, then ``comfy.sample.sample`` with ComfyUI's samplers,
+    schedulers, CFG, model management and the model's patches/hooks.  ``samples`` must
+    already have passed :func:`fix_empty_latent`.  Returns raw latents on the
+    intermediate device."""
+    import comfy.sample
+
+    noise = comfy.sample.prepare_noise(samples, seed)
+    return comfy.sample.sample(
+        model, noise, steps, cfg, sampler_name, scheduler, positive, negative, samples,
+        noise_mask=noise_mask, callback=callback, disable_pbar=not _utils.PROGRESS_BAR_ENABLED, seed=seed,
+    )

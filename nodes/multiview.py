@@ -1,5 +1,432 @@
-"""Pano360 nodes: multiview."""
+"""Pano360 nodes: multi-view sampling over a rig, view masks, autoregressive windows.
+
+Training-free VideoPanda on public models: the rig's views are one latent batch (view-major,
+docs/conventions.md) sampled by ComfyUI's own sampler; a post-CFG hook on a clone of the
+MODEL fuses the views' predicted clean latents on the sphere at every step
+(``pipelines/multiview.py``).  Given cells (a view mask) are held with ComfyUI's latent
+``noise_mask``; noise augmentation releases them for the last steps through the model's
+denoise-mask function.  See docs/multiview.md.
+"""
 
 from __future__ import annotations
 
-NODES: list = []
+from dataclasses import dataclass
+
+import torch
+
+from ..pipelines.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
+from ..pipelines.multiview import (
+    POLE_PITCH,
+    LatentLayout,
+    MultiViewFusion,
+    SyncSchedule,
+    denoise_mask_hook,
+    given_grid,
+    one_view_frames,
+    pole_views,
+    post_cfg_hook,
+)
+from ..pipelines.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
+from ..projection import Rig, rig_preset
+from . import _host
+from ._common import NodeInputError, describe
+from ._host import io
+
+RIG = io.Custom("PANO360_RIG")
+VIEW_MASK = io.Custom("PANO360_VIEW_MASK")
+CATEGORY = "Pano360/sampling"
+DEFAULT_RIG = "videopanda8"
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+# VideoPanda §4.2: DDIM, 25 steps; CFG 8 text-only, 4 video-conditioned.
+PAPER_STEPS = 25
+PAPER_CFG_TEXT = 8.0
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampler settings shared by the Multi-View Sampler and the Autoregressive Extender."""
+
+    seed: int
+    steps: int
+    cfg: float
+    sampler_name: str
+    scheduler: str
+    sync: SyncSchedule
+    noise_augmentation: float
+
+
+# ---------------------------------------------------------------------------------------
+# Shared schema pieces
+# ---------------------------------------------------------------------------------------
+
+
+def _conditioning_inputs() -> list:
+    return [
+        io.Model.Input("model", tooltip="The diffusion model (image model for a panorama, video model for a 360° video)."),
+        io.Conditioning.Input("positive", tooltip="Prompt for every view (or for the side views when positive_up/positive_down are connected)."),
+        io.Conditioning.Input("negative", tooltip="Negative prompt for every view."),
+    ]
+
+
+def _sampling_inputs() -> list:
+    return [
+        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                     tooltip="Seed of the initial noise of the whole view×frame grid."),
+        io.Int.Input("steps", default=PAPER_STEPS, min=1, max=10000,
+                     tooltip="Sampler steps (VideoPanda: 25 DDIM steps)."),
+        io.Float.Input("cfg", default=PAPER_CFG_TEXT, min=0.0, max=100.0, step=0.1, round=0.01,
+                       tooltip="Classifier-free guidance scale (VideoPanda: 8 text-only, 4 video-conditioned)."),
+        io.Combo.Input("sampler_name", options=_host.sampler_names(), default="euler",
+                       tooltip="ComfyUI sampler (VideoPanda used DDIM: 'ddim')."),
+        io.Combo.Input("scheduler", options=_host.scheduler_names(), default="normal",
+                       tooltip="ComfyUI scheduler (noise levels per step)."),
+        io.Float.Input("sync_strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="How strongly views are synchronised on the sphere at each step: 1 = every view "
+                               "takes the average of all views where they overlap, 0 = views sampled independently."),
+        io.Float.Input("sync_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Fraction of the steps (0 = first step) from which views are synchronised."),
+        io.Float.Input("sync_end", default=1.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Fraction of the steps (1 = last step) until which views are synchronised. "
+                               "Ending a little early (e.g. 0.9) keeps the finest detail of each view unblurred."),
+        io.Float.Input("noise_augmentation", default=0.0, min=0.0, max=1.0, step=0.01,
+                       tooltip="Given cells are held for the first (1 - this) fraction of the steps, then refined "
+                               "from their noised values with the rest (VideoPanda's noise augmentation against "
+                               "drift; 0 = given cells stay exactly as given)."),
+    ]
+
+
+def _pole_prompt_inputs() -> list:
+    return [
+        io.Conditioning.Input("positive_up", optional=True,
+                              tooltip=f"Optional prompt for the views looking up (pitch >= {POLE_PITCH:g}°: sky). "
+                                      "Each extra prompt adds one model pass over the batch per step."),
+        io.Conditioning.Input("positive_down", optional=True,
+                              tooltip=f"Optional prompt for the views looking down (pitch <= -{POLE_PITCH:g}°: ground). "
+                                      "Each extra prompt adds one model pass over the batch per step."),
+    ]
+
+
+def _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_start, sync_end,
+              noise_augmentation, node_id: str) -> Sampling:
+    if sync_start > sync_end:
+        raise NodeInputError(node_id, "sync_start", f"<= sync_end ({sync_end})", str(sync_start))
+    return Sampling(seed, steps, cfg, sampler_name, scheduler,
+                    SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation)
+
+
+def _rig(rig: Rig | None) -> Rig:
+    return rig if rig is not None else rig_preset(DEFAULT_RIG)
+
+
+# ---------------------------------------------------------------------------------------
+# Shared sampling call (the Multi-View Sampler and every window of the Extender)
+# ---------------------------------------------------------------------------------------
+
+
+def _mask_condition(cond: list, mask: torch.Tensor, node_id: str, name: str) -> list:
+    out = []
+    for emb, extras in cond:
+        if "mask" in extras or "area" in extras:
+            raise NodeInputError(node_id, name, "conditioning without an area or mask (per-view prompts set their own)",
+                                 "a conditioning with an area/mask")
+        out.append([emb, {**extras, "mask": mask, "mask_strength": 1.0, "set_area_to_bounds": False}])
+    return out
+
+
+def per_view_conditioning(positive, up, down, rig: Rig, layout: LatentLayout, node_id: str):
+    """``positive`` for every view, or split by ComfyUI conditioning masks over batch items:
+    ``up`` on the views looking up, ``down`` on those looking down, ``positive`` on the rest."""
+    if up is None and down is None:
+        return positive
+    per_view = torch.zeros(layout.views)
+    out = []
+    for cond, is_up, name in ((up, True, "positive_up"), (down, False, "positive_down")):
+        if cond is None:
+            continue
+        views = pole_views(rig, up=is_up)
+        if not views:
+            raise NodeInputError(node_id, name, f"a rig with views at |pitch| >= {POLE_PITCH:g}°",
+                                 f"rig {rig.name!r} without such views")
+        sel = torch.zeros(layout.views)
+        sel[views] = 1.0
+        per_view += sel
+        out += _mask_condition(cond, _item_mask(sel, layout), node_id, name)
+    out += _mask_condition(positive, _item_mask(1.0 - per_view, layout), node_id, "positive")
+    return out
+
+
+def _item_mask(per_view: torch.Tensor, layout: LatentLayout) -> torch.Tensor:
+    """A ComfyUI conditioning mask over batch items: ``[V*T, h, w]`` (4-D) or ``[V, T, h, w]`` (5-D)."""
+    h, w = layout.height, layout.width
+    m = per_view.reshape(-1, 1, 1, 1).expand(layout.views, layout.frames, h, w)
+    return (m if layout.video else m.reshape(-1, h, w)).contiguous()
+
+
+def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
+                settings: Sampling, callback=None) -> torch.Tensor:
+    """Sample a view×frame grid with ComfyUI's sampler and the fusion hook.
+
+    samples: raw latents in the model's layout (after ``fix_empty_latent``) holding the
+    given values at the mask's cells.  mask: ``[V, T]`` (1 = given) or None.  Returns raw
+    latents, same layout.
+    """
+    layout = LatentLayout.of(samples.shape, rig.num_views)
+    held = mask is not None and bool(mask.any())
+    until = 1.0 - settings.noise_augmentation
+    fusion = MultiViewFusion(
+        rig, layout, schedule=settings.sync,
+        given=_host.latent_to_model_space(model, samples) if held else None,
+        given_mask=mask if held else None, hold_until=until,
+    )
+    patched = model.clone()
+    patched.set_model_sampler_post_cfg_function(post_cfg_hook(fusion))
+    noise_mask = None
+    if held:
+        noise_mask = noise_mask_for_latent(mask, tuple(samples.shape))
+        if settings.noise_augmentation > 0:
+            patched.set_model_denoise_mask_function(denoise_mask_hook(until))
+    return _host.sample(
+        patched, samples, seed=settings.seed, steps=settings.steps, cfg=settings.cfg,
+        sampler_name=settings.sampler_name, scheduler=settings.scheduler,
+        positive=positive, negative=negative, noise_mask=noise_mask, callback=callback,
+    )
+
+
+def _grid_latent(model, latent: dict, rig: Rig, node_id: str) -> torch.Tensor:
+    """The LATENT's samples as a view-major grid for ``rig`` (a batch of 1 is repeated per view)."""
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise NodeInputError(node_id, "latent", "a LATENT", describe(latent))
+    samples = _host.fix_empty_latent(model, latent["samples"])
+    v = rig.num_views
+    if samples.ndim not in (4, 5):
+        raise NodeInputError(node_id, "latent", "4-D [views*frames,C,h,w] or 5-D [views,C,T,h,w] latents",
+                             describe(samples))
+    if samples.shape[0] == 1 and v > 1:
+        samples = samples.repeat(v, *([1] * (samples.ndim - 1)))
+    try:
+        LatentLayout.of(samples.shape, v)
+    except ValueError as e:
+        raise NodeInputError(node_id, "latent", f"a batch of the rig's {v} views (× frames for 4-D latents)",
+                             f"{describe(samples)}: {e}") from None
+    return samples
+
+
+# ---------------------------------------------------------------------------------------
+# Nodes
+# ---------------------------------------------------------------------------------------
+
+
+class Pano360ViewMask(io.ComfyNode):
+    """Build a view×frame mask (VideoPanda Fig. 3)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360ViewMask",
+            display_name="Pano360 View Mask",
+            category=CATEGORY,
+            description="Which cells of the view×frame grid are given (VideoPanda Fig. 3): none (text only), "
+                        "first_column (one view given as a video), first_row (first frame of every view), "
+                        "first_row_and_column (autoregressive continuation) or custom.",
+            inputs=[
+                io.Combo.Input("regime", options=list(REGIMES), default="none",
+                               tooltip="none: text only; first_column: the column_view is given for every frame; "
+                                       "first_row: frame 0 of every view; first_row_and_column: both; custom: the grid below."),
+                io.Int.Input("views", default=8, min=1, max=64,
+                             tooltip="Number of views (8 for videopanda8); ignored when a rig is connected."),
+                io.Int.Input("frames", default=16, min=1, max=4096,
+                             tooltip="Frames per view: latent frames, or pixel frames of a causal video VAE "
+                                     "(the sampler maps 61 pixel frames onto Wan's 16 latent frames)."),
+                io.Int.Input("column_view", default=0, min=0, max=63,
+                             tooltip="The view that holds the given video. View 0 of videopanda8 looks forward "
+                                     "(yaw 0); VideoPanda's own results show it at longitude -90°."),
+                io.String.Input("custom", default="", multiline=True,
+                                tooltip="For regime 'custom': one line of 0/1 per view (1 = given), or JSON "
+                                        "[[1,0,...],...], views × frames."),
+                RIG.Input("rig", optional=True, tooltip="Take the number of views from this rig."),
+            ],
+            outputs=[
+                VIEW_MASK.Output(display_name="view_mask", tooltip="[views, frames] mask, 1 = given."),
+                io.Mask.Output(display_name="preview", tooltip="The mask as a 1×views×frames MASK image (white = given)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, regime, views, frames, column_view, custom, rig=None) -> io.NodeOutput:
+        n = rig.num_views if rig is not None else views
+        try:
+            mask = build_view_mask(regime, n, frames, column_view=column_view, custom=custom)
+        except ValueError as e:
+            name = "custom" if regime == "custom" else "column_view"
+            raise NodeInputError("Pano360ViewMask", name, "a valid mask for the regime", str(e)) from None
+        return io.NodeOutput(mask, mask[None].clone())
+
+
+class Pano360MultiViewSampler(io.ComfyNode):
+    """Sample all views of a rig together, fused on the sphere at every step."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360MultiViewSampler",
+            display_name="Pano360 Multi-View Sampler",
+            category=CATEGORY,
+            description="Samples every view of a rig (default videopanda8) as one batch with ComfyUI's sampler. "
+                        "At each step the views' predicted clean latents are averaged on a shared equirect canvas "
+                        "and warped back, so overlapping views agree; given cells (view mask) are held. "
+                        "Decode with VAE Decode, stitch with Pano360 Equirect Stitcher.",
+            inputs=[
+                *_conditioning_inputs(),
+                io.Latent.Input("latent", tooltip="The grid to sample, view-major: image models [views*frames,C,h,w] "
+                                                  "(EmptyLatentImage with batch = views, or 1: repeated per view); video "
+                                                  "models [views,C,T,h,w] (e.g. EmptyHunyuanLatentVideo, batch = views)."),
+                *_sampling_inputs(),
+                RIG.Input("rig", optional=True, tooltip="The view rig; videopanda8 when not connected."),
+                VIEW_MASK.Input("view_mask", optional=True,
+                                tooltip="Which view×frame cells are given. Default: none, or the first column "
+                                        "(view 0) when a one-view 'given' latent is connected."),
+                io.Latent.Input("given", optional=True,
+                                tooltip="Latents of the given cells: the whole grid, or one view's frames (e.g. the "
+                                        "VAE-encoded input video) placed at the mask's given view. Without it the "
+                                        "given cells take their values from 'latent'."),
+                *_pole_prompt_inputs(),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="All views×frames, view-major, same layout as the input.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
+                sync_strength, sync_start, sync_end, noise_augmentation, rig=None, view_mask=None,
+                given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+        node = "Pano360MultiViewSampler"
+        rig = _rig(rig)
+        settings = _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_start, sync_end,
+                             noise_augmentation, node)
+        samples = _grid_latent(model, latent, rig, node)
+        layout = LatentLayout.of(samples.shape, rig.num_views)
+        mask = cls._mask(view_mask, given, layout, node)
+        if given is not None:
+            samples = cls._with_given(samples, given, layout, mask, node)
+        cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
+        progress = _host.sampling_progress(model, steps)
+        out = sample_grid(model, cond, negative, rig, samples, mask, settings, progress(0))
+        result = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
+        result["samples"] = out
+        return io.NodeOutput(result)
+
+    @staticmethod
+    def _mask(view_mask, given, layout: LatentLayout, node: str) -> torch.Tensor | None:
+        if view_mask is None:
+            if given is not None and isinstance(given, dict) and isinstance(given.get("samples"), torch.Tensor) \
+                    and one_view_frames(given["samples"], layout) is not None:
+                return build_view_mask("first_column", layout.views, layout.frames, column_view=0)
+            if given is not None:
+                raise NodeInputError(node, "view_mask", "a view mask saying which cells 'given' fills",
+                                     "none (only a one-view 'given' defaults to the first column)")
+            return None
+        if not isinstance(view_mask, torch.Tensor) or view_mask.ndim != 2 or view_mask.shape[0] != layout.views:
+            raise NodeInputError(node, "view_mask", f"a [views={layout.views}, frames] view mask", describe(view_mask))
+        try:
+            return mask_to_latent_frames(view_mask.float(), layout.frames)
+        except ValueError as e:
+            raise NodeInputError(node, "view_mask", f"{layout.frames} frames (the latent's)", str(e)) from None
+
+    @staticmethod
+    def _with_given(samples, given, layout: LatentLayout, mask, node: str) -> torch.Tensor:
+        if not isinstance(given, dict) or not isinstance(given.get("samples"), torch.Tensor):
+            raise NodeInputError(node, "given", "a LATENT", describe(given))
+        if mask is None or not bool(mask.any()):
+            raise NodeInputError(node, "view_mask", "given cells for the 'given' latents", "a mask with none")
+        try:
+            grid = given_grid(given["samples"].to(samples), layout, mask)
+        except ValueError as e:
+            raise NodeInputError(node, "given", "the grid's or one view's latent shape", str(e)) from None
+        keep = 1.0 - noise_mask_for_latent(mask, tuple(samples.shape)).to(samples)
+        return torch.lerp(samples, grid, keep)
+
+
+class Pano360AutoregressiveExtender(io.ComfyNode):
+    """Long 360° videos window by window (VideoPanda §3.3)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360AutoregressiveExtender",
+            display_name="Pano360 Autoregressive Extender",
+            category=CATEGORY,
+            description="Generates a long multi-view video in windows with the Multi-View Sampler: the first window "
+                        "(16 frames) from text or the input video's view; each next window (15 new frames) is "
+                        "conditioned on the previous window's last frame of every view and the video's next frames. "
+                        "4 windows give 61 frames. Only one window is on the GPU at a time.",
+            inputs=[
+                *_conditioning_inputs(),
+                io.Latent.Input("latent", tooltip="Any empty latent of the model's kind at the view size (e.g. "
+                                                  "EmptyLatentImage, EmptyHunyuanLatentVideo); only its channels, size "
+                                                  "and 4-D/5-D kind are used."),
+                io.Int.Input("windows", default=PAPER_WINDOWS, min=1, max=1000,
+                             tooltip="Number of windows: frames = window + (windows - 1) × (window - overlap)."),
+                io.Int.Input("window", default=PAPER_WINDOW, min=2, max=1024,
+                             tooltip="Frames per window (latent frames for 5-D video latents; VideoPanda: 16)."),
+                io.Int.Input("overlap", default=PAPER_OVERLAP, min=1, max=1023,
+                             tooltip="Frames carried from one window into the next (VideoPanda: 1)."),
+                io.Int.Input("column_view", default=0, min=0, max=63,
+                             tooltip="The view that shows the conditioning video (view 0 of videopanda8 looks forward)."),
+                *_sampling_inputs(),
+                RIG.Input("rig", optional=True, tooltip="The view rig; videopanda8 when not connected."),
+                io.Latent.Input("video", optional=True,
+                                tooltip="Optional conditioning video at one view: latents [T,C,h,w] (image models) or "
+                                        "[1,C,T,h,w] (video models) with at least as many frames as the output."),
+                *_pole_prompt_inputs(),
+            ],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="All views × all frames, view-major.")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent, windows, window, overlap, column_view, seed, steps, cfg,
+                sampler_name, scheduler, sync_strength, sync_start, sync_end, noise_augmentation, rig=None,
+                video=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+        node = "Pano360AutoregressiveExtender"
+        rig = _rig(rig)
+        settings = _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_start, sync_end,
+                             noise_augmentation, node)
+        if overlap >= window:
+            raise NodeInputError(node, "overlap", f"< window ({window})", str(overlap))
+        if not 0 <= column_view < rig.num_views:
+            raise NodeInputError(node, "column_view", f"0..{rig.num_views - 1}", str(column_view))
+        schedule = WindowSchedule(window, overlap, windows)
+        template = _grid_latent(model, latent, rig, node)
+        layout = LatentLayout(rig.num_views, window, template.shape[1], *template.shape[-2:], template.ndim == 5)
+        frames = cls._video(video, layout, schedule, node)
+        cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
+        progress = _host.sampling_progress(model, steps * windows)
+
+        def sample_window(latents, mask, k):
+            s = Sampling(settings.seed + k, settings.steps, settings.cfg, settings.sampler_name,
+                         settings.scheduler, settings.sync, settings.noise_augmentation)
+            return sample_grid(model, cond, negative, rig, latents, mask, s, progress(k * steps))
+
+        device = _host.intermediate_device()
+        out = extend(sample_window, schedule, layout, video=frames, column_view=column_view if frames is not None else None,
+                     device=device, offload_device=device, callback=lambda done, total: _host.check_interrupt())
+        return io.NodeOutput({"samples": out})
+
+    @staticmethod
+    def _video(video, layout: LatentLayout, schedule: WindowSchedule, node: str):
+        if video is None:
+            return None
+        if not isinstance(video, dict) or not isinstance(video.get("samples"), torch.Tensor):
+            raise NodeInputError(node, "video", "a LATENT", describe(video))
+        s = video["samples"]
+        cell = (layout.channels, layout.height, layout.width)
+        if layout.video and s.ndim == 5 and s.shape[0] == 1:
+            s = s[0].permute(1, 0, 2, 3)
+        if s.ndim != 4 or tuple(s.shape[1:]) != cell or s.shape[0] < schedule.total_frames:
+            want = f"[T>={schedule.total_frames},{cell[0]},{cell[1]},{cell[2]}]"
+            if layout.video:
+                want = f"[1,{cell[0]},T>={schedule.total_frames},{cell[1]},{cell[2]}]"
+            raise NodeInputError(node, "video", f"one view's latents {want}", describe(video["samples"]))
+        return s
+
+
+NODES = [Pano360MultiViewSampler, Pano360ViewMask, Pano360AutoregressiveExtender]

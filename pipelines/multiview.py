@@ -45,12 +45,19 @@ StepCallback = Callable[[int, int, Tensor], None]  # (step, total, x0)
 GIVEN_CANVAS_WEIGHT = 100.0
 # Canvas coverage below this counts as "no view here" (the canvas sum of footprint weights).
 _EPS = 1e-6
+# A view at |pitch| >= 45 degrees sees mostly sky or ground (a cube face's half angle):
+# the views per-view "up"/"down" prompts apply to.
+POLE_PITCH = 45.0
 # Canvas width is rounded up to a multiple of this (even equirect width W = 2H).
 _CANVAS_ALIGN = 8
 
 __all__ = [
     "GIVEN_CANVAS_WEIGHT",
+    "POLE_PITCH",
     "LatentLayout",
+    "one_view_frames",
+    "given_grid",
+    "pole_views",
     "SyncSchedule",
     "canvas_size",
     "fuse_views",
@@ -126,6 +133,50 @@ class LatentLayout:
         """``(V, T, C, h, w)`` -> this layout (contiguous)."""
         v, t, c, h, w = cells.shape
         return self.from_grid(cells.reshape(v * t, c, h, w)).contiguous()
+
+
+def one_view_frames(given: Tensor, layout: LatentLayout) -> Tensor | None:
+    """A single view's latents as ``(T, C, h, w)``, or None when ``given`` is not one view.
+
+    One view is ``(T, C, h, w)`` for 4-D layouts and ``(1, C, T, h, w)`` for 5-D ones, with
+    the layout's frames, channels and size.
+    """
+    cell = (layout.channels, layout.height, layout.width)
+    if not layout.video and given.ndim == 4 and tuple(given.shape) == (layout.frames, *cell):
+        return given
+    if layout.video and given.ndim == 5 and tuple(given.shape) == (1, layout.channels, layout.frames, *cell[1:]):
+        return given[0].permute(1, 0, 2, 3)
+    return None
+
+
+def given_grid(given: Tensor, layout: LatentLayout, mask: Tensor) -> Tensor:
+    """Given latents as a full grid in ``layout``'s format.
+
+    given: the full grid (``layout.shape``), or one view (:func:`one_view_frames`), which
+    is placed at every view that has a given cell in ``mask`` (``[V, T]``, 1 = given).
+    Cells the mask does not mark are zero.  ValueError on any other shape.
+    """
+    if tuple(given.shape) == layout.shape:
+        return given
+    frames = one_view_frames(given, layout)
+    if frames is None:
+        one = (layout.frames, layout.channels, layout.height, layout.width)
+        if layout.video:
+            one = (1, layout.channels, layout.frames, layout.height, layout.width)
+        raise ValueError(
+            f"given latents must be the whole grid {list(layout.shape)} or one view {list(one)}, "
+            f"got {list(given.shape)}"
+        )
+    cells = torch.zeros(layout.views, layout.frames, *frames.shape[1:], dtype=frames.dtype, device=frames.device)
+    for v in range(layout.views):
+        if bool(mask[v].any()):
+            cells[v] = frames
+    return layout.from_cells(cells)
+
+
+def pole_views(rig: Rig, up: bool, min_pitch: float = POLE_PITCH) -> list[int]:
+    """Indices of the views looking up (pitch >= min_pitch) or down (pitch <= -min_pitch)."""
+    return [i for i, v in enumerate(rig.views) if (v.pitch >= min_pitch if up else v.pitch <= -min_pitch)]
 
 
 # ---------------------------------------------------------------------------------------
