@@ -1,10 +1,5 @@
 """Autoregressive window schedule (VideoPanda §3.3) and the window driver."""
 
-import pytest
-
-if not hasattr(__import__("pano360.projection", fromlist=["x"]), "stitch_rig"):
-    pytest.skip("projection core (branch proj) not merged yet", allow_module_level=True)
-
 import gc
 import weakref
 

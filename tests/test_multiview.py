@@ -7,11 +7,6 @@ means of Gaussian data around each view's target, so sampling them is exact arit
 
 from __future__ import annotations
 
-import pytest
-
-if not hasattr(__import__("pano360.projection", fromlist=["x"]), "stitch_rig"):
-    pytest.skip("projection core (branch proj) not merged yet", allow_module_level=True)
-
 import math
 
 import pytest
