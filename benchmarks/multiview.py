@@ -5,9 +5,11 @@
 Question: how much does fusing the views on the sphere (warp to an equirect latent canvas,
 average, warp back) add to one sampler step of a rig batch?  Peer: the same Euler step on
 the same ``[V*T, 4, 64, 64]`` batch with the same model and no fusion.  Models: a small
-conv UNet stub, and diffusers' ``UNet2DConditionModel`` at SD1.5's layout with half its
-widths (random weights).  Ratios are medians over ``--repeats`` timed steps after a
-warm-up; the fusion alone is timed too.  Not part of the test run.
+conv UNet stub, and diffusers' ``UNet2DConditionModel`` at SD1.5's block layout with a
+fifth of its widths (random weights).  Plain and fused steps are timed in alternation and
+the overhead is the median of the paired differences over the median plain step (pairs
+cancel the drift of a shared machine); the fusion alone is timed too.  Not part of the
+test run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from pano360.projection import rig_preset  # noqa: E402
 LATENT_HW = (64, 64)  # SD1.5 latents of VideoPanda's 512x512 views
 CHANNELS = 4
 TEXT_TOKENS, TEXT_DIM = 77, 768  # CLIP-L
+# SD1.5's UNet has block widths (320, 640, 1280, 1280) and 2 layers per block; a fifth of
+# the widths and 1 layer keeps a CPU step in seconds (the real one is ~50x slower, so the
+# fusion's share would be ~50x smaller still).
+UNET_WIDTHS = (64, 128, 256, 256)
 
 
 class ConvStub(torch.nn.Module):
@@ -55,7 +61,7 @@ class ConvStub(torch.nn.Module):
 
 
 class DiffusersUNet(torch.nn.Module):
-    """diffusers UNet2DConditionModel, SD1.5 block layout at half width, as an x0 denoiser."""
+    """diffusers UNet2DConditionModel, SD1.5 block layout at a fifth of the widths, as an x0 denoiser."""
 
     def __init__(self, batch: int):
         super().__init__()
@@ -63,7 +69,7 @@ class DiffusersUNet(torch.nn.Module):
 
         self.unet = UNet2DConditionModel(
             sample_size=LATENT_HW[0], in_channels=CHANNELS, out_channels=CHANNELS,
-            block_out_channels=(160, 320, 640, 640), layers_per_block=1,
+            block_out_channels=UNET_WIDTHS, layers_per_block=1,
             cross_attention_dim=TEXT_DIM, attention_head_dim=8,
         )
         self.text = torch.randn(batch, TEXT_TOKENS, TEXT_DIM)
@@ -74,18 +80,26 @@ class DiffusersUNet(torch.nn.Module):
         return x - sigma * eps
 
 
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def median_time(fn, repeats: int, device: torch.device) -> float:
     fn()  # warm-up (grid caches, allocator)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(_timed(fn, device) for _ in range(repeats))
+
+
+def paired(plain, fused, repeats: int, device: torch.device) -> tuple[float, float]:
+    """(median plain time, median of fused - plain over alternating pairs)."""
+    plain(), fused()  # warm-up
+    pairs = [(_timed(plain, device), _timed(fused, device)) for _ in range(repeats)]
+    return statistics.median(p for p, _ in pairs), statistics.median(f - p for p, f in pairs)
 
 
 def main(argv=None) -> int:
@@ -94,7 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--models", default="stub,unet", help="comma list of stub, unet")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: on a shared machine, OpenMP threads that wait for each "
+                        "other inflate small ops by orders of magnitude)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     rig = rig_preset("videopanda8")
@@ -119,19 +137,18 @@ def main(argv=None) -> int:
                 x0 = fusion(model(x, sigma), 0.5)
                 return x + (x - x0) / sigma * (-0.1)
 
-            t_plain = median_time(plain, args.repeats, device)
-            t_fused = median_time(fused, args.repeats, device)
-            rows.append((name, t_plain, t_fused))
+            t_plain, t_extra = paired(plain, fused, args.repeats, device)
+            rows.append((name, t_plain, t_extra))
 
     print(f"device {device} ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
           f"float32, rig videopanda8, batch {batch} = 8 views x {args.frames} frames, latents {LATENT_HW}, "
           f"canvas {fusion.canvas_hw}, threads {torch.get_num_threads()}")
     print(f"fusion alone: {t_fuse * 1e3:.1f} ms per step")
-    print("| model | plain step (ms) | fused step (ms) | overhead |")
-    print("|---|---|---|---|")
-    for name, tp, tf in rows:
-        label = "conv stub (0.5M params)" if name == "stub" else "diffusers UNet2DConditionModel, SD1.5 layout at half width"
-        print(f"| {label} | {tp * 1e3:.1f} | {tf * 1e3:.1f} | {100 * (tf - tp) / tp:+.1f}% |")
+    print("| model | batch | plain step (ms) | fused - plain (ms, paired median) | overhead | fusion alone / plain |")
+    print("|---|---|---|---|---|---|")
+    for name, tp, te in rows:
+        label = "conv stub (0.5M params)" if name == "stub" else "diffusers UNet2DConditionModel, SD1.5 layout, 1/5 widths"
+        print(f"| {label} | {batch} | {tp * 1e3:.1f} | {te * 1e3:.1f} | {100 * te / tp:+.1f}% | {100 * t_fuse / tp:.2f}% |")
     return 0
 
 
