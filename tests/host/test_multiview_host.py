@@ -125,3 +125,55 @@ def test_video_workflows_validate_against_object_info(comfy_server, name):
     if missing:
         pytest.skip(f"node IDs not in /object_info yet (from other branches): {missing}")
     assert validate(prompt, info) == []
+
+
+class _StubModel:
+    """Just enough of a ModelPatcher for the nodes' bookkeeping (no sampling)."""
+
+    def __init__(self, channels: int, dims: int):
+        from types import SimpleNamespace
+
+        self._format = SimpleNamespace(latent_channels=channels, latent_dimensions=dims)
+
+    def get_model_object(self, name):
+        assert name == "latent_format"
+        return self._format
+
+
+@pytest.mark.parametrize("video_model", [False, True])
+def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monkeypatch, video_model):
+    """The Extender feeds each window to the same sample_grid the sampler uses (stubbed
+    here: the real call is covered above), with the row and the video column given."""
+    from pano360.nodes import multiview as mv
+    from pano360.projection import rig_preset
+
+    calls = []
+
+    def fake_sample_grid(model, positive, negative, rig, samples, mask, settings, callback=None):
+        calls.append((tuple(samples.shape), mask.clone(), settings.seed, samples.clone()))
+        return samples + 1.0  # "generated" = input + 1 everywhere
+
+    monkeypatch.setattr(mv, "sample_grid", fake_sample_grid)
+    monkeypatch.setattr(mv._host, "sampling_progress", lambda model, total: (lambda offset: None))
+    rig = rig_preset("horizontal_n", n=3, fov=150.0, size=64)
+    c, h, w = 4, 8, 8
+    if video_model:
+        latent = {"samples": torch.zeros(1, c, 1, h, w)}
+        video = {"samples": torch.arange(7.0).reshape(1, 1, 7, 1, 1).expand(1, c, 7, h, w).contiguous()}
+    else:
+        latent = {"samples": torch.zeros(1, c, h, w)}
+        video = {"samples": torch.arange(7.0).reshape(7, 1, 1, 1).expand(7, c, h, w).contiguous()}
+    out = comfy_in_process.run_node(
+        mv.Pano360AutoregressiveExtender, model=_StubModel(c, 3 if video_model else 2), positive=[], negative=[],
+        latent=latent, windows=3, window=3, overlap=1, column_view=1, seed=10, steps=2, cfg=1.0,
+        sampler_name="euler", scheduler="normal", sync_strength=1.0, sync_start=0.0, sync_end=1.0,
+        noise_augmentation=0.0, rig=rig, video=video,
+    ).args[0]["samples"]
+    assert [seed for _, _, seed, _ in calls] == [10, 11, 12]
+    assert out.shape == ((3, c, 7, h, w) if video_model else (3 * 7, c, h, w))
+    cells = out.permute(0, 2, 1, 3, 4) if video_model else out.reshape(3, 7, c, h, w)
+    # window 0 frames 0..2 = 0+1; window 1 adds frames 3,4 from carried frame 2 (value 1) + 1 ...
+    assert cells[0, :, 0, 0, 0].tolist() == [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert cells[1, :, 0, 0, 0].tolist() == [float(f) + 1.0 for f in range(7)]  # the video column (+1)
+    for _, mask, _, samples in calls[1:]:
+        assert mask[:, 0].all() and mask[1].all() and mask.sum() == 3 + 3 - 1
