@@ -210,3 +210,26 @@ def test_input_files_are_uploaded_once_per_server_and_set_on_the_node(tmp_path):
     used = sorted(json.loads(server.files[("", f)].decode().split(":", 2)[2])["1"]["inputs"]["image"]
                   for _, f in server.files)
     assert used == ["a (1).png", "a (1).png", "b.mp4", "b.mp4"]
+
+
+def test_a_node_type_missing_on_the_server_is_named(tmp_path):
+    api = dict(WORKFLOW, **{"3": {"class_type": "Pano360NotInstalled", "inputs": {}}})
+
+    async def main():
+        async with FakeComfyUI(OBJECT_INFO) as server:
+            with pytest.raises(BatchError, match="node 3: node type Pano360NotInstalled is not installed"):
+                await run_batch(api, seed_jobs(1), config(tmp_path, [server]))
+
+    run(main())
+
+
+def test_progress_line_on_a_log_file_is_written_once_per_finished_job():
+    import io
+
+    stream = io.StringIO()
+    progress = batch_mod.Progress(2, stream=stream)
+    progress.update("job-a", "node 3 1/20")
+    progress.update("job-a", "node 3 2/20")
+    progress.done += 1
+    progress.update("job-a", finished=True)
+    assert stream.getvalue() == "[############............] 1/2 done\n"
