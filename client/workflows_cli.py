@@ -66,6 +66,7 @@ def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) 
             report.skipped.append(f"node {issue.node_id} ({issue.class_type})")
         else:
             report.issues.append(issue)
+    report.issues += incomplete_widgets(api, schemas)
     report.needs = models_needed(api, schemas)
     if not require_ui or report.skipped:
         return report
@@ -84,6 +85,22 @@ def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) 
                                    f"{ui_file.name} differs from its API twin ({diff}): run "
                                    "`python -m pano360 workflows build`"))
     return report
+
+
+def incomplete_widgets(api: dict, schemas: SchemaSet) -> list[Issue]:
+    """Widget inputs an API twin leaves out: the editor always sends every widget, so the
+    UI file would not convert back to the twin."""
+    issues = []
+    for node_id, node in api.items():
+        schema = schemas.get(node.get("class_type")) if isinstance(node, dict) else None
+        if schema is None:
+            continue
+        for spec in schema.widgets:
+            if spec.name not in node.get("inputs", {}) and not spec.required:
+                issues.append(Issue(str(node_id), schema.class_type, spec.name, "widget_missing",
+                                    f"optional widget missing from the API twin (the editor sends it, default "
+                                    f"{spec.default!r}); write it out"))
+    return issues
 
 
 def diff_api(expected: dict, got: dict) -> list[str]:
