@@ -143,6 +143,11 @@ def test_projection_views_batch_on_two_servers(comfy_server, second_server, tmp_
     if missing:
         pytest.skip(f"the server has no {', '.join(missing)} yet (projection nodes not merged)")
     loader = next(i for i, n in api.items() if n["class_type"] == "LoadImage")
+    for node in api.values():   # the same graph at a size a busy 2-core machine runs in seconds
+        if node["class_type"] == "Pano360Rig":
+            node["inputs"]["size"] = 128
+        if node["class_type"] == "Pano360EquirectStitcher":
+            node["inputs"]["height"] = 128
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     for i, color in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
@@ -152,7 +157,8 @@ def test_projection_views_batch_on_two_servers(comfy_server, second_server, tmp_
     assert result.ok and len(result.done) == 3, result
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {e["server"] for e in manifest["jobs"].values()} == {comfy_server.url, second_server.url}
+    from PIL import Image
+
     for entry in manifest["jobs"].values():
-        assert entry["outputs"], entry
-        for out in entry["outputs"]:
-            assert (tmp_path / "out" / entry["name"] / out).read_bytes().startswith(PNG_SIGNATURE)
+        sizes = sorted(Image.open(tmp_path / "out" / entry["name"] / out).size for out in entry["outputs"])
+        assert sizes == [(128, 128)] * 8 + [(256, 128)], entry   # 8 rig views + the stitched 2:1 panorama
