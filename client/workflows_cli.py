@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .convert import ConversionError, api_to_ui, ui_to_api
 from .files import write_json_atomic
-from .schema import PACK_ROOT, SchemaError, SchemaSet, default_schema_files, fetch_object_info, strip_object_info
+from .schema import PACK_ROOT, SCHEMA_DIR, SchemaError, SchemaSet, default_schema_files, fetch_object_info, strip_object_info
 from .validate import Issue, ModelNeed, models_needed, validate_prompt
 
 log = logging.getLogger("pano360.workflows")
@@ -142,6 +142,9 @@ def load_schemas(args) -> SchemaSet:
         schemas.add(asyncio.run(fetch()), args.server)
         return schemas
     files = args.schemas or default_schema_files()
+    if not files:
+        raise SchemaError(f"no node schemas: {SCHEMA_DIR} has no recorded /object_info files; "
+                          "pass --schemas FILE... or --server URL")
     return SchemaSet.from_files(*files)
 
 
