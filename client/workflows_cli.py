@@ -181,6 +181,9 @@ def _run_check(args, schemas: SchemaSet) -> int:
             log.warning("  not checked (no recorded schema for the pack's nodes; record "
                         "workflows/schemas/pano360_object_info.json): %s", ", ".join(report.skipped))
         n_errors += len(report.errors)
+    for stray in sorted(p.name for p in args.dir.glob("*.json") if not (args.dir / "api" / p.name).is_file()):
+        log.error("%s: UI workflow without an API twin in api/ (write api/%s, then build)", stray, stray)
+        n_errors += 1
     log.info("%d workflow(s), %d error(s)", len(twins), n_errors)
     return 1 if n_errors else 0
 
