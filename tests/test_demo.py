@@ -44,7 +44,7 @@ def test_demo_writes_views_stitched_panoramas_and_sweep(tmp_path):
     reader = imageio_ffmpeg.read_frames(str(out / "sweep.mp4"))
     meta = reader.__next__()
     frames = list(reader)
-    assert meta["size"] == (32, 16) and len(frames) == 6
+    assert meta["size"] == (64, 32) and len(frames) == 6  # 16:9-ish, scaled with --size
     assert not list(out.rglob(".*partial*"))  # nothing half-written left behind
 
 
