@@ -81,6 +81,11 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
 COMFYUI_ROOT, NOT_FOUND_REASON = find_comfyui_root()
 
 
+def pytest_configure(config):
+    # the expected, once-per-process notice of prepare_comfyui.py's torchaudio guard
+    config.addinivalue_line("filterwarnings", "ignore:torchaudio extension:UserWarning")
+
+
 def pytest_collection_modifyitems(config, items):
     if COMFYUI_ROOT is not None:
         return
