@@ -41,7 +41,9 @@ import uuid
 
 import pytest
 
-import comfy_env  # tests/host/comfy_env.py (this folder is on sys.path under pytest)
+if str(pathlib.Path(__file__).resolve().parent) not in sys.path:  # any --import-mode
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import comfy_env  # noqa: E402  (tests/host/comfy_env.py)
 
 HOST_DIR = pathlib.Path(__file__).resolve().parent
 ROOT = HOST_DIR.parents[1]  # the checkout under test
