@@ -26,7 +26,8 @@ def smooth_panorama(h: int = 64) -> np.ndarray:
     lat = (0.5 - (np.arange(h) + 0.5) / h) * math.pi
     lon = ((np.arange(2 * h) + 0.5) / (2 * h) - 0.5) * 2 * math.pi
     lon, lat = np.meshgrid(lon, lat)
-    rgb = np.stack([0.5 + 0.35 * np.cos(lon), 0.5 + 0.35 * np.sin(lat), 0.5 + 0.2 * np.sin(lon) * np.cos(lat)], -1)
+    # no mirror symmetry in longitude or latitude, so a flipped or shifted result cannot match
+    rgb = np.stack([0.5 + 0.4 * np.sin(lon), 0.5 + 0.4 * np.sin(lat), 0.5 + 0.4 * np.cos(lon + 1.0) * np.cos(lat)], -1)
     return np.round(rgb * 255).astype(np.uint8)
 
 
@@ -153,4 +154,4 @@ def test_equirect_perspective_stitch_round_trip(comfy_server):
     covered = result.max(axis=-1) > 8
     assert covered.mean() > 0.2, f"only {covered.mean():.1%} of the panorama is covered"
     error = np.abs(result - reference)[covered].mean() / 255.0
-    assert error < 0.03, f"mean abs error {error:.4f} on covered pixels"
+    assert error < 0.02, f"mean abs error {error:.4f} on covered pixels"
