@@ -14,6 +14,7 @@ Fixtures
 ``comfy_server``       one ComfyUI server per session on 127.0.0.1 and a free port, with
                        this checkout as its only custom node and every folder it writes
                        in a temp base directory; yields a :class:`ComfyClient`.
+``comfy_server_factory`` ``start()`` another independent server (for multi-server tests).
 ``sd15_checkpoint``    a random SD1.5-shaped checkpoint (built once, cached outside the
                        repository) that the server lists in ``models/checkpoints``.
 
@@ -353,19 +354,34 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(comfyui_root, tmp_path_factory):
-    """One ComfyUI server for the session; yields a :class:`ComfyClient`."""
+def comfy_server_factory(comfyui_root, tmp_path_factory):
+    """``start() -> ComfyClient``: starts another independent server (own port and base
+    directory) on each call, e.g. to test a client against several servers; all are
+    stopped at the end of the session.  Each costs one ComfyUI start (~10 s, ~1 GB)."""
     check = subprocess.run([sys.executable, "-c", "import torch, torchvision, torchaudio, aiohttp, sqlalchemy, av"],
                            capture_output=True, text=True, timeout=300)
     if check.returncode != 0:
         pytest.skip("ComfyUI's dependencies are not importable (install them and run tests/host/prepare_comfyui.py, "
                     f"see docs/testing.md): {check.stderr.strip().splitlines()[-1:]}")
-    base = _make_base_directory(tmp_path_factory.mktemp("comfy_server"))
-    proc, client = _start_server(comfyui_root, base, base / "comfyui.log")
+    processes: list[subprocess.Popen] = []
+
+    def start() -> ComfyClient:
+        base = _make_base_directory(tmp_path_factory.mktemp("comfy_server"))
+        proc, client = _start_server(comfyui_root, base, base / "comfyui.log")
+        processes.append(proc)
+        return client
+
     try:
-        yield client
+        yield start
     finally:
-        _stop(proc)
+        for proc in processes:
+            _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_server_factory) -> ComfyClient:
+    """One ComfyUI server shared by the whole session; a :class:`ComfyClient`."""
+    return comfy_server_factory()
 
 
 # ------------------------------------------------------------------ random-weight models
