@@ -14,7 +14,6 @@ import asyncio
 import io
 import json
 import pathlib
-import sys
 import uuid
 
 import pytest
@@ -26,20 +25,9 @@ BATCH_TIMEOUT_S = 300.0
 ALLOWED_ERRORS = ("value_not_in_list", "custom_validation_failed")   # model file / input file absent
 
 
-def _host(comfy_server):
-    """tests/host/conftest.py (its helpers start a second server the same way)."""
-    return sys.modules[type(comfy_server).__module__]
-
-
 @pytest.fixture(scope="module")
-def second_server(comfy_server, comfyui_root, tmp_path_factory):
-    host = _host(comfy_server)
-    base = host._make_base_directory(tmp_path_factory.mktemp("comfy_server_2"))
-    proc, client = host._start_server(comfyui_root, base, base / "comfyui.log")
-    try:
-        yield client
-    finally:
-        host._stop(proc)
+def second_server(comfy_server_factory):
+    return comfy_server_factory()   # another independent ComfyUI process
 
 
 def _missing_pack_nodes(client, api: dict) -> list[str]:
