@@ -73,11 +73,18 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
         if _is_comfyui(path):
             return path.resolve(), ""
         return None, f"ComfyUI not found: COMFYUI_ROOT={env} has no main.py/comfy/folder_paths.py; {HOW_TO}"
-    # The unresolved path keeps a symlinked custom_nodes/<pack> visible.
-    for start in (pathlib.Path(os.path.abspath(__file__)), pathlib.Path(__file__).resolve()):
-        for parent in start.parents:
+    # Unresolved paths keep a symlinked custom_nodes/<pack> visible; the shell's logical
+    # working directory ($PWD) does too when pytest was started from inside the symlink.
+    starts = [pathlib.Path(os.path.abspath(__file__)), pathlib.Path(__file__).resolve()]
+    if os.environ.get("PWD"):
+        starts.append(pathlib.Path(os.environ["PWD"]))
+    for start in starts:
+        for parent in (start, *start.parents):
             if parent.name == "custom_nodes" and _is_comfyui(parent.parent):
                 return parent.parent.resolve(), ""
+            if _is_comfyui(parent) and (parent / "custom_nodes").is_dir() and any(
+                    entry.resolve() == ROOT for entry in (parent / "custom_nodes").iterdir()):
+                return parent.resolve(), ""
     return None, f"ComfyUI not found: {HOW_TO}"
 
 
