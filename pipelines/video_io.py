@@ -1,0 +1,63 @@
+"""Minimal, atomic video writing (H.264 MP4 through imageio-ffmpeg's bundled ffmpeg).
+
+A file appears under its final name only once it is complete: frames go to a temporary
+name in the same folder, which is renamed on success and deleted on failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_mp4", "DEFAULT_CRF"]
+
+# libx264's constant-rate factor: 18 is visually lossless for most content (x264 docs,
+# "--crf": 0 lossless, 23 default, 51 worst).
+DEFAULT_CRF = 18
+
+
+def _check_frames(frames) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '')} {list(getattr(frames, 'shape', []))}"
+        raise ValueError(f"frames: expected a uint8 array [T, H, W, 3], got {got}")
+    t, h, w, _ = frames.shape
+    if t < 1:
+        raise ValueError("frames: expected at least one frame, got 0")
+    if h % 2 or w % 2:
+        raise ValueError(f"frames: H.264 yuv420p needs even width and height, got {w}x{h} (WxH)")
+    return frames
+
+
+def write_mp4(frames: np.ndarray, path, fps: float = 24.0, crf: int = DEFAULT_CRF) -> Path:
+    """Encode ``frames`` (uint8 ``[T, H, W, 3]`` RGB, even ``H`` and ``W``) as H.264 yuv420p.
+
+    ``path`` is written atomically (temporary file + rename); returns it as a ``Path``.
+    """
+    import imageio_ffmpeg
+
+    frames = _check_frames(frames)
+    if not fps > 0:
+        raise ValueError(f"fps: expected a positive frame rate, got {fps!r}")
+    if isinstance(crf, bool) or int(crf) != crf or not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf: expected an integer in 0..51 (x264 constant-rate factor), got {crf!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.mp4")
+    _, h, w, _ = frames.shape
+    writer = imageio_ffmpeg.write_frames(
+        str(tmp), (w, h), fps=float(fps), codec="libx264", pix_fmt_out="yuv420p", quality=None,
+        macro_block_size=1, output_params=["-crf", str(int(crf)), "-movflags", "+faststart"],
+    )
+    try:
+        writer.send(None)  # start ffmpeg
+        for frame in frames:
+            writer.send(np.ascontiguousarray(frame))
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
