@@ -526,16 +526,15 @@ def save_360_video(frames, path: str | os.PathLike, fps: float, crf: int,
     The file appears only when complete: encoding and injection work on hidden
     temporary files in the same folder, then one rename; on failure nothing is left.
     """
-    from .video_io import temp_path_beside, write_mp4
+    from .atomic_file import atomic_path, temp_path_beside
+    from .video_io import write_mp4
 
     encoded = temp_path_beside(path, ".enc.mp4")
-    tagged = temp_path_beside(path, ".tag.mp4")
     try:
-        write_mp4(frames, encoded, fps, crf)
-        inject_spherical(encoded, tagged, meta)
-        os.replace(tagged, path)
+        with atomic_path(path, ".mp4") as tagged:
+            write_mp4(frames, encoded, fps, crf)
+            inject_spherical(encoded, tagged, meta)
     finally:
-        for tmp in (encoded, tagged):
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        if os.path.exists(encoded):
+            os.remove(encoded)
     return os.fspath(path)

@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 import numpy as np
 
-__all__ = ["write_mp4", "temp_path_beside"]
+from .atomic_file import atomic_path
+
+__all__ = ["write_mp4"]
 
 log = logging.getLogger(__name__)
 
 # x264's CRF scale (0 = lossless, 51 = worst); 18 is "visually lossless" per the x264/
 # ffmpeg H.264 encoding guide (trac.ffmpeg.org/wiki/Encode/H.264).
 CRF_RANGE = (0, 51)
-
-
-def temp_path_beside(path: str | os.PathLike, suffix: str) -> str:
-    """A fresh hidden file name in ``path``'s folder (same file system, so a rename is atomic).
-
-    The leading dot keeps it out of ComfyUI's output numbering and file lists."""
-    folder, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
-    os.close(fd)
-    return tmp
 
 
 def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int) -> None:
@@ -53,8 +44,7 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int)
         raise ValueError(f"fps must be > 0, got {fps}")
     if not CRF_RANGE[0] <= int(crf) <= CRF_RANGE[1]:
         raise ValueError(f"crf must be in {CRF_RANGE[0]}..{CRF_RANGE[1]}, got {crf}")
-    tmp = temp_path_beside(path, ".mp4")
-    try:
+    with atomic_path(path, ".mp4") as tmp:
         writer = imageio_ffmpeg.write_frames(
             tmp, (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
             quality=None, macro_block_size=1, ffmpeg_log_level="error",
@@ -64,8 +54,3 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int)
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))
         writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
