@@ -268,3 +268,15 @@ def test_video_loads_plays_and_pauses(page):
     _assert_colour(page.screenshot(), SECTORS[0], "video, forward")
     # Back to the still for any later test.
     page.evaluate("window.viewer.load({url: './pano.png', kind: 'image'}).then(() => true)")
+
+
+def test_texture_mapping_follows_the_pack_convention(page):
+    """directionToTexCoord: +x (right) is longitude +90° -> s = 0.75; up is the top row."""
+    got = page.evaluate(
+        "import('./web/pano360_viewer_core.js').then(m => [m.directionToTexCoord(1, 0, 0),"
+        " m.directionToTexCoord(0, 0, 1), m.directionToTexCoord(0, 1, 0), m.directionToTexCoord(-1, 0, -1)])"
+    )
+    assert got[0] == pytest.approx({"s": 0.75, "t": 0.5})
+    assert got[1] == pytest.approx({"s": 0.5, "t": 0.5})
+    assert got[2]["t"] == pytest.approx(1.0)
+    assert got[3]["s"] == pytest.approx(1 / 8)  # longitude -135°
