@@ -118,3 +118,30 @@ def test_api_prompt_saves_a_360_video_served_by_view(comfy_server, tmp_path):
     frames = np.frombuffer(raw, np.uint8).reshape(-1, 32, 64, 3)
     assert frames.shape[0] == 5
     assert abs(int(frames[:, 8:24, 8:56, 0].mean()) - 0xC0) <= 8
+
+
+def _sweep_inputs(**kw):
+    base = dict(path="yaw_sweep", frames=6, start_yaw=0.0, total_yaw=360.0, pitch=0.0, fov=90.0,
+                easing="linear", keyframes="0, 0\n5, 90", width=24, height=16)
+    base.update(kw)
+    return base
+
+
+def test_perspective_sweep_still_and_video(comfy_in_process, nodes):
+    still = _frames(t=1)
+    (frames,) = _call(comfy_in_process, nodes.Pano360PerspectiveSweep, panorama=still, **_sweep_inputs()).args
+    assert frames.shape == (6, 16, 24, 3) and frames.dtype == torch.float32
+    # Forward (yaw 0) straddles the red/blue boundary at the centre column; yaw 90 is all blue.
+    assert frames[0, :, :11, 0].min() > 0.7 and frames[0, :, 13:, 2].min() > 0.7
+    assert frames[1, :, :, 2].min() > 0.7
+    (frames,) = _call(comfy_in_process, nodes.Pano360PerspectiveSweep, panorama=_frames(t=3),
+                      **_sweep_inputs(path="keyframes", keyframes="0, 0\n2, 90")).args
+    assert frames.shape[0] == 3
+
+
+def test_perspective_sweep_bad_keyframes_name_the_input(comfy_in_process, nodes):
+    from pano360.nodes._common import NodeInputError
+
+    with pytest.raises(NodeInputError, match="keyframes.*line 1"):
+        _call(comfy_in_process, nodes.Pano360PerspectiveSweep, panorama=_frames(t=1),
+              **_sweep_inputs(path="keyframes", keyframes="zero, 0"))
