@@ -60,6 +60,18 @@ def check_stereo_frame(images: torch.Tensor, stereo_mode: str, node_id: str, inp
                              "x height (each eye 2:1)", f"{w}x{h}")
 
 
+def _frame_progress(num_frames: int, every: int = 8):
+    """A per-frame ``callback(i)`` that updates ComfyUI's progress bar (and honours Cancel)
+    every ``every`` frames and on the last one."""
+    bar = progress_callback(num_frames)
+
+    def callback(i: int) -> None:
+        if (i + 1) % every == 0 or i + 1 == num_frames:
+            bar(i)
+
+    return callback
+
+
 def pano_item(filename: str, subfolder: str, folder_type: str, kind: str, stereo: str = "mono") -> dict:
     """One entry of ``ui.pano360`` (what web/pano360.js loads via /view)."""
     return {"filename": filename, "subfolder": subfolder, "type": folder_type, "kind": kind, "stereo": stereo}
@@ -105,12 +117,6 @@ class Pano360Save360Video(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, fps: float = 24.0, crf: int = DEFAULT_CRF, **kwargs):
-        if not fps > 0:
-            return f"fps must be > 0, got {fps}"
-        return True
-
-    @classmethod
     def execute(cls, images, fps: float, crf: int, stereo_mode: str, filename_prefix: str) -> io.NodeOutput:
         node = cls.__name__
         frames = images_to_uint8(images, node, "images")
@@ -121,7 +127,8 @@ class Pano360Save360Video(io.ComfyNode):
         folder, name, counter, subfolder, _ = save_image_path(filename_prefix, output_directory(), w, h)
         file = f"{name}_{counter:05}_.mp4"
         path = os.path.join(folder, file)
-        save_360_video(frames, path, fps, crf, SphericalMetadata(stereo_mode=stereo_mode))
+        save_360_video(frames, path, fps, crf, SphericalMetadata(stereo_mode=stereo_mode),
+                       callback=_frame_progress(t))
         saved = {"filename": file, "subfolder": subfolder, "type": "output"}
         ui = {"images": [saved], "animated": (True,), "pano360": [pano_item(file, subfolder, "output", "video", stereo_mode)]}
         return io.NodeOutput(path, ui=ui)
