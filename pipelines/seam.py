@@ -59,6 +59,7 @@ __all__ = [
     "roll_conditioning",
     "step_from_sigma",
     "rolled_denoiser",
+    "UnetRollWrapper",
     "seam_blend_weight",
     "seam_blended_decode",
 ]
@@ -234,6 +235,62 @@ def rolled_denoiser(denoiser: Denoiser, shift_for: Callable[[Tensor, Mapping[str
         return roll_width(out, -shift)
 
     return wrapped
+
+
+class UnetRollWrapper:
+    """A ComfyUI-style UNet function wrapper that turns the model's view of the sphere.
+
+    ComfyUI calls ``wrapper(apply_model, {"input", "timestep", "c", "cond_or_uncond"})``
+    once per model evaluation (``model_options["model_function_wrapper"]``,
+    comfy/samplers.py 0.3.64); ``timestep`` is the sigma of each batch item and
+    ``c`` the keyword arguments of ``apply_model`` (``c_concat``, ``c_crossattn``,
+    ``control``, ``transformer_options``…).  This wrapper rolls ``input`` and the
+    spatial entries of ``c`` by the step's offset, calls ``apply_model`` (or the
+    wrapper that was installed before it, so patches stack), and rolls the
+    prediction back: the sampler's state stays in the canonical frame (see the module
+    docstring for why this equals Argus's rotating latent).
+
+    The step comes from the sigma's place in ``c["transformer_options"]
+    ["sample_sigmas"]``, which ComfyUI 0.3.64 sets for every sampler
+    (``CFGGuider.inner_sample``).  When a caller does not provide it, the wrapper
+    falls back to counting: each new, lower sigma is the next step and a higher sigma
+    starts a new run at step 0.  That counter is the only state; it counts model
+    evaluations at distinct sigmas, so for second-order samplers it turns twice per
+    step, which changes the schedule but not the correctness (every call un-rolls its
+    own prediction).
+    """
+
+    def __init__(self, schedule: RollSchedule, previous: Callable | None = None):
+        self.schedule = schedule
+        self.previous = previous
+        self._last_sigma: float | None = None
+        self._counted_step = 0
+
+    def step_for(self, sigma: float, transformer_options: Mapping[str, Any]) -> int:
+        sample_sigmas = transformer_options.get("sample_sigmas")
+        if sample_sigmas is not None:
+            return step_from_sigma(sigma, sample_sigmas)
+        last = self._last_sigma
+        if last is None or sigma > last * (1.0 + SIGMA_RTOL):
+            self._counted_step = 0
+        elif sigma < last * (1.0 - SIGMA_RTOL):
+            self._counted_step += 1
+        self._last_sigma = sigma
+        return self._counted_step
+
+    def __call__(self, apply_model: Callable[..., Tensor], args: Mapping[str, Any]) -> Tensor:
+        x, timestep, c = args["input"], args["timestep"], args["c"]
+        sigma = float(timestep.detach().flatten().max())
+        width = x.shape[-1]
+        shift = self.schedule.offset(self.step_for(sigma, c.get("transformer_options") or {}), width)
+        if shift:
+            x = roll_width(x, shift)
+            c = roll_conditioning(c, shift, width)
+        if self.previous is not None:
+            out = self.previous(apply_model, {**args, "input": x, "c": c})
+        else:
+            out = apply_model(x, timestep, **c)
+        return roll_width(out, -shift) if shift else out
 
 
 # ---------------------------------------------------------------------------

@@ -312,3 +312,61 @@ def test_blended_decode_chunks_and_reports_progress():
 def test_blended_decode_rejects_odd_latent_width():
     with pytest.raises(ValueError, match="even"):
         seam_blended_decode(clean_decode, torch.zeros(1, 4, 2, 7))
+
+
+# --------------------------------------------------------------------------- ComfyUI-style hook
+
+
+def fake_apply_model(log):
+    def apply_model(x, t, c_concat=None, c_crossattn=None, transformer_options=None, **kw):
+        log.append(x[0, 0, 0].tolist())
+        return x + c_concat  # depends on both, position by position
+    return apply_model
+
+
+def hook_args(x, sigma, cond, **topts):
+    return {"input": x, "timestep": torch.full((x.shape[0],), sigma), "cond_or_uncond": [0],
+            "c": {"c_concat": cond, "c_crossattn": torch.zeros(1, 1, 4), "transformer_options": topts}}
+
+
+def test_unet_wrapper_uses_sample_sigmas_and_returns_canonical_prediction():
+    from pano360.pipelines.seam import UnetRollWrapper
+
+    sigmas = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.0])
+    x = torch.arange(8.0).view(1, 1, 1, 8)
+    cond = 100 * torch.arange(8.0).view(1, 1, 1, 8)
+    seen = []
+    hook = UnetRollWrapper(RollSchedule(0.25, 1))
+    for i, s in enumerate(sigmas[:-1].tolist()):
+        out = hook(fake_apply_model(seen), hook_args(x, s, cond, sample_sigmas=sigmas))
+        assert torch.equal(out, x + cond), f"step {i}: prediction not in the canonical frame"
+        assert seen[-1] == torch.roll(torch.arange(8.0), 2 * i).tolist(), f"step {i}: model saw the wrong roll"
+
+
+def test_unet_wrapper_counts_steps_without_a_schedule_and_resets_on_new_run():
+    from pano360.pipelines.seam import UnetRollWrapper
+
+    x = torch.arange(8.0).view(1, 1, 1, 8)
+    seen = []
+    hook = UnetRollWrapper(RollSchedule(0.25, 1))
+    for s in (8.0, 8.0, 4.0, 2.0, 9.0, 3.0):   # cond+uncond at 8, two steps, then a new run
+        hook(fake_apply_model(seen), hook_args(x, s, torch.zeros_like(x)))
+    first = [row[0] for row in seen]
+    assert first == [0.0, 0.0, 6.0, 4.0, 0.0, 6.0]   # offsets 0, 0, 2, 4, 0 (reset), 2
+
+
+def test_unet_wrapper_stacks_on_a_previous_wrapper():
+    from pano360.pipelines.seam import UnetRollWrapper
+
+    calls = []
+
+    def previous(apply_model, args):
+        calls.append(args["input"][0, 0, 0, 0].item())
+        return apply_model(args["input"], args["timestep"], **args["c"]) * 2
+
+    sigmas = torch.tensor([8.0, 4.0, 0.0])
+    x = torch.arange(8.0).view(1, 1, 1, 8)
+    hook = UnetRollWrapper(RollSchedule(0.5, 1), previous)
+    out = hook(fake_apply_model([]), hook_args(x, 4.0, torch.zeros_like(x), sample_sigmas=sigmas))
+    assert calls == [4.0]                       # the previous wrapper saw the rolled input
+    assert torch.equal(out, 2 * x)
