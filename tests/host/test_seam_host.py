@@ -141,7 +141,7 @@ def test_perspective_loop_node_writes_frames_and_poses(comfy_in_process):
     lon = ((torch.arange(2 * h) + 0.5) / (2 * h) - 0.5) * 2 * math.pi
     pano = torch.stack([0.5 + 0.4 * torch.cos(lon), 0.5 + 0.4 * torch.sin(lon), 0.5 + 0 * lon], -1)
     pano = pano.expand(1, h, 2 * h, 3).contiguous()
-    out = comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=pano, frames=4, fov=90.0, size=16,
+    out = comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=pano, num_frames=4, fov=90.0, size=16,
                                     cameras_between=0, folder_prefix="lookbeyond/test", save=True).result
     frames, folder, pose_text = out
     assert frames.shape == (4, 16, 16, 3)
