@@ -78,7 +78,10 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
             rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
         elif not hasattr(rig, "views"):
             raise NodeInputError(cls.__name__, "rig", "a PANO360_RIG", describe(rig))
-        views = erp_to_rig(erp, rig)                                    # (V*B, C, h, w) view-major
+        try:
+            views = erp_to_rig(erp, rig)                                # (V*B, C, h, w) view-major
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "rig", "views of one common size", str(err)) from err
         frame_ids, rows = loop_cameras(rig.views, cameras_between)
         pose_text = format_pose_txt(rows)
         images = bchw_to_image(views)
