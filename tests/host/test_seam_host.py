@@ -181,3 +181,15 @@ def test_seamless_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_check
     from PIL import Image
 
     assert Image.open(path).size == (128, 64)
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", "trailing/", ""])
+def test_perspective_loop_refuses_folders_outside_output(comfy_in_process, prefix):
+    pytest.importorskip("pano360.projection.geometry", reason="projection core not merged")
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+
+    assert "folder_prefix" in Pano360LookBeyondPerspectiveLoop.validate_inputs(folder_prefix=prefix)
+    with pytest.raises(NodeInputError, match="folder_prefix"):
+        comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=torch.rand(1, 8, 16, 3), num_frames=2,
+                                  fov=90.0, size=8, cameras_between=0, folder_prefix=prefix, save=True)
