@@ -65,7 +65,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                                           tooltip="Optional rig (from Pano360 Rig) replacing num_frames/fov/size: any list of views, e.g. with pitch."),
             ],
             outputs=[
-                io.Image.Output("frames", tooltip="The perspective frames [N·B,H,W,C], view-major (all frames of panorama 0 first when B = 1, else b = view·B + panorama)."),
+                io.Image.Output("frames", tooltip="The perspective frames [N·B,H,W,C], view-major: index = frame·B + panorama (for one panorama simply the frames in order)."),
                 io.String.Output("folder", tooltip="The written folder(s), one per line (empty when save is off)."),
                 io.String.Output("pose_txt", tooltip="The pose.txt text (RealEstate10K format; the first line is a placeholder readers skip)."),
             ],
