@@ -312,22 +312,27 @@ def path_from_keyframes(spec: str, num_frames: int, fov_deg: float = DEFAULT_FOV
 # three components of ΔR's rotation vector, with Huber IRLS weights so moving objects and
 # occlusions count less (Baker & Matthews 2004, "Lucas-Kanade 20 years on", §3 and §4.1).
 ESTIMATE_PYRAMID_MIN_SIZE = 24  # px, the short side of the coarsest level
-ESTIMATE_ITERATIONS = 12  # Gauss–Newton steps per level
+ESTIMATE_ITERATIONS = 10  # Gauss–Newton steps per level (at most)
+CONVERGED_STEP = 1e-6  # rad (0.00006°): stop a level when the update is this small
 HUBER_K = 1.345
-# Central differences for the Jacobian (grid_sample has no forward-mode AD): 1e-4 rad is far
-# below a pixel at these sizes and far above float64 rounding.
-JACOBIAN_STEP = 1e-4  # Huber threshold in robust standard deviations (95 % efficiency)
+# Central differences for the Jacobian (grid_sample has no forward-mode AD): 1e-3 rad is a
+# tenth of a pixel at these sizes and well above float32 rounding of the residuals.
+JACOBIAN_STEP = 1e-3
+# Images and residuals in float32 (half the memory traffic of float64); the rotation
+# chain and the Euler reading are done in float64.
+ESTIMATE_DTYPE = torch.float32  # Huber threshold in robust standard deviations (95 % efficiency)
 
 
 def _skew_exp(w: torch.Tensor) -> torch.Tensor:
-    """Rotation vector (3,) -> rotation matrix (3, 3), Rodrigues, differentiable at 0."""
-    theta2 = (w * w).sum()
-    K = torch.zeros(3, 3, dtype=w.dtype, device=w.device)
-    K = K.index_put((torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([1, 2, 0, 2, 0, 1])),
-                    torch.stack([-w[2], w[1], w[2], -w[0], -w[1], w[0]]))
-    theta = torch.sqrt(theta2 + 1e-24)
-    a = torch.where(theta2 > 1e-12, torch.sin(theta) / theta, 1 - theta2 / 6)
-    b = torch.where(theta2 > 1e-12, (1 - torch.cos(theta)) / (theta2 + 1e-24), 0.5 - theta2 / 24)
+    """Rotation vectors (..., 3) -> rotation matrices (..., 3, 3), Rodrigues (series near 0)."""
+    x, y, z = w.unbind(-1)
+    o = torch.zeros_like(x)
+    K = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*w.shape[:-1], 3, 3)
+    theta2 = (w * w).sum(-1)[..., None, None]
+    theta = theta2.clamp_min(1e-24).sqrt()
+    small = theta2 < 1e-12
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-24))
     return torch.eye(3, dtype=w.dtype, device=w.device) + a * K + b * (K @ K)
 
 
@@ -343,20 +348,21 @@ def _camera_rays(h: int, w: int, fov_x: float, dtype) -> tuple[torch.Tensor, flo
 
 
 def _warp(prev: torch.Tensor, rays: torch.Tensor, R: torch.Tensor, tx: float, ty: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample ``prev`` (C,h,w) along rays rotated by R (camera t -> camera t-1). Returns
-    (C, N) values and (N,) validity."""
-    d = rays @ R.T
-    z = d[:, 2].clamp_min(1e-6)
-    gx, gy = d[:, 0] / z / tx, -d[:, 1] / z / ty
-    grid = torch.stack([gx, gy], -1)[None, None]  # (1,1,N,2)
-    vals = F.grid_sample(prev[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0]
-    valid = (gx.abs() < 1) & (gy.abs() < 1) & (d[:, 2] > 0)
+    """Sample ``prev`` (C, h, w) along rays rotated by each R (K, 3, 3) (camera t -> camera t-1),
+    all K rotations in one ``grid_sample``.  Returns (K, C, N) values and (K, N) validity."""
+    d = torch.einsum("nj,kij->kni", rays, R)  # (K, N, 3)
+    z = d[..., 2].clamp_min(1e-6)
+    gx, gy = d[..., 0] / z / tx, -d[..., 1] / z / ty
+    grid = torch.stack([gx, gy], -1)[:, None]  # (K, 1, N, 2)
+    src = prev[None].expand(R.shape[0], -1, -1, -1)
+    vals = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)[:, :, 0]
+    valid = (gx.abs() < 1) & (gy.abs() < 1) & (d[..., 2] > 0)
     return vals, valid
 
 
 def _align_pair(prev: torch.Tensor, cur: torch.Tensor, fov_x: float, w0: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Rotation vector of ΔR (camera t -> camera t-1) aligning prev to cur; and the final robust
-    residual (mean absolute).  prev, cur: (C, H, W) float64 pyramids built inside."""
+    """Rotation vector of ΔR (camera t -> camera t-1) aligning prev to cur, and the final mean
+    absolute residual.  prev, cur: (C, H, W) ESTIMATE_DTYPE; the pyramid is built here."""
     levels = []
     p, c = prev, cur
     while True:
@@ -366,38 +372,36 @@ def _align_pair(prev: torch.Tensor, cur: torch.Tensor, fov_x: float, w0: torch.T
         p, c = F.avg_pool2d(p[None], 2)[0], F.avg_pool2d(c[None], 2)[0]
     w = w0.clone()
     resid = float("inf")
+    probes = torch.cat([torch.zeros(1, 3, dtype=w.dtype), torch.eye(3, dtype=w.dtype), -torch.eye(3, dtype=w.dtype)]) * JACOBIAN_STEP
     for p, c in reversed(levels):
         h, wd = p.shape[-2:]
         rays, tx, ty = _camera_rays(h, wd, fov_x, p.dtype)
-        target = c.reshape(c.shape[0], -1)
+        target = c.reshape(1, c.shape[0], -1)
         for _ in range(ESTIMATE_ITERATIONS):
-            def residual(v):
-                vals, _ = _warp(p, rays, _skew_exp(v), tx, ty)
-                return (vals - target).reshape(-1)
-
-            r = residual(w)
-            eye = torch.eye(3, dtype=w.dtype) * JACOBIAN_STEP
-            J = torch.stack([(residual(w + e) - residual(w - e)) / (2 * JACOBIAN_STEP) for e in eye], -1)  # (C*N, 3)
-            _, valid = _warp(p, rays, _skew_exp(w), tx, ty)
-            valid = valid.repeat(p.shape[0])
-            scale = 1.4826 * r[valid].abs().median().clamp_min(1e-6)  # MAD -> sigma
+            R = _skew_exp(w + probes)  # the estimate and its ± probes, warped together
+            vals, valid = _warp(p, rays, R, tx, ty)
+            res = (vals - target).reshape(7, -1)  # (7, C*N)
+            r = res[0]
+            J = ((res[1:4] - res[4:7]) / (2 * JACOBIAN_STEP)).T  # (C*N, 3) central differences
+            ok = valid[0].repeat(p.shape[0])
+            scale = 1.4826 * r[ok].abs().median().clamp_min(1e-6)  # MAD -> sigma
             a = r.abs() / (HUBER_K * scale)
-            wt = torch.where(a <= 1, torch.ones_like(a), 1 / a) * valid
+            wt = torch.where(a <= 1, torch.ones_like(a), 1 / a) * ok
             JtW = J.T * wt
             step = torch.linalg.solve(JtW @ J + 1e-9 * torch.eye(3, dtype=J.dtype), -(JtW @ r))
             w = w + step
-            resid = float((r.abs() * valid).sum() / valid.sum().clamp_min(1))
-            if step.abs().max() < 1e-7:
+            resid = float((r.abs() * ok).sum() / ok.sum().clamp_min(1))
+            if step.abs().max() < CONVERGED_STEP:
                 break
     return w, resid
 
 
 def _gray(frames: torch.Tensor) -> torch.Tensor:
-    """(T, C, H, W) in 0..1 -> (T, 1, H, W) float64 luminance (Rec. 601 weights)."""
+    """(T, C, H, W) in 0..1 -> (T, 1, H, W) luminance (Rec. 601 weights), ESTIMATE_DTYPE."""
     if frames.shape[1] >= 3:
-        wts = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64).view(1, 3, 1, 1)
-        return (frames[:, :3].to(torch.float64) * wts).sum(1, keepdim=True)
-    return frames[:, :1].to(torch.float64)
+        wts = torch.tensor([0.299, 0.587, 0.114], dtype=ESTIMATE_DTYPE).view(1, 3, 1, 1)
+        return (frames[:, :3].to(ESTIMATE_DTYPE) * wts).sum(1, keepdim=True)
+    return frames[:, :1].to(ESTIMATE_DTYPE)
 
 
 # FOV search range for estimate_rotation_path(fov_x=None) (Argus demo slider 30–120°).
@@ -435,10 +439,10 @@ def estimate_rotation_path(
         log.info("camera path: estimated fov_x %.1f°", math.degrees(fov_x))
     R = torch.eye(3, dtype=torch.float64)
     rots = [R]
-    w = torch.zeros(3, dtype=torch.float64)
+    w = torch.zeros(3, dtype=ESTIMATE_DTYPE)
     for t in range(1, T):
         w, _ = _align_pair(g[t - 1], g[t], fov_x, w)  # constant-velocity start
-        R = R @ _skew_exp(w)
+        R = R @ _skew_exp(w.to(torch.float64))
         rots.append(R)
         if callback is not None:
             callback(t - 1)
@@ -456,7 +460,7 @@ def _estimate_fov(g: torch.Tensor, pairs: int = 3, iterations: int = 10) -> floa
     idx = list(range(0, T - 1, step))[:pairs]
 
     def cost(fov: float) -> float:
-        return sum(_align_pair(g[i], g[i + 1], fov, torch.zeros(3, dtype=torch.float64))[1] for i in idx)
+        return sum(_align_pair(g[i], g[i + 1], fov, torch.zeros(3, dtype=ESTIMATE_DTYPE))[1] for i in idx)
 
     lo, hi = (math.radians(v) for v in FOV_SEARCH_DEG)
     phi = (math.sqrt(5) - 1) / 2
