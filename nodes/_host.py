@@ -143,6 +143,16 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+# --- output (helper `output`) -------------------------------------------------------------
+
+
+def metadata_disabled() -> bool:
+    """True when ComfyUI runs with ``--disable-metadata`` (no prompt/workflow in saved files)."""
+    from comfy.cli_args import args
+
+    return bool(args.disable_metadata)
+
+
 # ---- argus: SVD UNet from a converted state dict, and plain sampling ------------------------
 
 

@@ -519,12 +519,13 @@ def top_level_boxes(path: str | os.PathLike) -> list[tuple[str, int, int]]:
 
 
 def save_360_video(frames, path: str | os.PathLike, fps: float, crf: int,
-                   meta: SphericalMetadata = SphericalMetadata()) -> str:
+                   meta: SphericalMetadata = SphericalMetadata(), *, callback=None) -> str:
     """Encode equirect ``frames`` (uint8 ``[T, H, W, 3]``, even sizes) to an H.264 MP4
     at ``path`` carrying V1 and V2 spherical metadata.  Returns ``path``.
 
     The file appears only when complete: encoding and injection work on hidden
     temporary files in the same folder, then one rename; on failure nothing is left.
+    callback(i): called after frame i was encoded (progress; raising aborts, e.g. Cancel).
     """
     from .atomic_file import atomic_path, temp_path_beside
     from .video_io import write_mp4
@@ -532,7 +533,7 @@ def save_360_video(frames, path: str | os.PathLike, fps: float, crf: int,
     encoded = temp_path_beside(path, ".enc.mp4")
     try:
         with atomic_path(path, ".mp4") as tagged:
-            write_mp4(frames, encoded, fps, crf)
+            write_mp4(frames, encoded, fps, crf, callback=callback)
             inject_spherical(encoded, tagged, meta)
     finally:
         if os.path.exists(encoded):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -23,11 +24,13 @@ log = logging.getLogger(__name__)
 CRF_RANGE = (0, 51)
 
 
-def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int) -> None:
+def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int, *,
+              callback: Callable[[int], None] | None = None) -> None:
     """Encode ``frames`` to an H.264 yuv420p MP4 at ``path``.
 
     frames: uint8 ``[T, H, W, 3]`` RGB with even H and W (yuv420p halves chroma).
     fps: frames per second (> 0).  crf: x264 constant rate factor in 0..51 (lower is better).
+    callback(i): called after frame i was sent (progress; an exception aborts cleanly).
     Raises ValueError on bad arguments; on any failure no file is left at ``path``.
     """
     import imageio_ffmpeg
@@ -51,6 +54,10 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int)
             output_params=["-crf", str(int(crf)), "-f", "mp4"],
         )
         writer.send(None)  # start ffmpeg
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-        writer.close()
+        try:
+            for i, frame in enumerate(frames):
+                writer.send(np.ascontiguousarray(frame))
+                if callback is not None:
+                    callback(i)
+        finally:
+            writer.close()

@@ -263,3 +263,20 @@ def test_metadata_rejects_unknown_stereo_mode_and_bad_pose():
         SphericalMetadata(stereo_mode="side-by-side")
     with pytest.raises(ValueError, match="pose_pitch_deg"):
         SphericalMetadata(pose_pitch_deg=120)
+
+
+def test_interrupt_from_the_progress_callback_leaves_no_file(tmp_path):
+    class Interrupted(Exception):
+        pass
+
+    seen = []
+
+    def callback(i):
+        seen.append(i)
+        if i == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        save_360_video(_frames(), tmp_path / "pano.mp4", FPS, 20, callback=callback)
+    assert seen == [0, 1, 2]
+    assert list(tmp_path.iterdir()) == []

@@ -8,20 +8,15 @@ relative import of the vendored three.js) from a loopback http.server thread.
 
 from __future__ import annotations
 
-import base64
 import functools
 import http.server
-import io
-import json
 import math
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -29,9 +24,11 @@ from PIL import Image
 
 from pano360.pipelines.spherical_mp4 import save_360_video
 
+pytest.importorskip("websockets.sync.client", reason="websockets>=11 needed for DevTools")
+
+from _chromium import CHROMIUM, BrowserUnavailable, headless_page  # noqa: E402
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-websockets_sync = pytest.importorskip("websockets.sync.client", reason="websockets>=11 needed for DevTools")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`; .ci/run installs it)"
@@ -42,7 +39,6 @@ FOV = 90.0
 # Colour distance allowed between the rendered centre pixel and the sector colour:
 # sampling inside a flat sector is exact; the margin covers SwiftShader rounding.
 COLOUR_TOL = 12
-STARTUP_TIMEOUT = 15.0
 
 # Longitude sectors of 45°, centred on multiples of 45° (pack convention: +lon = right).
 SECTORS = {
@@ -90,112 +86,29 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-class _DevTools:
-    """A minimal Chrome DevTools Protocol client over one page's websocket."""
-
-    def __init__(self, ws_url: str):
-        self.ws = websockets_sync.connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=10)
-        self.next_id = 0
-
-    def call(self, method: str, timeout: float = 10.0, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        return result.get("result", {}).get("value")
-
-    def wait_for(self, expression: str, timeout: float = STARTUP_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            err = self.evaluate("window.__pano360Error || null")
-            if err:
-                raise AssertionError(f"viewer page failed: {err}")
-            if self.evaluate(expression):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {expression}")
-
-    def screenshot(self) -> np.ndarray:
-        data = self.call("Page.captureScreenshot", format="png")["data"]
-        return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-
-    def drag(self, start: tuple[int, int], end: tuple[int, int], steps: int = 8):
-        x0, y0 = start
-        x1, y1 = end
-        self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x0, y=y0)
-        self.call("Input.dispatchMouseEvent", type="mousePressed", x=x0, y=y0, button="left", buttons=1, clickCount=1)
-        for i in range(1, steps + 1):
-            x, y = x0 + (x1 - x0) * i / steps, y0 + (y1 - y0) * i / steps
-            self.call("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y, button="left", buttons=1)
-        self.call("Input.dispatchMouseEvent", type="mouseReleased", x=x1, y=y1, button="left", buttons=0, clickCount=1)
-
-    def close(self):
-        self.ws.close()
-
-
 @pytest.fixture(scope="module")
 def page():
     site = pathlib.Path(tempfile.mkdtemp(prefix="pano360_viewer_"))
-    profile = pathlib.Path(tempfile.mkdtemp(prefix="pano360_chromium_"))
     (site / "index.html").write_text(PAGE)
     Image.fromarray(_panorama()).save(site / "pano.png")
     save_360_video(np.stack([_panorama()] * 4), site / "pano.mp4", 4, 12)
     os.symlink(ROOT / "web", site / "web")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
                                              functools.partial(_QuietHandler, directory=str(site)))
-    server.timeout = 1.0
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-extensions", "--mute-audio", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-         "--force-device-scale-factor=1", f"--window-size={VIEW_W},{VIEW_H}",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    devtools = None
     try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.skip(f"Chromium did not start (exit code {proc.poll()})")
-            time.sleep(0.1)
-        port = int(port_file.read_text().splitlines()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
-            targets = json.load(r)
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        devtools = _DevTools(ws_url)
-        devtools.call("Page.enable")
-        devtools.call("Emulation.setDeviceMetricsOverride", width=VIEW_W, height=VIEW_H, deviceScaleFactor=1,
-                      mobile=False)
-        devtools.call("Page.navigate", url=f"http://127.0.0.1:{server.server_address[1]}/index.html")
-        devtools.wait_for("window.__pano360Ready === true")
-        if not devtools.evaluate("!!document.querySelector('canvas').getContext('webgl2')"
-                                 " || !!document.querySelector('canvas').getContext('webgl')"):
-            pytest.skip("Chromium has no WebGL here (SwiftShader unavailable)")
-        yield devtools
+        with headless_page(VIEW_W, VIEW_H) as devtools:
+            devtools.call("Page.navigate", url=f"http://127.0.0.1:{server.server_address[1]}/index.html")
+            devtools.wait_for("window.__pano360Ready === true", error_expression="window.__pano360Error || null")
+            yield devtools
+    except BrowserUnavailable as err:
+        pytest.skip(str(err))
     finally:
-        if devtools is not None:
-            devtools.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
         shutil.rmtree(site, ignore_errors=True)
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _centre(img: np.ndarray) -> np.ndarray:

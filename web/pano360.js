@@ -10,6 +10,7 @@ import { createViewer } from "./pano360_viewer_core.js";
 
 const VIEWER_NODES = new Set(["Pano360Save360Video", "Pano360Save360Image", "Pano360Preview360"]);
 const MIN_HEIGHT = 260;
+const FLAT_PREVIEW_ROOM = 200; // px left for the usual image/video preview of the "images" entry
 
 function viewUrl(item) {
   const params = new URLSearchParams({
@@ -41,7 +42,7 @@ function buildPanel(node) {
   label.style.cssText = "margin-left:auto;white-space:nowrap";
   root.append(stage, bar);
 
-  const state = { items: [], index: 0 };
+  const state = { items: [], index: 0, status: "empty", url: null };
   const viewer = createViewer(stage, {
     onViewChange: (v) => { label.textContent = `yaw ${v.yaw.toFixed(0)}° pitch ${v.pitch.toFixed(0)}° fov ${v.fov.toFixed(0)}°`; },
   });
@@ -58,10 +59,14 @@ function buildPanel(node) {
     const multi = state.items.length > 1;
     prev.style.display = next.style.display = multi ? "" : "none";
     play.style.display = item.kind === "video" ? "" : "none";
+    state.url = viewUrl(item);
+    state.status = "loading";
     try {
-      await viewer.load({ url: viewUrl(item), kind: item.kind, stereo: item.stereo || "mono" });
+      await viewer.load({ url: state.url, kind: item.kind, stereo: item.stereo || "mono" });
+      state.status = "ready";
       if (item.kind === "video") await viewer.play().catch(() => {});
     } catch (err) {
+      state.status = `error: ${err.message || err}`;
       label.textContent = String(err.message || err);
       console.error("[Pano360]", err);
     }
@@ -70,7 +75,9 @@ function buildPanel(node) {
   return {
     root,
     viewer,
-    setItems(items) { state.items = items; show(0); },
+    setItems(items) { state.items = items; return show(0); },
+    get status() { return state.status; },   // "empty" | "loading" | "ready" | "error: ..."
+    get url() { return state.url; },
   };
 }
 
@@ -91,8 +98,10 @@ app.registerExtension({
           hideOnZoom: false,
           getMinHeight: () => MIN_HEIGHT,
         });
+        // Room for the widgets, the viewer and the frontend's own flat preview below it.
         const [w, h] = this.size;
-        this.setSize([Math.max(w, 360), Math.max(h, MIN_HEIGHT + 120)]);
+        const needed = this.computeSize()[1] + FLAT_PREVIEW_ROOM;
+        this.setSize([Math.max(w, 360), Math.max(h, needed)]);
       }
       this.pano360Panel.setItems(items);
       app.graph?.setDirtyCanvas(true, true);
