@@ -37,7 +37,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
             ),
             inputs=[
                 io.Image.Input("panorama", tooltip="Equirect panorama(s) [B,H,W,C], width = 2 × height. Each panorama gets its own folder."),
-                io.Int.Input("frames", default=LOOKBEYOND_NUM, min=1, max=360,
+                io.Int.Input("num_frames", default=LOOKBEYOND_NUM, min=1, max=360,
                              tooltip="Number of frames in the loop; yaws run linearly from 180° to −180° (frames 0 and N−1 look the same way, closing the loop). " + ANGLE_CONVENTION),
                 io.Float.Input("fov", default=LOOKBEYOND_FOV, min=1.0, max=179.0, step=0.5,
                                tooltip="Horizontal field of view of every frame. " + ANGLE_CONVENTION),
@@ -51,7 +51,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                                 tooltip="Folder under ComfyUI's output folder; a counter is appended (loop_00001, loop_00002…)."),
                 io.Boolean.Input("save", default=True, tooltip="Off: only output the frames, write nothing."),
                 io.Custom(RIG_TYPE).Input("rig", optional=True,
-                                          tooltip="Optional rig (from Pano360 Rig) replacing frames/fov/size: any list of views, e.g. with pitch."),
+                                          tooltip="Optional rig (from Pano360 Rig) replacing num_frames/fov/size: any list of views, e.g. with pitch."),
             ],
             outputs=[
                 io.Image.Output("frames", tooltip="The perspective frames [N·B,H,W,C], view-major (all frames of panorama 0 first when B = 1, else b = view·B + panorama)."),
@@ -68,17 +68,20 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, panorama, frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,
+    def execute(cls, panorama, num_frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,
                 save: bool, rig=None) -> io.NodeOutput:
         erp = image_to_bchw(panorama, cls.__name__, "panorama")
         if erp.shape[-1] != 2 * erp.shape[-2]:
             raise NodeInputError(cls.__name__, "panorama", "an equirect image with width = 2 × height",
                                  f"{erp.shape[-1]}×{erp.shape[-2]} (W×H)")
         if rig is None:
-            rig = rig_preset("lookbeyond_loop", size=size, n=frames, fov=fov)
+            rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
         elif not hasattr(rig, "views"):
             raise NodeInputError(cls.__name__, "rig", "a PANO360_RIG", describe(rig))
-        views = erp_to_rig(erp, rig)                                    # (V*B, C, h, w) view-major
+        try:
+            views = erp_to_rig(erp, rig)                                # (V*B, C, h, w) view-major
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "rig", "views of one common size", str(err)) from err
         frame_ids, rows = loop_cameras(rig.views, cameras_between)
         pose_text = format_pose_txt(rows)
         images = bchw_to_image(views)

@@ -85,6 +85,8 @@ SPATIAL_COND_KEYS = (
     "pose_latents",
 )
 
+# Absolute slack when flooring fraction · width (float rounding of decimal fractions).
+FRACTION_EPS = 1e-9
 # Relative tolerance when matching a sigma against the schedule: ComfyUI's own
 # context windows use rtol=1e-4 for the same lookup (comfy/context_windows.py).
 SIGMA_RTOL = 1e-4
@@ -121,7 +123,8 @@ class RollSchedule:
         ``width // 4``); at least 1."""
         if width < 2:
             raise ValueError(f"width must be >= 2 to roll, got {width}")
-        return max(1, math.floor(self.fraction * width + 1e-9))
+        # the epsilon keeps e.g. 0.3 · 10 = 2.9999999999999996 from flooring one column short
+        return max(1, math.floor(self.fraction * width + FRACTION_EPS))
 
     def offset(self, step: int, width: int) -> int:
         """Cumulative roll (columns, in ``[0, width)``) the model sees at ``step``."""
