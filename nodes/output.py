@@ -218,7 +218,8 @@ class Pano360PerspectiveSweep(io.ComfyNode):
                 io.Int.Input("width", default=1280, min=16, max=8192, step=2, tooltip="Output frame width in pixels."),
                 io.Int.Input("height", default=720, min=16, max=8192, step=2, tooltip="Output frame height in pixels."),
             ],
-            outputs=[io.Image.Output("frames", tooltip="Perspective frames [N,height,width,C]; feed Save Video / Create Video.")],
+            outputs=[io.Image.Output("images", display_name="frames",
+                                     tooltip="Perspective frames [N,height,width,C]; feed Create Video → Save Video.")],
         )
 
     @classmethod

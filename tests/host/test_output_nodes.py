@@ -30,6 +30,18 @@ def nodes(comfy_in_process):
     return output
 
 
+def test_schemas_are_valid_and_fully_documented(comfy_in_process, nodes):
+    """ComfyUI's own schema check (unique ids, ...), a tooltip on every input and output,
+    a description, the Pano360/output category."""
+    assert [n.__name__ for n in nodes.NODES] == [
+        "Pano360Save360Video", "Pano360Save360Image", "Pano360PerspectiveSweep", "Pano360Preview360"]
+    for node in nodes.NODES:
+        schema = node.GET_SCHEMA()
+        assert schema.node_id == node.__name__ and schema.category == "Pano360/output" and schema.description
+        for item in [*schema.inputs, *schema.outputs]:
+            assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
+
+
 def _call(env, node_cls, hidden=None, **inputs):
     clone = node_cls.PREPARE_CLASS_CLONE({"unique_id": "1", **(hidden or {})})
     return clone.EXECUTE_NORMALIZED(**inputs)
