@@ -112,3 +112,123 @@ def test_argus_workflow_validates_against_object_info(comfy_server):
                 assert value[0] in prompt, f"node {node_id}: input {name} links to missing node {value[0]}"
         missing = set(spec.get("required", {})) - set(node["inputs"])
         assert not missing, f"node {node_id} ({cls}): required inputs not set: {sorted(missing)}"
+
+
+# ---------------------------------------------------------------- nodes, with stub encoders
+
+# SVD's own time-id width (ComfyUI's SVD_img2vid embeds each id with 256 channels), so the
+# tiny model runs through ComfyUI's sampler with real SVD conditioning.
+TINY_SAMPLING_CONFIG = dict(TINY_SVD_CONFIG, addition_time_embed_dim=256, projection_class_embeddings_input_dim=768)
+TOKEN_DIM = TINY_SVD_CONFIG["cross_attention_dim"]
+
+
+class StubClipVision:
+    """``encode_image(image [B,H,W,C], crop)`` -> ``.image_embeds`` (B, TOKEN_DIM)."""
+
+    def __init__(self):
+        self.crops = []
+
+    def encode_image(self, image, crop=True):
+        self.crops.append(crop)
+        feats = image.mean((1, 2))  # (B, C)
+        return type("Out", (), {"image_embeds": feats.repeat(1, TOKEN_DIM)[:, :TOKEN_DIM]})()
+
+
+class StubVAE:
+    """8× down/up sampling, 4 latent channels: enough to check shapes and data flow."""
+
+    def encode(self, pixels):  # [B,H,W,C] -> [B,4,H/8,W/8]
+        x = torch.nn.functional.avg_pool2d(pixels.movedim(-1, 1), 8)
+        return torch.cat([x, x[:, :1]], 1)
+
+    def decode(self, latent):  # [B,4,h,w] -> [B,8h,8w,3]
+        x = torch.nn.functional.interpolate(latent[:, :3], scale_factor=8, mode="nearest")
+        return x.clamp(0, 1).movedim(1, -1)
+
+
+def _small_inputs(T=3, H=32):
+    from pano360.pipelines.camera_path import constant_path
+    from pano360.pipelines.argus import place_frames_on_sphere
+
+    frames = torch.rand(T, 3, 12, 16, generator=torch.Generator().manual_seed(0))
+    erp, mask = place_frames_on_sphere(frames, constant_path(T, 90.0), (H, 2 * H))
+    return erp.movedim(1, -1), mask[:, 0], frames.movedim(1, -1)
+
+
+def test_perspective_to_equirect_node_outputs_masked_frames(comfy_in_process):
+    from pano360.nodes.argus import Pano360PerspectiveToEquirect
+    from pano360.pipelines.camera_path import path_from_keyframes
+
+    frames = torch.rand(4, 12, 16, 3)
+    path = path_from_keyframes("0:yaw=0; 3:yaw=90", 4, 60.0)
+    out = comfy_in_process.run_node(Pano360PerspectiveToEquirect, frames=frames, camera_path=path, width=128, height=64)
+    erp, mask = out.result
+    assert erp.shape == (4, 64, 128, 3) and mask.shape == (4, 64, 128)
+    cols = [mask[t].nonzero()[:, 1].float().mean().item() for t in range(4)]
+    assert cols == sorted(cols) and cols[-1] - cols[0] == pytest.approx(32, abs=1)  # 90° = W/4 to the right
+    assert erp[mask == 0].abs().max() == 0
+
+
+def test_camera_path_node_names_the_bad_input(comfy_in_process):
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.argus import Pano360CameraPath
+
+    kw = dict(fov_deg=90.0, num_frames=5, keyframes="0:yaw=0", file="", fov_file="", pose_conversion="exact",
+              estimate_fov=False, yaw_offset_deg=10.0)
+    out = comfy_in_process.run_node(Pano360CameraPath, source="keyframes", **dict(kw, keyframes="0:yaw=0; 4:yaw=40"))
+    path, text = out.result
+    assert path.num_frames == 5 and math.degrees(path.yaw[4]) == pytest.approx(50.0)
+    assert text.splitlines()[5].startswith("4 50.000")
+    with pytest.raises(NodeInputError, match="'keyframes'"):
+        comfy_in_process.run_node(Pano360CameraPath, source="keyframes", **dict(kw, keyframes="0:zoom=2"))
+    with pytest.raises(NodeInputError, match="'file'"):
+        comfy_in_process.run_node(Pano360CameraPath, source="megasam_npz", **dict(kw, file="no_such.npz"))
+    with pytest.raises(NodeInputError, match="'video'"):
+        comfy_in_process.run_node(Pano360CameraPath, source="estimate_from_video", **kw)
+
+
+def test_conditioning_node_builds_svd_conds_and_zero_negative(comfy_in_process):
+    from pano360.nodes.argus import Pano360ArgusConditioning
+
+    erp, mask, frames = _small_inputs()
+    clip = StubClipVision()
+    out = comfy_in_process.run_node(
+        Pano360ArgusConditioning, clip_vision=clip, vae=StubVAE(), equirect=erp, mask=mask, frames=frames,
+        fps=5, motion_bucket_id=127, noise_aug=0.02, seed=3,
+    )
+    positive, negative, latent = out.result
+    assert clip.crops == [False]  # straight resize to 224², as Argus
+    tokens, extra = positive[0]
+    assert tokens.shape == (1, 3, TOKEN_DIM)
+    assert extra["concat_latent_image"].shape == (3, 4, 4, 8)
+    assert (extra["fps"], extra["motion_bucket_id"], extra["augmentation_level"]) == (5, 127, 0.02)
+    assert negative[0][0].abs().sum() == 0 and negative[0][1]["concat_latent_image"].abs().sum() == 0
+    assert latent["samples"].shape == (3, 4, 4, 8) and latent["samples"].abs().sum() == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_sampling_model(comfy_in_process, tmp_path_factory):
+    diffusers = pytest.importorskip("diffusers")
+    from pano360.models.argus_unet import read_unet_source
+    from pano360.nodes.argus import load_argus_unet
+
+    torch.manual_seed(0)
+    unet = diffusers.UNetSpatioTemporalConditionModel(**TINY_SAMPLING_CONFIG)
+    folder = tmp_path_factory.mktemp("argus_sampling") / "tiny"
+    unet.save_pretrained(folder / "unet")
+    weights, config = read_unet_source(str(folder))
+    return load_argus_unet(weights, config, dtype=torch.float32)
+
+
+def test_long_video_node_samples_windows_with_comfy_sampler(comfy_in_process, tiny_sampling_model):
+    from pano360.nodes.argus import Pano360ArgusLongVideo
+
+    erp, mask, frames = _small_inputs(T=7)
+    out = comfy_in_process.run_node(
+        Pano360ArgusLongVideo, model=tiny_sampling_model, clip_vision=StubClipVision(), vae=StubVAE(),
+        equirect=erp, mask=mask, frames=frames, seed=1, steps=2, cfg=3.0, sampler_name="euler",
+        scheduler="karras", window=5, overlap=2, fps=5, motion_bucket_id=127, noise_aug=0.02, blend_ratio=16.0,
+    )
+    samples = out.result[0]["samples"]
+    assert samples.shape == (7, 4, 4, 8)
+    assert torch.isfinite(samples).all() and samples.abs().sum() > 0
