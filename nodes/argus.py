@@ -242,10 +242,10 @@ def load_argus_unet(weights: str, config: dict | None = None, dtype=None):
         else:
             sd = strip_sgm_prefix(sd)
         head = head_channels_from_config(config) if config else SVD_HEAD_CHANNELS
+        log.info("Argus UNet %s: %d tensors, head width %d", source, len(sd), head)
+        return _host.load_svd_unet_state_dict(sd, head_channels=head, dtype=dtype, source=source)
     except ValueError as err:
         raise NodeInputError("Pano360ArgusUNetLoader", "unet_name", "a complete SVD UNet", str(err)) from err
-    log.info("Argus UNet %s: %d tensors, head width %d", source, len(sd), head)
-    return _host.load_svd_unet_state_dict(sd, head_channels=head, dtype=dtype, source=source)
 
 
 def _conditioning_lists(cond: ArgusConditioning):

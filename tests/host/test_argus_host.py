@@ -232,3 +232,20 @@ def test_long_video_node_samples_windows_with_comfy_sampler(comfy_in_process, ti
     samples = out.result[0]["samples"]
     assert samples.shape == (7, 4, 4, 8)
     assert torch.isfinite(samples).all() and samples.abs().sum() > 0
+
+
+def test_sgm_layout_single_file_with_prefix_loads_the_same_weights(comfy_in_process, tiny_unet, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from pano360.models.argus_unet import convert_diffusers_svd_unet_keys
+    from pano360.nodes.argus import load_argus_unet
+
+    _, folder = tiny_unet
+    diffusers_file = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    sgm = convert_diffusers_svd_unet_keys(load_file(str(diffusers_file)))
+    single = tmp_path / "argus_sgm.safetensors"
+    save_file({"model.diffusion_model." + k: v.contiguous() for k, v in sgm.items()}, str(single))
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    a = load_argus_unet(str(diffusers_file), config, dtype=torch.float32).model.diffusion_model.state_dict()
+    b = load_argus_unet(str(single), config, dtype=torch.float32).model.diffusion_model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
