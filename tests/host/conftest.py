@@ -41,7 +41,9 @@ import uuid
 
 import pytest
 
-import comfy_env  # tests/host/comfy_env.py (this folder is on sys.path under pytest)
+if str(pathlib.Path(__file__).resolve().parent) not in sys.path:  # any --import-mode
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import comfy_env  # noqa: E402  (tests/host/comfy_env.py)
 
 HOST_DIR = pathlib.Path(__file__).resolve().parent
 ROOT = HOST_DIR.parents[1]  # the checkout under test
@@ -81,13 +83,18 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
 COMFYUI_ROOT, NOT_FOUND_REASON = find_comfyui_root()
 
 
+def pytest_configure(config):
+    # the expected, once-per-process notice of prepare_comfyui.py's torchaudio guard
+    config.addinivalue_line("filterwarnings", "ignore:torchaudio extension:UserWarning")
+
+
 def pytest_collection_modifyitems(config, items):
     if COMFYUI_ROOT is not None:
         return
     skip = pytest.mark.skip(reason=NOT_FOUND_REASON)
     for item in items:
         path = pathlib.Path(str(item.fspath)).resolve()
-        if HOST_DIR in path.parents and not getattr(item.module, "HOST_FREE", False):
+        if HOST_DIR in path.parents and not getattr(getattr(item, "module", None), "HOST_FREE", False):
             item.add_marker(skip)
 
 
