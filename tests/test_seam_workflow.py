@@ -1,6 +1,6 @@
-"""The seamless-panorama API workflow against the recorded core schemas (host-free).
-
-Pack nodes are checked against their live schemas in tests/host/test_seam_host.py."""
+"""The seamless-panorama API workflow against the recorded schemas (host-free): core
+nodes from workflows/schemas/core_object_info-0.3.64.json, pack nodes from the recorded
+workflows/schemas/pano360_object_info.json (kept current by tests/host/test_schemas.py)."""
 
 from __future__ import annotations
 
@@ -8,46 +8,37 @@ import json
 
 import pytest
 
-from conftest import ROOT, SHARED
+from conftest import ROOT
+
+from pano360.client.schema import CORE_SCHEMA_FILE, PACK_SCHEMA_FILE, SchemaSet
+from pano360.client.validate import errors_only, models_needed, validate_prompt
 
 WORKFLOW = ROOT / "workflows" / "api" / "seamless_panorama.json"
-# the core schemas shipped with the pack (workflows/schemas), else the shared recording
-OBJECT_INFO = next((p for p in (ROOT / "workflows" / "schemas" / "core_object_info-0.3.64.json",
-                                 SHARED / "comfyui" / "object_info-0.3.64.json") if p.is_file()),
-                   ROOT / "workflows" / "schemas" / "core_object_info-0.3.64.json")
-PACK_NODE_OUTPUTS = {"Pano360SeamRollPatch": ["MODEL"], "Pano360SeamBlendedVAEDecode": ["IMAGE"]}
 
 
-def test_seamless_panorama_uses_core_inputs_and_valid_links():
-    if not OBJECT_INFO.is_file():
-        pytest.skip(f"recorded core schemas not found at {OBJECT_INFO}")
-    info = json.loads(OBJECT_INFO.read_text())
-    prompt = json.loads(WORKFLOW.read_text())
-    outputs = {}
-    for node_id, node in prompt.items():
-        kind = node["class_type"]
-        if kind in PACK_NODE_OUTPUTS:
-            outputs[node_id] = PACK_NODE_OUTPUTS[kind]
-            continue
-        assert kind in info, f"node {node_id}: unknown core node {kind}"
-        spec = info[kind]["input"]
-        known = {**spec.get("required", {}), **spec.get("optional", {})}
-        assert set(spec.get("required", {})) <= set(node["inputs"]), f"node {node_id} ({kind}) misses inputs"
-        assert set(node["inputs"]) <= set(known), f"node {node_id} ({kind}) has unknown inputs"
-        outputs[node_id] = info[kind]["output"]
-        for name, value in node["inputs"].items():
-            choices = known[name][0]
-            if isinstance(choices, list) and name != "ckpt_name" and not isinstance(value, list):
-                assert value in choices, f"node {node_id}: {name}={value!r} not in {choices}"
-    for node_id, node in prompt.items():
-        for name, value in node["inputs"].items():
-            if isinstance(value, list):
-                src, index = value
-                assert src in outputs and index < len(outputs[src]), f"node {node_id}.{name}: bad link {value}"
-    # the sampler samples the patched model, the decode is the seam-blended one, 2:1 latent
+@pytest.fixture(scope="module")
+def prompt():
+    return json.loads(WORKFLOW.read_text())
+
+
+def test_seamless_panorama_validates_against_recorded_schemas(prompt):
+    for path in (CORE_SCHEMA_FILE, PACK_SCHEMA_FILE):
+        if not path.is_file():
+            pytest.skip(f"recorded schemas missing: {path}")
+    schemas = SchemaSet.from_files(CORE_SCHEMA_FILE, PACK_SCHEMA_FILE)
+    issues = validate_prompt(prompt, schemas)
+    assert not errors_only(issues), "\n".join(map(str, errors_only(issues)))
+    # the one model file it needs is the one docs/seam.md names
+    needs = [(n.folder, n.filename) for n in models_needed(prompt, schemas)]
+    assert needs == [("checkpoints", "v1-5-pruned-emaonly.safetensors")]
+    assert "v1-5-pruned-emaonly.safetensors" in (ROOT / "docs" / "seam.md").read_text()
+
+
+def test_seamless_panorama_samples_the_patched_model_on_a_2_to_1_latent(prompt):
     kinds = {k: n["class_type"] for k, n in prompt.items()}
-    sampler = next(n for n in prompt.values() if n["class_type"] == "KSampler")
-    assert kinds[sampler["inputs"]["model"][0]] == "Pano360SeamRollPatch"
-    latent = next(n for n in prompt.values() if n["class_type"] == "EmptyLatentImage")["inputs"]
+    sampler = next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]
+    assert kinds[sampler["model"][0]] == "Pano360SeamRollPatch"
+    latent = prompt[sampler["latent_image"][0]]["inputs"]
     assert latent["width"] == 2 * latent["height"]
-    assert "Pano360SeamBlendedVAEDecode" in kinds.values()
+    decode = next(k for k, v in kinds.items() if v == "Pano360SeamBlendedVAEDecode")
+    assert prompt[decode]["inputs"]["samples"] == [next(k for k, v in kinds.items() if v == "KSampler"), 0]
