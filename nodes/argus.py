@@ -46,12 +46,14 @@ from ._host import io, log, progress_callback
 
 CATEGORY = "Pano360/argus"
 CAMERA_PATH = io.Custom("PANO360_CAMERA_PATH")
-ARGUS_FOLDER = "argus"  # models/argus/<name>/unet/... (diffusers folders) or single files
-UNET_FOLDERS = (ARGUS_FOLDER, "diffusion_models")
+# models/argus/<name>/unet/... (diffusers folders) or single files; the files of
+# models/diffusion_models are listed under it too.
+ARGUS_FOLDER = "argus"
 
 PATH_SOURCES = ("manual_fov", "keyframes", "argus_motion_txt", "megasam_npz", "realestate10k_txt", "estimate_from_video")
 
 _host.register_model_folder(ARGUS_FOLDER)
+_host.share_model_folder(ARGUS_FOLDER, "diffusion_models")
 
 
 def _input_file(node: str, name: str, value: str) -> str:
@@ -195,10 +197,6 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
         return io.NodeOutput(bchw_to_image(erp), mask[:, 0].contiguous())
 
 
-def _unet_choices() -> list[str]:
-    return [f"{folder}/{name}" for folder in UNET_FOLDERS for name in _host.model_file_list(folder)]
-
-
 class Pano360ArgusUNetLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -214,8 +212,10 @@ class Pano360ArgusUNetLoader(io.ComfyNode):
                 "models/diffusion_models. Take VAE and CLIP vision from svd.safetensors (Image Only Checkpoint Loader)."
             ),
             inputs=[
-                io.Combo.Input("unet_name", options=_unet_choices(),
-                               tooltip="The Argus UNet weights: folder/file under models/argus or models/diffusion_models."),
+                io.Combo.Input("unet_name", options=_host.model_file_list(ARGUS_FOLDER),
+                               tooltip="The Argus UNet weights: a file in models/argus (a diffusers folder's "
+                                       "<name>/unet/diffusion_pytorch_model.safetensors, or a single file); files in "
+                                       "models/diffusion_models are listed too."),
                 io.Combo.Input("weight_dtype", options=["default", "fp16", "bf16", "fp32"], default="default",
                                tooltip="Weight precision in memory; default lets ComfyUI choose for your device."),
             ],
@@ -224,10 +224,7 @@ class Pano360ArgusUNetLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet_name, weight_dtype) -> io.NodeOutput:
-        folder, _, name = unet_name.partition("/")
-        if folder not in UNET_FOLDERS:
-            raise NodeInputError(cls.__name__, "unet_name", f"a file under {' or '.join(UNET_FOLDERS)}", repr(unet_name))
-        weights, config = read_unet_source(_host.model_file_path(folder, name))
+        weights, config = read_unet_source(_host.model_file_path(ARGUS_FOLDER, unet_name))
         dtype = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[weight_dtype]
         return io.NodeOutput(load_argus_unet(weights, config, dtype))
 

@@ -249,3 +249,20 @@ def test_sgm_layout_single_file_with_prefix_loads_the_same_weights(comfy_in_proc
     a = load_argus_unet(str(diffusers_file), config, dtype=torch.float32).model.diffusion_model.state_dict()
     b = load_argus_unet(str(single), config, dtype=torch.float32).model.diffusion_model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loader_lists_argus_and_diffusion_models_files(comfy_in_process):
+    import pano360.nodes.argus  # noqa: F401  (registers the folder)
+    from pano360.nodes import _host
+
+    fp = comfy_in_process.folder_paths
+    argus_dir = pathlib.Path(fp.get_folder_paths("argus")[0]) / "pretrained-weights" / "unet"
+    other_dir = pathlib.Path(fp.get_folder_paths("diffusion_models")[0])
+    argus_dir.mkdir(parents=True, exist_ok=True)
+    other_dir.mkdir(parents=True, exist_ok=True)
+    (argus_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    (other_dir / "argus_single.safetensors").write_bytes(b"")
+    names = _host.model_file_list("argus")
+    assert "pretrained-weights/unet/diffusion_pytorch_model.safetensors" in names
+    assert "argus_single.safetensors" in names
+    assert _host.model_file_path("argus", "argus_single.safetensors") == str(other_dir / "argus_single.safetensors")
