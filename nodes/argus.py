@@ -23,11 +23,13 @@ from ..models.argus_unet import (
 from ..pipelines.argus import (
     ARGUS_ERP_HW,
     ARGUS_FPS,
+    ARGUS_INPUT_LONG_SIDE,
     ARGUS_MOTION_BUCKET,
     ARGUS_NOISE_AUG,
     ArgusConditioning,
     argus_conditioning,
     place_frames_on_sphere,
+    resize_long_side,
 )
 from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows
 from ..pipelines.camera_path import (
@@ -174,6 +176,9 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
                              tooltip="Equirect width in pixels (2 × height). Argus generates 1024 × 512."),
                 io.Int.Input("height", default=ARGUS_ERP_HW[0], min=32, max=4096, step=8,
                              tooltip="Equirect height in pixels. Argus generates 512 (a multiple of 8 for the VAE)."),
+                io.Int.Input("input_long_side", default=ARGUS_INPUT_LONG_SIDE, min=0, max=8192,
+                             tooltip="Frames are first resized so their longer side is this many pixels (antialiased), "
+                                     "as Argus does (512); 0 places them at their own size."),
             ],
             outputs=[
                 io.Image.Output("equirect", tooltip="Masked equirect frames [T,H,W,C]: the input frames on the sphere, black elsewhere."),
@@ -188,12 +193,13 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, frames, camera_path, width, height) -> io.NodeOutput:
+    def execute(cls, frames, camera_path, width, height, input_long_side) -> io.NodeOutput:
         x = image_to_bchw(frames, cls.__name__, "frames")
         if not isinstance(camera_path, CameraPath):
             raise NodeInputError(cls.__name__, "camera_path", "a PANO360_CAMERA_PATH", describe(camera_path))
         path = camera_path.fit_to(x.shape[0])
-        erp, mask = place_frames_on_sphere(x.float(), path, (height, width))
+        x = resize_long_side(x.float(), input_long_side)
+        erp, mask = place_frames_on_sphere(x, path, (height, width))
         return io.NodeOutput(bchw_to_image(erp), mask[:, 0].contiguous())
 
 

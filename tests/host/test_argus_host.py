@@ -161,7 +161,8 @@ def test_perspective_to_equirect_node_outputs_masked_frames(comfy_in_process):
 
     frames = torch.rand(4, 12, 16, 3)
     path = path_from_keyframes("0:yaw=0; 3:yaw=90", 4, 60.0)
-    out = comfy_in_process.run_node(Pano360PerspectiveToEquirect, frames=frames, camera_path=path, width=128, height=64)
+    out = comfy_in_process.run_node(Pano360PerspectiveToEquirect, frames=frames, camera_path=path, width=128, height=64,
+                                   input_long_side=0)
     erp, mask = out.result
     assert erp.shape == (4, 64, 128, 3) and mask.shape == (4, 64, 128)
     cols = [mask[t].nonzero()[:, 1].float().mean().item() for t in range(4)]
