@@ -123,6 +123,16 @@ class Pano360CameraPath(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, source, file="", fov_file="", **kw):
+        """Re-run when a camera file changes on disk (its modification time), not only when the
+        widget text changes."""
+        stamps = []
+        for value in (file, fov_file):
+            path = value if os.path.isabs(value) else os.path.join(_host.input_directory(), value)
+            stamps.append(os.path.getmtime(path) if value and os.path.isfile(path) else None)
+        return (source, *stamps)
+
+    @classmethod
     def execute(cls, source, fov_deg, num_frames, keyframes, file, fov_file, pose_conversion, estimate_fov,
                 yaw_offset_deg, video=None) -> io.NodeOutput:
         node = cls.__name__

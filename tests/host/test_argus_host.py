@@ -267,3 +267,15 @@ def test_loader_lists_argus_and_diffusion_models_files(comfy_in_process):
     assert "pretrained-weights/unet/diffusion_pytorch_model.safetensors" in names
     assert "argus_single.safetensors" in names
     assert _host.model_file_path("argus", "argus_single.safetensors") == str(other_dir / "argus_single.safetensors")
+
+
+def test_camera_path_reruns_when_its_file_changes(comfy_in_process, tmp_path):
+    import os
+
+    from pano360.nodes.argus import Pano360CameraPath
+
+    f = tmp_path / "motion.txt"
+    f.write_text("0 0\n0 0\n0 0\n")
+    first = Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=str(f), fov_file="")
+    os.utime(f, (1, 1))
+    assert Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=str(f), fov_file="") != first
