@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import shutil
 
 import pytest
 import torch
@@ -261,12 +262,18 @@ def test_loader_lists_argus_and_diffusion_models_files(comfy_in_process):
     other_dir = pathlib.Path(fp.get_folder_paths("diffusion_models")[0])
     argus_dir.mkdir(parents=True, exist_ok=True)
     other_dir.mkdir(parents=True, exist_ok=True)
-    (argus_dir / "diffusion_pytorch_model.safetensors").write_bytes(b"")
-    (other_dir / "argus_single.safetensors").write_bytes(b"")
-    names = _host.model_file_list("argus")
-    assert "pretrained-weights/unet/diffusion_pytorch_model.safetensors" in names
-    assert "argus_single.safetensors" in names
-    assert _host.model_file_path("argus", "argus_single.safetensors") == str(other_dir / "argus_single.safetensors")
+    made = [argus_dir / "diffusion_pytorch_model.safetensors", other_dir / "argus_single.safetensors"]
+    try:
+        for f in made:
+            f.write_bytes(b"")
+        names = _host.model_file_list("argus")
+        assert "pretrained-weights/unet/diffusion_pytorch_model.safetensors" in names
+        assert "argus_single.safetensors" in names
+        assert _host.model_file_path("argus", "argus_single.safetensors") == str(made[1])
+    finally:  # the in-process ComfyUI is shared by the session: leave its model folders empty
+        for f in made:
+            f.unlink(missing_ok=True)
+        shutil.rmtree(argus_dir.parent, ignore_errors=True)
 
 
 def test_camera_path_reruns_when_its_file_changes(comfy_in_process, tmp_path):
