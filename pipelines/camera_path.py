@@ -425,8 +425,9 @@ def estimate_rotation_path(
     callback(step) is called once per aligned frame pair (progress and interrupts).
 
     Consecutive frames are aligned directly (photometric Gauss–Newton on the rotation vector
-    with Huber IRLS, coarse to fine); rotations are chained, R_t = R_{t-1}·ΔR_t, and read as
-    yaw/pitch/roll.  Translation and rolling shutter are not modelled.
+    with Huber IRLS, coarse to fine, started from the previous step and from rest, the lower
+    residual kept); rotations are chained, R_t = R_{t-1}·ΔR_t, and read as yaw/pitch/roll.
+    Translation and rolling shutter are not modelled.
     """
     if frames.ndim != 4 or frames.shape[0] < 1:
         raise ValueError(f"frames: expected (T, C, H, W), got {tuple(frames.shape)}")
@@ -442,7 +443,11 @@ def estimate_rotation_path(
     rots = [R]
     w = torch.zeros(3, dtype=ESTIMATE_DTYPE)
     for t in range(1, T):
-        w, _ = _align_pair(g[t - 1], g[t], fov_x, w)  # constant-velocity start
+        # Two starts: the previous step (constant velocity) and rest; the lower residual wins,
+        # so a camera that stops or turns back is followed as well as a steady pan.
+        w_vel, r_vel = _align_pair(g[t - 1], g[t], fov_x, w)
+        w_rest, r_rest = _align_pair(g[t - 1], g[t], fov_x, torch.zeros_like(w)) if w.abs().max() > 0 else (w_vel, r_vel)
+        w = w_vel if r_vel <= r_rest else w_rest
         R = R @ _skew_exp(w.to(torch.float64))
         rots.append(R)
         if callback is not None:
