@@ -146,18 +146,7 @@ def __getattr__(name: str):
 # --- multi-view sampling (helper `multiview`) ---------------------------------------------
 
 
-def sampler_names() -> list[str]:
-    """ComfyUI's sampler names (``comfy.samplers.KSampler.SAMPLERS``), for a combo."""
-    import comfy.samplers
-
-    return list(comfy.samplers.KSampler.SAMPLERS)
-
-
-def scheduler_names() -> list[str]:
-    """ComfyUI's scheduler names (``comfy.samplers.KSampler.SCHEDULERS``), for a combo."""
-    import comfy.samplers
-
-    return list(comfy.samplers.KSampler.SCHEDULERS)
+# sampler_names() / scheduler_names(): defined below (argus section), used by nodes/multiview.py too.
 
 
 def fix_empty_latent(model, samples):
