@@ -177,3 +177,36 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
     assert cells[1, :, 0, 0, 0].tolist() == [float(f) + 1.0 for f in range(7)]  # the video column (+1)
     for _, mask, _, samples in calls[1:]:
         assert mask[:, 0].all() and mask[1].all() and mask.sum() == 3 + 3 - 1
+
+
+@pytest.mark.parametrize("video_model", [False, True])
+def test_sky_and_ground_prompts_reach_only_their_views_in_comfy_cond_batching(comfy_in_process, video_model):
+    """positive_up/positive_down become ComfyUI conditioning masks over batch items; ComfyUI's
+    own area/mask resolution gives each prompt weight 1 on its views and 0 elsewhere."""
+    import comfy.samplers
+
+    from pano360.nodes.multiview import per_view_conditioning
+    from pano360.pipelines.multiview import LatentLayout
+    from pano360.projection import rig_preset
+
+    rig = rig_preset("videopanda8")  # views 6 (up) and 7 (down)
+    frames, h, w = 2, 8, 8
+    shape = (8, 4, frames, h, w) if video_model else (8 * frames, 4, h, w)
+    layout = LatentLayout.of(shape, 8)
+
+    def cond(value):
+        return [[torch.full((1, 77, 8), float(value)), {"pooled_output": torch.zeros(1, 8)}]]
+
+    conds = per_view_conditioning(cond(0), cond(1), cond(2), rig, layout, "Pano360MultiViewSampler")
+    x = torch.zeros(shape)
+    dims = tuple(shape[2:])
+    resolved = [dict(c[1], model_conds={}, uuid=i) for i, c in enumerate(conds)]
+    comfy.samplers.resolve_areas_and_cond_masks_multidim(resolved, dims, "cpu")
+    per_prompt = {}
+    for c, (emb, _) in zip(resolved, conds):
+        mult = comfy.samplers.get_area_and_mult(c, x, torch.ones(1)).mult
+        cells = layout.to_cells(mult)[..., 0, 0, 0]  # (V, T)
+        per_prompt[int(emb[0, 0, 0])] = cells
+    assert torch.equal(per_prompt[1][6], torch.ones(frames)) and per_prompt[1].sum() == frames
+    assert torch.equal(per_prompt[2][7], torch.ones(frames)) and per_prompt[2].sum() == frames
+    assert per_prompt[0][:6].min() == 1 and per_prompt[0][6:].sum() == 0
