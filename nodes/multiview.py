@@ -296,6 +296,12 @@ class Pano360MultiViewSampler(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sync_start=0.0, sync_end=1.0):
+        if sync_start > sync_end:
+            return f"Pano360MultiViewSampler: input 'sync_start': expected <= sync_end ({sync_end}), got {sync_start}"
+        return True
+
+    @classmethod
     def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
                 sync_strength, sync_start, sync_end, noise_augmentation, rig=None, view_mask=None,
                 given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
@@ -381,6 +387,15 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
             ],
             outputs=[io.Latent.Output(display_name="latent", tooltip="All views × all frames, view-major.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, window=PAPER_WINDOW, overlap=PAPER_OVERLAP, sync_start=0.0, sync_end=1.0):
+        if overlap >= window:
+            return f"Pano360AutoregressiveExtender: input 'overlap': expected < window ({window}), got {overlap}"
+        if sync_start > sync_end:
+            return (f"Pano360AutoregressiveExtender: input 'sync_start': expected <= sync_end ({sync_end}), "
+                    f"got {sync_start}")
+        return True
 
     @classmethod
     def execute(cls, model, positive, negative, latent, windows, window, overlap, column_view, seed, steps, cfg,

@@ -323,3 +323,22 @@ def test_fusion_rejects_mismatched_rig_and_given():
     layout = LatentLayout.of((16, 4, 8, 8), 8)
     with pytest.raises(ValueError, match="given_mask"):
         MultiViewFusion(rig, layout, given=torch.zeros(16, 4, 8, 8), given_mask=torch.zeros(8, 3))
+
+
+def test_one_view_given_latents_are_placed_at_the_masked_view():
+    from pano360.pipelines.multiview import given_grid, pole_views
+
+    mask = build_view_mask("first_column", 3, 2, column_view=1)
+    four = LatentLayout.of((6, 4, 5, 5), 3)
+    video = torch.randn(2, 4, 5, 5)
+    grid = given_grid(video, four, mask)
+    assert torch.equal(grid[2:4], video) and grid[:2].abs().sum() == 0 and grid[4:].abs().sum() == 0
+    five = LatentLayout.of((3, 4, 2, 5, 5), 3)
+    g5 = given_grid(video.permute(1, 0, 2, 3)[None], five, mask)
+    assert torch.equal(five.to_cells(g5)[1], video) and five.to_cells(g5)[0].abs().sum() == 0
+    full = torch.randn(6, 4, 5, 5)
+    assert given_grid(full, four, mask) is full
+    with pytest.raises(ValueError, match="whole grid .* or one view"):
+        given_grid(torch.randn(3, 4, 5, 5), four, mask)
+    rig = rig_preset("videopanda8")
+    assert pole_views(rig, up=True) == [6] and pole_views(rig, up=False) == [7]

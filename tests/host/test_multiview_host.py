@@ -210,3 +210,18 @@ def test_sky_and_ground_prompts_reach_only_their_views_in_comfy_cond_batching(co
     assert torch.equal(per_prompt[1][6], torch.ones(frames)) and per_prompt[1].sum() == frames
     assert torch.equal(per_prompt[2][7], torch.ones(frames)) and per_prompt[2].sum() == frames
     assert per_prompt[0][:6].min() == 1 and per_prompt[0][6:].sum() == 0
+
+
+def test_widget_checks_name_the_input(comfy_in_process):
+    from pano360.nodes.multiview import Pano360AutoregressiveExtender, Pano360MultiViewSampler, Pano360ViewMask
+    from pano360.nodes._common import NodeInputError
+
+    assert "input 'overlap'" in Pano360AutoregressiveExtender.validate_inputs(window=4, overlap=4)
+    assert "input 'sync_start'" in Pano360MultiViewSampler.validate_inputs(sync_start=0.8, sync_end=0.2)
+    assert Pano360MultiViewSampler.validate_inputs(sync_start=0.2, sync_end=0.8) is True
+    out = comfy_in_process.run_node(Pano360ViewMask, regime="first_row_and_column", views=8, frames=16,
+                                    column_view=2, custom="")
+    mask, preview = out.args
+    assert mask.shape == (8, 16) and mask[2].all() and mask[:, 0].all() and preview.shape == (1, 8, 16)
+    with pytest.raises(NodeInputError, match="Pano360ViewMask: input 'custom'"):
+        comfy_in_process.run_node(Pano360ViewMask, regime="custom", views=2, frames=3, column_view=0, custom="10\n01")
