@@ -288,7 +288,7 @@ class Pano360MultiViewSampler(io.ComfyNode):
                                         "(view 0) when a one-view 'given' latent is connected."),
                 io.Latent.Input("given", optional=True,
                                 tooltip="Latents of the given cells: the whole grid, or one view's frames (e.g. the "
-                                        "VAE-encoded input video) placed at the mask's given view. Without it the "
+                                        "VAE-encoded input video) placed at the mask's column (the view given at every frame). Without it the "
                                         "given cells take their values from 'latent'."),
                 *_pole_prompt_inputs(),
             ],
@@ -345,11 +345,12 @@ class Pano360MultiViewSampler(io.ComfyNode):
         if mask is None or not bool(mask.any()):
             raise NodeInputError(node, "view_mask", "given cells for the 'given' latents", "a mask with none")
         try:
-            grid = given_grid(given["samples"].to(samples), layout, mask)
+            grid, filled = given_grid(given["samples"].to(samples), layout, mask)
         except ValueError as e:
-            raise NodeInputError(node, "given", "the grid's or one view's latent shape", str(e)) from None
-        keep = 1.0 - noise_mask_for_latent(mask, tuple(samples.shape)).to(samples)
-        return torch.lerp(samples, grid, keep)
+            raise NodeInputError(node, "given", "the grid's or one view's latents for the mask's given cells",
+                                 str(e)) from None
+        keep = 1.0 - noise_mask_for_latent(filled, tuple(samples.shape)).to(samples)
+        return torch.lerp(samples, grid, keep)  # other given cells keep their values from 'latent'
 
 
 class Pano360AutoregressiveExtender(io.ComfyNode):

@@ -149,15 +149,18 @@ def one_view_frames(given: Tensor, layout: LatentLayout) -> Tensor | None:
     return None
 
 
-def given_grid(given: Tensor, layout: LatentLayout, mask: Tensor) -> Tensor:
-    """Given latents as a full grid in ``layout``'s format.
+def given_grid(given: Tensor, layout: LatentLayout, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Given latents as a full grid in ``layout``'s format, and the ``[V, T]`` cells they fill.
 
-    given: the full grid (``layout.shape``), or one view (:func:`one_view_frames`), which
-    is placed at every view that has a given cell in ``mask`` (``[V, T]``, 1 = given).
-    Cells the mask does not mark are zero.  ValueError on any other shape.
+    given: the full grid (``layout.shape``; fills every cell the mask marks), or one view
+    (:func:`one_view_frames`), placed at the mask's *columns*: the views given at every
+    frame (the input video of the ``first_column`` regimes).  Other cells of the returned
+    grid are zero.  ValueError on any other shape, or for one view when no view is given at
+    every frame.
     """
+    mask = (mask > 0.5).to(torch.float32)
     if tuple(given.shape) == layout.shape:
-        return given
+        return given, mask
     frames = one_view_frames(given, layout)
     if frames is None:
         one = (layout.frames, layout.channels, layout.height, layout.width)
@@ -167,11 +170,14 @@ def given_grid(given: Tensor, layout: LatentLayout, mask: Tensor) -> Tensor:
             f"given latents must be the whole grid {list(layout.shape)} or one view {list(one)}, "
             f"got {list(given.shape)}"
         )
+    columns = mask.bool().all(dim=1)
+    if not bool(columns.any()):
+        raise ValueError("one view of given latents needs a view mask with a view given at every frame (a column)")
     cells = torch.zeros(layout.views, layout.frames, *frames.shape[1:], dtype=frames.dtype, device=frames.device)
-    for v in range(layout.views):
-        if bool(mask[v].any()):
-            cells[v] = frames
-    return layout.from_cells(cells)
+    cells[columns] = frames
+    filled = torch.zeros_like(mask)
+    filled[columns] = 1.0
+    return layout.from_cells(cells), filled
 
 
 def pole_views(rig: Rig, up: bool, min_pitch: float = POLE_PITCH) -> list[int]:

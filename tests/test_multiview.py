@@ -331,14 +331,21 @@ def test_one_view_given_latents_are_placed_at_the_masked_view():
     mask = build_view_mask("first_column", 3, 2, column_view=1)
     four = LatentLayout.of((6, 4, 5, 5), 3)
     video = torch.randn(2, 4, 5, 5)
-    grid = given_grid(video, four, mask)
+    grid, filled = given_grid(video, four, mask)
     assert torch.equal(grid[2:4], video) and grid[:2].abs().sum() == 0 and grid[4:].abs().sum() == 0
+    assert torch.equal(filled, mask)
     five = LatentLayout.of((3, 4, 2, 5, 5), 3)
-    g5 = given_grid(video.permute(1, 0, 2, 3)[None], five, mask)
+    g5, _ = given_grid(video.permute(1, 0, 2, 3)[None], five, mask)
     assert torch.equal(five.to_cells(g5)[1], video) and five.to_cells(g5)[0].abs().sum() == 0
     full = torch.randn(6, 4, 5, 5)
-    assert given_grid(full, four, mask) is full
+    assert given_grid(full, four, mask)[0] is full
+    # row + column: one view fills the column only; the row's cells come from elsewhere
+    both = build_view_mask("first_row_and_column", 3, 2, column_view=1)
+    grid, filled = given_grid(video, four, both)
+    assert torch.equal(filled, mask) and grid[0].abs().sum() == 0
     with pytest.raises(ValueError, match="whole grid .* or one view"):
         given_grid(torch.randn(3, 4, 5, 5), four, mask)
+    with pytest.raises(ValueError, match="a view given at every frame"):
+        given_grid(video, four, build_view_mask("first_row", 3, 2))
     rig = rig_preset("videopanda8")
     assert pole_views(rig, up=True) == [6] and pole_views(rig, up=False) == [7]
