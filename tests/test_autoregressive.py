@@ -86,3 +86,24 @@ def test_extend_rejects_a_short_video():
     layout = LatentLayout.of((8 * 16, 4, 2, 2), 8)
     with pytest.raises(ValueError, match="T >= 61"):
         extend(lambda x, m, k: x, s, layout, video=torch.zeros(40, 4, 2, 2), column_view=0)
+
+
+def test_extend_stops_between_windows_when_the_callback_raises():
+    s = WindowSchedule(window=3, overlap=1, windows=4)
+    layout = LatentLayout.of((2 * 3, 1, 2, 2), 2)
+    done = []
+
+    class Interrupted(Exception):
+        pass
+
+    def callback(finished, total):
+        if finished == 2:
+            raise Interrupted
+
+    def sample_window(x, mask, k):
+        done.append(k)
+        return x
+
+    with pytest.raises(Interrupted):
+        extend(sample_window, s, layout, callback=callback)
+    assert done == [0, 1]
