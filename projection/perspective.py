@@ -4,7 +4,8 @@ Sphere convention: :mod:`pano360.projection.geometry` (docs/conventions.md).  Im
 channels-first ``(B, C, H, W)`` tensors (any memory format; channels-last memory, as given
 by ComfyUI's ``IMAGE.movedim(-1, 1)``, is the fast one).  Angles are RADIANS: ``(B,)``
 tensors or Python floats.  Outputs follow the input's device and dtype and are
-differentiable in the images (and in the angles when those require grad).
+differentiable in the images (:func:`erp_to_perspective` also in the angles, when those
+require grad).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def _hw(out_hw: Sequence[int], name: str) -> tuple[int, int]:
     return int(out_hw[0]), int(out_hw[1])
 
 
-def _batched_angles(b: int, name_values: dict, device, dtype) -> tuple[list[Tensor], bool]:
+def _batched_angles(b: int, name_values: dict) -> tuple[list[Tensor], bool]:
     """Broadcast each angle to a ``(B,)`` tensor; return them and whether any needs grad."""
     out, grad = [], False
     for name, v in name_values.items():
@@ -214,7 +215,7 @@ def erp_to_perspective(erp: Tensor, yaw, pitch, roll, fov_x, out_hw: Sequence[in
     check_mode(mode)
     b, c = erp.shape[:2]
     (yaw, pitch, roll, fov), angle_grad = _batched_angles(
-        b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x}, erp.device, erp.dtype)
+        b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
     _check_fov_rad(fov)
     if angle_grad and torch.is_grad_enabled():
         return _differentiable_perspective(erp, yaw, pitch, roll, fov, out_hw, mode)
@@ -224,7 +225,6 @@ def erp_to_perspective(erp: Tensor, yaw, pitch, roll, fov_x, out_hw: Sequence[in
         (params,) = groups
         taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype)
         return _apply_erp_taps(erp, taps, out_hw)
-    out = erp.new_empty(b, h, w, c)
     parts, order = [], []
     for params, idx in groups.items():
         taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype)
@@ -290,8 +290,7 @@ def perspective_to_erp(views: Tensor, yaw, pitch, roll, fov_x, erp_hw: Sequence[
     check_mode(mode)
     _check_weight(weight)
     b, c, h, w = views.shape
-    (yaw, pitch, roll, fov), _ = _batched_angles(
-        b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x}, views.device, views.dtype)
+    (yaw, pitch, roll, fov), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
     _check_fov_rad(fov)
     hh, ww = erp_hw
     out = views.new_zeros(b, hh * ww, c)

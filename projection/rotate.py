@@ -31,7 +31,7 @@ def rotate_erp(erp: Tensor, yaw, pitch, roll, mode: str = "bilinear") -> Tensor:
     erp_hw = check_erp(erp)
     check_mode(mode)
     b, c, h, w = erp.shape
-    (yaw, pitch, roll), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll}, erp.device, erp.dtype)
+    (yaw, pitch, roll), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll})
     grad = torch.is_grad_enabled() and erp.requires_grad
     out = erp.new_empty(b, h, w, c) if not grad else None
     parts = []
