@@ -358,3 +358,33 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         erp_to_perspective(good, torch.zeros(3), 0.0, 0.0, 1.0, (8, 8))
     with pytest.raises(ValueError, match=r"shift_px: .*1.5"):
         roll_erp(good, 1.5)
+
+
+def test_per_item_cameras_match_single_calls():
+    erp = smooth_erp(32, frames=3)
+    yaw = torch.tensor([0.1, 2.0, 0.1])
+    pitch = torch.tensor([0.0, -0.5, 0.0])
+    batch = erp_to_perspective(erp, yaw, pitch, 0.0, D(70), (12, 16))
+    for i in range(3):
+        one = erp_to_perspective(erp[i : i + 1], float(yaw[i]), float(pitch[i]), 0.0, D(70), (12, 16))
+        torch.testing.assert_close(batch[i : i + 1], one)
+    placed, weight = perspective_to_erp(batch, yaw, pitch, 0.0, D(70), (32, 64))
+    for i in range(3):
+        p1, w1 = perspective_to_erp(batch[i : i + 1], float(yaw[i]), float(pitch[i]), 0.0, D(70), (32, 64))
+        torch.testing.assert_close(placed[i : i + 1], p1)
+        torch.testing.assert_close(weight[i : i + 1], w1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: GPU results are checked where one exists")
+def test_cuda_matches_cpu():
+    erp = smooth_erp(64, frames=2)
+    rig = rig_preset("videopanda8", size=32)
+    views = erp_to_rig(erp, rig)
+    views_gpu = erp_to_rig(erp.cuda(), rig)
+    assert views_gpu.device.type == "cuda"
+    torch.testing.assert_close(views_gpu.cpu(), views, atol=1e-5, rtol=0)
+    back, cov = stitch_rig(views, rig, (64, 128), weight="feather")
+    back_gpu, cov_gpu = stitch_rig(views.cuda(), rig, (64, 128), weight="feather")
+    torch.testing.assert_close(back_gpu.cpu(), back, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cubemap_to_erp(erp_to_cubemap(erp.cuda(), 32), 64).cpu(),
+                               cubemap_to_erp(erp_to_cubemap(erp, 32), 64), atol=1e-5, rtol=0)
