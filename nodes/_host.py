@@ -141,3 +141,13 @@ def __getattr__(name: str):
 
         return ModelPatcher
     raise AttributeError(name)
+
+
+# --- output (helper `output`) -------------------------------------------------------------
+
+
+def metadata_disabled() -> bool:
+    """True when ComfyUI runs with ``--disable-metadata`` (no prompt/workflow in saved files)."""
+    from comfy.cli_args import args
+
+    return bool(args.disable_metadata)

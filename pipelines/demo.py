@@ -11,6 +11,8 @@ Output layout (``--out``, default ``out/demo``)::
     <rig>/stitched.png              the views stitched back to an equirect panorama
     <rig>/coverage.png              white where some view covers the sphere
     sweep.mp4                       a 90-degree camera turning once around (H.264)
+    panorama_360.png                the panorama with GPano XMP (photo viewers open it as 360°)
+    panorama_360.mp4                the panorama turning once, with V1+V2 spherical metadata
 """
 
 from __future__ import annotations
@@ -207,5 +209,20 @@ def run(args: argparse.Namespace) -> int:
     frames = _to_uint8(yaw_sweep(erp, args.sweep_frames, sweep_hw))
     video = write_mp4(frames, out / "sweep.mp4", fps=SWEEP_FPS)
     log.info("yaw sweep: %d frames %dx%d at %d fps -> %s", len(frames), sweep_hw[1], sweep_hw[0], SWEEP_FPS, video)
+    _save_360_outputs(_to_uint8(erp[0]), out, args.sweep_frames)
     log.info("done: outputs in %s", out.resolve())
     return 0
+
+
+def _save_360_outputs(pano: np.ndarray, out: Path, frames: int) -> None:
+    """360° files that players recognise (docs/output.md): a GPano PNG and a spherically
+    tagged MP4 of the world turning once (frame i is rolled i/frames of a turn)."""
+    from .gpano import GPanoFields, save_png
+    from .spherical_mp4 import save_360_video
+
+    h, w = pano.shape[:2]
+    save_png(pano, out / "panorama_360.png", GPanoFields(w, h))
+    turn = np.stack([np.roll(pano, -round(i * w / frames), axis=1) for i in range(frames)])
+    save_360_video(turn, out / "panorama_360.mp4", SWEEP_FPS, 18)
+    log.info("360° outputs: %s (GPano XMP), %s (%d frames, spherical V1+V2)", out / "panorama_360.png",
+             out / "panorama_360.mp4", frames)

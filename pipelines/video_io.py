@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -30,10 +31,12 @@ def _check_frames(frames) -> np.ndarray:
     return frames
 
 
-def write_mp4(frames: np.ndarray, path, fps: float = 24.0, crf: int = DEFAULT_CRF) -> Path:
+def write_mp4(frames: np.ndarray, path, fps: float = 24.0, crf: int = DEFAULT_CRF, *,
+              callback: Callable[[int], None] | None = None) -> Path:
     """Encode ``frames`` (uint8 ``[T, H, W, 3]`` RGB, even ``H`` and ``W``) as H.264 yuv420p.
 
     ``path`` is written atomically (temporary file + rename); returns it as a ``Path``.
+    ``callback(i)`` runs after frame ``i`` was sent (progress; raising aborts, nothing is left).
     """
     import imageio_ffmpeg
 
@@ -52,8 +55,10 @@ def write_mp4(frames: np.ndarray, path, fps: float = 24.0, crf: int = DEFAULT_CR
     )
     try:
         writer.send(None)  # start ffmpeg
-        for frame in frames:
+        for i, frame in enumerate(frames):
             writer.send(np.ascontiguousarray(frame))
+            if callback is not None:
+                callback(i)
         writer.close()
         os.replace(tmp, path)
     except BaseException:
