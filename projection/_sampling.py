@@ -30,6 +30,9 @@ BICUBIC_A = -0.75
 # Entries kept by the grid cache.  A videopanda8 rig at 512x512 needs ~2M taps x 4 (bilinear)
 # = ~100 MB of indices + weights, so a handful of geometries is plenty.
 GRID_CACHE_SIZE = 16
+# A batch with more distinct cameras than this (a camera path, a sweep) builds its taps
+# without caching them, so it neither thrashes the cache nor evicts the rig grids.
+MAX_CACHED_CAMERAS = 4
 
 
 def check_mode(mode: str) -> str:
@@ -75,7 +78,10 @@ class GridCache:
         self._data: OrderedDict[Hashable, object] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, build: Callable[[], object]):
+    def get(self, key: Hashable, build: Callable[[], object], use: bool = True):
+        """The value for ``key``, built (and stored) if absent; ``use=False`` just builds."""
+        if not use:
+            return build()
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)

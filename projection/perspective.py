@@ -17,11 +17,21 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, bag, check_mode, clamp_taps, erp_taps, gather, gather_table_into, table_of
+from ._sampling import (
+    GRID_CACHE,
+    MAX_CACHED_CAMERAS,
+    Taps,
+    bag,
+    check_mode,
+    clamp_taps,
+    erp_taps,
+    gather,
+    gather_table_into,
+    table_of,
+)
 from .geometry import (
     Rig,
     check_erp_hw,
-    check_fov,
     directions_to_erp_xy,
     erp_directions,
     pinhole_rays,
@@ -115,9 +125,9 @@ def _perspective_taps(yaw, pitch, roll, fov, out_hw, erp_hw, mode, device, dtype
     return Taps.make(taps.index, taps.weight, dtype)
 
 
-def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype) -> Taps:
+def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype, cache: bool = True) -> Taps:
     key = ("e2p", params, tuple(out_hw), tuple(erp_hw), mode, str(device), dtype)
-    return GRID_CACHE.get(key, lambda: _perspective_taps(*params, out_hw, erp_hw, mode, device, dtype))
+    return GRID_CACHE.get(key, lambda: _perspective_taps(*params, out_hw, erp_hw, mode, device, dtype), cache)
 
 
 def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dtype):
@@ -148,9 +158,9 @@ def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dty
     return pixels, Taps.make(taps.index, taps.weight, dtype), vw.to(dtype)
 
 
-def _cached_footprint(params: tuple, view_hw, erp_hw, mode, weight, device, dtype):
+def _cached_footprint(params: tuple, view_hw, erp_hw, mode, weight, device, dtype, cache: bool = True):
     key = ("p2e", params, tuple(view_hw), tuple(erp_hw), mode, weight, str(device), dtype)
-    return GRID_CACHE.get(key, lambda: _footprint(*params, view_hw, erp_hw, mode, weight, device, dtype))
+    return GRID_CACHE.get(key, lambda: _footprint(*params, view_hw, erp_hw, mode, weight, device, dtype), cache)
 
 
 @dataclass(frozen=True)
@@ -226,8 +236,9 @@ def erp_to_perspective(erp: Tensor, yaw, pitch, roll, fov_x, out_hw: Sequence[in
         taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype)
         return _apply_erp_taps(erp, taps, out_hw)
     parts, order = [], []
+    cache = len(groups) <= MAX_CACHED_CAMERAS
     for params, idx in groups.items():
-        taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype)
+        taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype, cache)
         parts.append(_apply_erp_taps(erp[idx], taps, out_hw).permute(0, 2, 3, 1))
         order.extend(idx)
     inverse = torch.empty(b, dtype=torch.long)
@@ -295,8 +306,10 @@ def perspective_to_erp(views: Tensor, yaw, pitch, roll, fov_x, erp_hw: Sequence[
     hh, ww = erp_hw
     out = views.new_zeros(b, hh * ww, c)
     wmap = views.new_zeros(b, hh * ww)
-    for params, idx in _groups([yaw, pitch, roll, fov]).items():
-        pixels, taps, vw = _cached_footprint(params, (h, w), erp_hw, mode, weight, views.device, views.dtype)
+    groups = _groups([yaw, pitch, roll, fov])
+    cache = len(groups) <= MAX_CACHED_CAMERAS
+    for params, idx in groups.items():
+        pixels, taps, vw = _cached_footprint(params, (h, w), erp_hw, mode, weight, views.device, views.dtype, cache)
         vals = gather(views[idx], taps)  # (N, g, C)
         ii = torch.tensor(idx, device=views.device)
         out[ii[:, None], pixels[None, :]] = vals.transpose(0, 1)

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from _projection_fixtures import camera_to_world, erp_dirs, smooth_erp, true_view
+from _projection_fixtures import camera_to_world, smooth_erp, true_view
 from pano360.projection import (
     GRID_CACHE,
     Rig,
@@ -388,3 +388,15 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(back_gpu.cpu(), back, atol=1e-5, rtol=0)
     torch.testing.assert_close(cubemap_to_erp(erp_to_cubemap(erp.cuda(), 32), 64).cpu(),
                                cubemap_to_erp(erp_to_cubemap(erp, 32), 64), atol=1e-5, rtol=0)
+
+
+def test_camera_path_does_not_evict_cached_rig_grids():
+    GRID_CACHE.clear()
+    erp = smooth_erp(16)
+    rig = rig_preset("cube6", size=8)
+    erp_to_rig(erp, rig)
+    cached = {k for k, _ in GRID_CACHE.items()}
+    path = torch.linspace(0, 6, 40)  # 40 distinct cameras, one per frame
+    views = erp_to_perspective(erp.expand(40, -1, -1, -1), path, 0.0, 0.0, D(60), (8, 8))
+    assert {k for k, _ in GRID_CACHE.items()} == cached
+    torch.testing.assert_close(views[7:8], erp_to_perspective(erp, float(path[7]), 0.0, 0.0, D(60), (8, 8)))
