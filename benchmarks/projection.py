@@ -276,7 +276,9 @@ def table(runs: dict, env: dict, threads: int, load: str) -> str:
         "",
         "On a loaded machine wall time mostly measures waiting for a core, so the speed-ups use process CPU "
         "time (each implementation runs single-threaded, so CPU time is the time it needs on an idle core); "
-        "wall times are listed too. error = mean abs error against the analytic truth of a smooth test signal: "
+        "wall times are listed too. One thread because this 2-core machine is oversubscribed by other jobs: "
+        "with 2 threads every torch library's OpenMP workers wait for cores and all torch timings (ours and "
+        "pytorch360convert's) get 3-6x slower and erratic. error = mean abs error against the analytic truth of a smooth test signal: "
         "equal accuracy for e2p; for e2c/c2e the peers' larger error is their half-pixel face convention "
         "(border pixel centres on the cube edges), not noise.",
         "",
