@@ -400,3 +400,15 @@ def test_camera_path_does_not_evict_cached_rig_grids():
     views = erp_to_perspective(erp.expand(40, -1, -1, -1), path, 0.0, 0.0, D(60), (8, 8))
     assert {k for k, _ in GRID_CACHE.items()} == cached
     torch.testing.assert_close(views[7:8], erp_to_perspective(erp, float(path[7]), 0.0, 0.0, D(60), (8, 8)))
+
+
+def test_grid_cache_is_bounded_in_bytes():
+    from pano360.projection._sampling import GridCache
+
+    cache = GridCache(maxsize=100, max_bytes=3000)
+    for i in range(10):
+        cache.get(i, lambda: torch.zeros(250))  # 1000 bytes each
+    assert len(cache) == 3 and cache.nbytes == 3000
+    assert [k for k, _ in cache.items()] == [7, 8, 9]
+    big = cache.get("big", lambda: torch.zeros(2000))  # alone over budget: kept, others evicted
+    assert [k for k, _ in cache.items()] == ["big"] and cache.get("big", lambda: None) is big
