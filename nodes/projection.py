@@ -200,8 +200,8 @@ class Pano360EquirectStitcher(io.ComfyNode):
                 io.Int.Input("height", default=512, min=8, max=MAX_SIZE // 2, step=8,
                              tooltip="Output panorama height in pixels; the width is 2 x height."),
                 io.Combo.Input("weight", options=["uniform", "feather"], default="uniform",
-                               tooltip="uniform: plain average where views overlap; feather: smooth blend that "
-                                       "hides seams between views."),
+                               tooltip="uniform: plain average where views overlap (VideoPanda's protocol, "
+                                       "with mode bicubic); feather: smooth blend that hides seams between views."),
                 _mode_input(),
             ],
             outputs=[

@@ -30,6 +30,13 @@ BICUBIC_A = -0.75
 # Entries kept by the grid cache.  A videopanda8 rig at 512x512 needs ~2M taps x 4 (bilinear)
 # = ~100 MB of indices + weights, so a handful of geometries is plenty.
 GRID_CACHE_SIZE = 16
+# ... and at most this many bytes: a 1024x1024 view costs 32 MB of bilinear taps (4 int32
+# indices + 4 float32 weights per pixel), 128 MB bicubic; the lookbeyond_loop rig at
+# 1024 px bilinear (12 views) is ~400 MB.
+GRID_CACHE_BYTES = 1 << 30
+# A batch with more distinct cameras than this (a camera path, a sweep) builds its taps
+# without caching them, so it neither thrashes the cache nor evicts the rig grids.
+MAX_CACHED_CAMERAS = 4
 
 
 def check_mode(mode: str) -> str:
@@ -63,38 +70,65 @@ class Taps:
 # --------------------------------------------------------------------------- cache
 
 
+def _nbytes(value) -> int:
+    """Bytes held by the tensors inside a cache value (tensors, tuples, dataclasses)."""
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    if hasattr(value, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(value, name)) for name in value.__dataclass_fields__)
+    return 0
+
+
 class GridCache:
-    """An explicit, bounded LRU cache of sampling taps.
+    """An explicit LRU cache of sampling taps, bounded by entries and by bytes.
 
     Values are never written in place by this package (tests check it), so callers may
-    share them.  Thread-safe; ``maxsize`` entries.
+    share them.  Thread-safe.  The newest entry is always kept, even alone over the byte
+    budget (it is in use).
     """
 
-    def __init__(self, maxsize: int = GRID_CACHE_SIZE):
+    def __init__(self, maxsize: int = GRID_CACHE_SIZE, max_bytes: int = GRID_CACHE_BYTES):
         self.maxsize = maxsize
-        self._data: OrderedDict[Hashable, object] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, build: Callable[[], object]):
+    def get(self, key: Hashable, build: Callable[[], object], use: bool = True):
+        """The value for ``key``, built (and stored) if absent; ``use=False`` just builds."""
+        if not use:
+            return build()
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
-                return self._data[key]
+                return self._data[key][0]
         value = build()
+        size = _nbytes(value)
         with self._lock:
-            self._data[key] = value
+            if key in self._data:
+                self._bytes -= self._data[key][1]
+            self._data[key] = (value, size)
+            self._bytes += size
             self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
+            while len(self._data) > 1 and (len(self._data) > self.maxsize or self._bytes > self.max_bytes):
+                _, (_, old) = self._data.popitem(last=False)
+                self._bytes -= old
         return value
 
     def items(self):
         with self._lock:
-            return list(self._data.items())
+            return [(k, v) for k, (v, _) in self._data.items()]
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._data)

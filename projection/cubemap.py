@@ -15,7 +15,6 @@ Layouts of ``T`` frames (``C`` channels, face width ``w``):
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 from torch import Tensor

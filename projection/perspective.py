@@ -4,7 +4,8 @@ Sphere convention: :mod:`pano360.projection.geometry` (docs/conventions.md).  Im
 channels-first ``(B, C, H, W)`` tensors (any memory format; channels-last memory, as given
 by ComfyUI's ``IMAGE.movedim(-1, 1)``, is the fast one).  Angles are RADIANS: ``(B,)``
 tensors or Python floats.  Outputs follow the input's device and dtype and are
-differentiable in the images (and in the angles when those require grad).
+differentiable in the images (:func:`erp_to_perspective` also in the angles, when those
+require grad).
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ from typing import Literal, Sequence
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, bag, check_mode, clamp_taps, erp_taps, gather, gather_table_into, table_of
+from ._sampling import (
+    GRID_CACHE,
+    MAX_CACHED_CAMERAS,
+    Taps,
+    bag,
+    check_mode,
+    clamp_taps,
+    erp_taps,
+    gather,
+    gather_table_into,
+    table_of,
+)
 from .geometry import (
     Rig,
     check_erp_hw,
-    check_fov,
     directions_to_erp_xy,
     erp_directions,
     pinhole_rays,
@@ -73,7 +84,7 @@ def _hw(out_hw: Sequence[int], name: str) -> tuple[int, int]:
     return int(out_hw[0]), int(out_hw[1])
 
 
-def _batched_angles(b: int, name_values: dict, device, dtype) -> tuple[list[Tensor], bool]:
+def _batched_angles(b: int, name_values: dict) -> tuple[list[Tensor], bool]:
     """Broadcast each angle to a ``(B,)`` tensor; return them and whether any needs grad."""
     out, grad = [], False
     for name, v in name_values.items():
@@ -114,9 +125,9 @@ def _perspective_taps(yaw, pitch, roll, fov, out_hw, erp_hw, mode, device, dtype
     return Taps.make(taps.index, taps.weight, dtype)
 
 
-def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype) -> Taps:
+def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype, cache: bool = True) -> Taps:
     key = ("e2p", params, tuple(out_hw), tuple(erp_hw), mode, str(device), dtype)
-    return GRID_CACHE.get(key, lambda: _perspective_taps(*params, out_hw, erp_hw, mode, device, dtype))
+    return GRID_CACHE.get(key, lambda: _perspective_taps(*params, out_hw, erp_hw, mode, device, dtype), cache)
 
 
 def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dtype):
@@ -147,9 +158,9 @@ def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dty
     return pixels, Taps.make(taps.index, taps.weight, dtype), vw.to(dtype)
 
 
-def _cached_footprint(params: tuple, view_hw, erp_hw, mode, weight, device, dtype):
+def _cached_footprint(params: tuple, view_hw, erp_hw, mode, weight, device, dtype, cache: bool = True):
     key = ("p2e", params, tuple(view_hw), tuple(erp_hw), mode, weight, str(device), dtype)
-    return GRID_CACHE.get(key, lambda: _footprint(*params, view_hw, erp_hw, mode, weight, device, dtype))
+    return GRID_CACHE.get(key, lambda: _footprint(*params, view_hw, erp_hw, mode, weight, device, dtype), cache)
 
 
 @dataclass(frozen=True)
@@ -214,7 +225,7 @@ def erp_to_perspective(erp: Tensor, yaw, pitch, roll, fov_x, out_hw: Sequence[in
     check_mode(mode)
     b, c = erp.shape[:2]
     (yaw, pitch, roll, fov), angle_grad = _batched_angles(
-        b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x}, erp.device, erp.dtype)
+        b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
     _check_fov_rad(fov)
     if angle_grad and torch.is_grad_enabled():
         return _differentiable_perspective(erp, yaw, pitch, roll, fov, out_hw, mode)
@@ -224,10 +235,10 @@ def erp_to_perspective(erp: Tensor, yaw, pitch, roll, fov_x, out_hw: Sequence[in
         (params,) = groups
         taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype)
         return _apply_erp_taps(erp, taps, out_hw)
-    out = erp.new_empty(b, h, w, c)
     parts, order = [], []
+    cache = len(groups) <= MAX_CACHED_CAMERAS
     for params, idx in groups.items():
-        taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype)
+        taps = _cached_perspective_taps(params, out_hw, erp_hw, mode, erp.device, erp.dtype, cache)
         parts.append(_apply_erp_taps(erp[idx], taps, out_hw).permute(0, 2, 3, 1))
         order.extend(idx)
     inverse = torch.empty(b, dtype=torch.long)
@@ -290,14 +301,15 @@ def perspective_to_erp(views: Tensor, yaw, pitch, roll, fov_x, erp_hw: Sequence[
     check_mode(mode)
     _check_weight(weight)
     b, c, h, w = views.shape
-    (yaw, pitch, roll, fov), _ = _batched_angles(
-        b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x}, views.device, views.dtype)
+    (yaw, pitch, roll, fov), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
     _check_fov_rad(fov)
     hh, ww = erp_hw
     out = views.new_zeros(b, hh * ww, c)
     wmap = views.new_zeros(b, hh * ww)
-    for params, idx in _groups([yaw, pitch, roll, fov]).items():
-        pixels, taps, vw = _cached_footprint(params, (h, w), erp_hw, mode, weight, views.device, views.dtype)
+    groups = _groups([yaw, pitch, roll, fov])
+    cache = len(groups) <= MAX_CACHED_CAMERAS
+    for params, idx in groups.items():
+        pixels, taps, vw = _cached_footprint(params, (h, w), erp_hw, mode, weight, views.device, views.dtype, cache)
         vals = gather(views[idx], taps)  # (N, g, C)
         ii = torch.tensor(idx, device=views.device)
         out[ii[:, None], pixels[None, :]] = vals.transpose(0, 1)

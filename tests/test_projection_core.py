@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from _projection_fixtures import camera_to_world, erp_dirs, smooth_erp, true_view
+from _projection_fixtures import camera_to_world, smooth_erp, true_view
 from pano360.projection import (
     GRID_CACHE,
     Rig,
@@ -358,3 +358,57 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         erp_to_perspective(good, torch.zeros(3), 0.0, 0.0, 1.0, (8, 8))
     with pytest.raises(ValueError, match=r"shift_px: .*1.5"):
         roll_erp(good, 1.5)
+
+
+def test_per_item_cameras_match_single_calls():
+    erp = smooth_erp(32, frames=3)
+    yaw = torch.tensor([0.1, 2.0, 0.1])
+    pitch = torch.tensor([0.0, -0.5, 0.0])
+    batch = erp_to_perspective(erp, yaw, pitch, 0.0, D(70), (12, 16))
+    for i in range(3):
+        one = erp_to_perspective(erp[i : i + 1], float(yaw[i]), float(pitch[i]), 0.0, D(70), (12, 16))
+        torch.testing.assert_close(batch[i : i + 1], one)
+    placed, weight = perspective_to_erp(batch, yaw, pitch, 0.0, D(70), (32, 64))
+    for i in range(3):
+        p1, w1 = perspective_to_erp(batch[i : i + 1], float(yaw[i]), float(pitch[i]), 0.0, D(70), (32, 64))
+        torch.testing.assert_close(placed[i : i + 1], p1)
+        torch.testing.assert_close(weight[i : i + 1], w1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: GPU results are checked where one exists")
+def test_cuda_matches_cpu():
+    erp = smooth_erp(64, frames=2)
+    rig = rig_preset("videopanda8", size=32)
+    views = erp_to_rig(erp, rig)
+    views_gpu = erp_to_rig(erp.cuda(), rig)
+    assert views_gpu.device.type == "cuda"
+    torch.testing.assert_close(views_gpu.cpu(), views, atol=1e-5, rtol=0)
+    back, cov = stitch_rig(views, rig, (64, 128), weight="feather")
+    back_gpu, cov_gpu = stitch_rig(views.cuda(), rig, (64, 128), weight="feather")
+    torch.testing.assert_close(back_gpu.cpu(), back, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cubemap_to_erp(erp_to_cubemap(erp.cuda(), 32), 64).cpu(),
+                               cubemap_to_erp(erp_to_cubemap(erp, 32), 64), atol=1e-5, rtol=0)
+
+
+def test_camera_path_does_not_evict_cached_rig_grids():
+    GRID_CACHE.clear()
+    erp = smooth_erp(16)
+    rig = rig_preset("cube6", size=8)
+    erp_to_rig(erp, rig)
+    cached = {k for k, _ in GRID_CACHE.items()}
+    path = torch.linspace(0, 6, 40)  # 40 distinct cameras, one per frame
+    views = erp_to_perspective(erp.expand(40, -1, -1, -1), path, 0.0, 0.0, D(60), (8, 8))
+    assert {k for k, _ in GRID_CACHE.items()} == cached
+    torch.testing.assert_close(views[7:8], erp_to_perspective(erp, float(path[7]), 0.0, 0.0, D(60), (8, 8)))
+
+
+def test_grid_cache_is_bounded_in_bytes():
+    from pano360.projection._sampling import GridCache
+
+    cache = GridCache(maxsize=100, max_bytes=3000)
+    for i in range(10):
+        cache.get(i, lambda: torch.zeros(250))  # 1000 bytes each
+    assert len(cache) == 3 and cache.nbytes == 3000
+    assert [k for k, _ in cache.items()] == [7, 8, 9]
+    big = cache.get("big", lambda: torch.zeros(2000))  # alone over budget: kept, others evicted
+    assert [k for k, _ in cache.items()] == ["big"] and cache.get("big", lambda: None) is big
