@@ -13,6 +13,7 @@ import logging
 # command name -> (module relative to the pack, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (".pipelines.demo", "the main job on the bundled default panorama (no weights, no server)"),
+    "convert-panodit": (".models.pano_dit_convert", "PanoDiT checkpoint (.pt, EMA preferred) -> safetensors"),
 }
 
 
