@@ -47,6 +47,9 @@ __all__ = [
     "lookbeyond_known_mask",
     "lookbeyond_output_orientation",
     "sample_panodit",
+    "latent_mask",
+    "parse_fractions",
+    "complete_panorama",
 ]
 
 SD_VAE_SCALE = 0.18215  # SD-VAE latent scale; extract_features.py and sample_with_text.py
@@ -276,8 +279,10 @@ def sample_panodit(
     mask_c = band_to_canvas(mask.float().expand(n, c, h, w), canvas_size)
     rows = band_to_canvas(torch.ones(1, 1, h, w, device=device), canvas_size)  # 1 on band rows
 
-    def randn() -> Tensor:
-        return torch.randn(known_c.shape, generator=generator, device=device, dtype=torch.float32)
+    noise_device = generator.device if generator is not None else device
+
+    def randn() -> Tensor:  # drawn where the generator lives (CPU seeds reproduce on any device)
+        return torch.randn(known_c.shape, generator=generator, device=noise_device).to(device)
 
     known_r, mask_r = known_c.roll(offset, -1), mask_c.roll(offset, -1)
     x = torch.lerp(randn(), known_r, mask_r)  # z[mask] = known
@@ -296,3 +301,88 @@ def sample_panodit(
         if callback is not None:
             callback(k)
     return canvas_to_band(x.roll(-offset, -1), h)
+
+
+# --------------------------------------------------------------------------------------
+# Stage: raw VAE latents in, raw VAE latents out
+# --------------------------------------------------------------------------------------
+
+KNOWN_CELL_THRESHOLD = 0.5  # a latent cell is known when at least half its pixels are known
+
+
+def latent_mask(mask: Tensor, latent_hw: tuple[int, int]) -> Tensor:
+    """A known-region mask at any resolution -> (B, 1, h, w) binary latent mask.
+
+    mask: (B, H, W), 1 = known, with H/W == h/w (latent-sized or pixel-sized, e.g. 8x).
+    Pixel masks are area-averaged to latent cells and thresholded at
+    ``KNOWN_CELL_THRESHOLD`` so RePaint replaces whole cells exactly.
+    """
+    h, w = latent_hw
+    if mask.ndim != 3 or mask.shape[-2] * w != mask.shape[-1] * h:
+        raise ValueError(f"mask must be (B, H, W) with the latent's aspect {h}x{w}, got {tuple(mask.shape)}")
+    m = mask.float()[:, None]
+    if m.shape[-2:] != (h, w):
+        m = torch.nn.functional.adaptive_avg_pool2d(m, (h, w))
+    return (m >= KNOWN_CELL_THRESHOLD).float()
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    """"0.75, 0.5, 0.25" -> (0.75, 0.5, 0.25); empty -> (); each in [0, 1]."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"roll fractions must be comma-separated numbers in [0, 1], got {text!r}") from None
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"roll fractions must be in [0, 1], got {value} in {text!r}")
+        out.append(value)
+    return tuple(out)
+
+
+def complete_panorama(
+    network: Callable[[Tensor, Tensor, Tensor], Tensor],
+    raw_latent: Tensor,
+    mask: Tensor,
+    text: Tensor,
+    *,
+    canvas_size: int,
+    steps: int,
+    generator: torch.Generator,
+    roll_fractions: Sequence[float] = LOOKBEYOND_ROLL_FRACTIONS,
+    roll_shift_fraction: float = 0.25,
+    lookbeyond_orientation: bool = False,
+    callback: Callable[[int], None] | None = None,
+) -> Tensor:
+    """Look Beyond stage 1 on raw SD-VAE latents.
+
+    network: ``(x (N,C,S,S), t (N,), text (N,1,D)) -> (N, 2C, S, S)`` (a PanoDiT).
+    raw_latent: (N, C, S/2, S) unscaled latents of a 2:1 equirect (256x512 px for S=64).
+    mask: (N or 1, 1, S/2, S), 1 = known.  text: (N or 1, [L,] D) text feature.
+    roll_shift_fraction: seam roll as a fraction of the width (0.25 = W/4, the original);
+    the initial roll is its negative.  lookbeyond_orientation: return the original
+    script's output orientation (``lookbeyond_output_orientation``) instead of the input's.
+    Returns (N, C, S/2, S) raw latents for a standard VAE decode.
+    """
+    n = raw_latent.shape[0]
+    if text.shape[0] not in (1, n) or text.ndim not in (2, 3):
+        raise ValueError(f"text must be (1 or {n}, [L,] D), got {tuple(text.shape)}")
+    text = (text[:, None] if text.ndim == 2 else text).float().expand(n, -1, -1)
+    shift = round(roll_shift_fraction * canvas_size)
+    band = sample_panodit(
+        lambda x, t: network(x, t, text),
+        raw_latent.float() * SD_VAE_SCALE,
+        mask,
+        make_schedule(steps),
+        canvas_size=canvas_size,
+        generator=generator,
+        roll_fractions=roll_fractions,
+        roll_shift=shift,
+        initial_shift=-shift,
+        callback=callback,
+    )
+    if lookbeyond_orientation:
+        band = lookbeyond_output_orientation(band)
+    return band / SD_VAE_SCALE
