@@ -1,0 +1,823 @@
+"""``python -m pano360 batch``: queue a sweep of an API workflow on ComfyUI servers.
+
+The batch is resumable and never submits a prompt twice:
+
+1. Every job (see :mod:`.sweep`) has an entry in ``<out>/manifest.json`` (written
+   atomically after every change).  Before ``POST /prompt`` the client records a
+   ``prompt_id`` it chose itself (ComfyUI accepts ``prompt_id`` in the request).
+2. On a rerun, finished jobs are skipped.  A job recorded as submitted is looked up on
+   its server (``/history/<id>``, then ``/queue``): finished -> its outputs are
+   downloaded; queued or running -> it is followed; unknown to the server (the client
+   died before the POST arrived) -> it is submitted with the *same* ``prompt_id``.
+3. Failed jobs are retried on a rerun.
+
+Jobs go to the servers round-robin, at most ``--max-queued`` per server at a time.
+Progress comes from the websocket (``/ws?clientId=``, connected before queueing; the
+client id is kept in the manifest so a rerun receives the events of its old prompts),
+with ``/history`` + ``/queue`` polling as a fallback.  A job that fails (execution error,
+connection lost and the server no longer knows the prompt, timeout) is retried up to
+``--retries`` times with a new ``prompt_id``; a rejected prompt (validation errors,
+shown by node and input) is not retried.  Outputs (``/history`` -> ``/view``) land in
+``<out>/<job name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Mapping
+
+import aiohttp
+
+from .files import write_bytes_atomic, write_json_atomic
+from .schema import SchemaSet, fetch_object_info
+from .sweep import (Axis, Job, SweepError, Target, apply, expand, list_input_files, parse_seeds, parse_set,
+                    read_prompts, resolve_target, seed_targets)
+from .validate import validate_prompt
+
+log = logging.getLogger("pano360.batch")
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+LOCK_NAME = ".batch.lock"
+OUTPUT_KEYS = ("images", "gifs", "videos", "audio", "files", "3d")
+# Polls of /history + /queue in a row that may fail before a server counts as gone.
+UNREACHABLE_POLLS = 3
+
+
+class BatchError(RuntimeError):
+    """A batch that cannot start or continue; the message says why."""
+
+
+class ServerUnreachable(BatchError):
+    pass
+
+
+class PromptRejected(BatchError):
+    """The server refused the prompt (validation); retrying cannot help."""
+
+
+class AttemptFailed(BatchError):
+    """One attempt of a job failed; the job may be retried."""
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def format_node_errors(node_errors: Mapping[str, Any], prompt: Mapping[str, Any] | None = None) -> list[str]:
+    """ComfyUI ``node_errors`` -> one line per problem, by node and input."""
+    lines = []
+    for node_id, entry in sorted(node_errors.items(), key=lambda kv: str(kv[0])):
+        class_type = entry.get("class_type") or (prompt or {}).get(node_id, {}).get("class_type", "?")
+        for err in entry.get("errors", []):
+            extra = err.get("extra_info") or {}
+            name = extra.get("input_name")
+            where = f"node {node_id} ({class_type})" + (f" input {name}" if name else "")
+            text = err.get("message", "error")
+            if err.get("details"):
+                text += f": {err['details']}"
+            if err.get("type") == "value_not_in_list" and name and _looks_like_model_input(class_type, name):
+                text += f" -> missing model file {extra.get('received_value')!r} on the server"
+            lines.append(f"{where}: {text}")
+    return lines
+
+
+def _looks_like_model_input(class_type: str, name: str) -> bool:
+    from .schema import CORE_MODEL_FOLDERS
+
+    return (class_type, name) in CORE_MODEL_FOLDERS or "Loader" in class_type
+
+
+def format_rejection(status: int, body: Mapping[str, Any], prompt: Mapping[str, Any]) -> str:
+    err = body.get("error") or {}
+    if isinstance(err, str):
+        head = err
+    else:
+        head = err.get("message", f"HTTP {status}")
+        if err.get("details") and err.get("type") != "prompt_outputs_failed_validation":
+            head += f" ({err['details']})"
+    lines = format_node_errors(body.get("node_errors") or {}, prompt)
+    return head + "".join(f"\n  {line}" for line in lines)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+class Manifest:
+    """``<out>/manifest.json``: the batch's state, rewritten atomically on every change."""
+
+    def __init__(self, path: Path, data: dict):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def open(cls, out_dir: Path, workflow_sha: str) -> "Manifest":
+        path = out_dir / MANIFEST_NAME
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise BatchError(f"{path} is not valid JSON ({exc}); move it away to start a new batch") from exc
+            if data.get("workflow_sha256") != workflow_sha:
+                raise BatchError(f"{path} belongs to a different workflow; use another --out folder")
+            return cls(path, data)
+        data = {"version": MANIFEST_VERSION, "workflow_sha256": workflow_sha, "client_id": str(uuid.uuid4()),
+                "jobs": {}, "uploads": {}}
+        manifest = cls(path, data)
+        manifest.save()
+        return manifest
+
+    @property
+    def client_id(self) -> str:
+        return self.data["client_id"]
+
+    def job(self, job: Job) -> dict:
+        entry = self.data["jobs"].get(job.key)
+        if entry is None:
+            entry = {"name": job.name, "values": job.describe(), "state": "pending", "attempts": 0,
+                     "prompt_id": None, "server": None, "prompt_ids": [], "outputs": [], "error": None}
+            self.data["jobs"][job.key] = entry
+        return entry
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+@contextlib.contextmanager
+def batch_lock(out_dir: Path):
+    """One batch process per output folder (a stale lock of a dead process is taken over)."""
+    path = out_dir / LOCK_NAME
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise BatchError(f"another batch (pid {pid}) is running on {out_dir}") from None
+        else:
+            raise BatchError(f"another batch (pid {pid}) is running on {out_dir}")
+    path.write_text(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """A one-line progress display on stderr (rewritten in place on a terminal)."""
+
+    WIDTH = 24
+
+    def __init__(self, total: int, stream=None, enabled: bool = True):
+        self.total, self.stream, self.enabled = total, stream or sys.stderr, enabled
+        self.done = self.failed = 0
+        self.running: dict[str, str] = {}
+        self._last = ""
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def update(self, job: str | None = None, text: str | None = None, finished: bool = False) -> None:
+        if job is not None:
+            if text is None or finished:
+                self.running.pop(job, None)
+            else:
+                self.running[job] = text
+        if not self.enabled:
+            return
+        filled = int(self.WIDTH * (self.done + self.failed) / max(self.total, 1))
+        running = "; ".join(f"{k} {v}" for k, v in list(self.running.items())[:3])
+        line = (f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} done"
+                + (f", {self.failed} failed" if self.failed else "") + (f" | {running}" if running else ""))
+        if line == self._last:
+            return
+        if self._tty:
+            self.stream.write("\r" + line[:200].ljust(len(self._last[:200])))
+        elif finished or job is None:   # a log file gets one line per finished job, not per step
+            self.stream.write(line + "\n")
+        self.stream.flush()
+        self._last = line
+
+    def close(self) -> None:
+        if self.enabled and self._tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+# --------------------------------------------------------------------------- server
+
+
+class Server:
+    """One ComfyUI server: HTTP calls and a websocket that routes events by prompt id."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str):
+        self.url = url.rstrip("/")
+        self.session = session
+        self.client_id = client_id
+        self.watchers: dict[str, asyncio.Queue] = {}
+        self.connected = asyncio.Event()
+        self._ws_task: asyncio.Task | None = None
+        self.alive = True
+
+    async def probe(self) -> None:
+        try:
+            async with self.session.get(f"{self.url}/queue") as resp:
+                resp.raise_for_status()
+                await resp.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.url}: {exc or type(exc).__name__}") from exc
+
+    def start(self) -> None:
+        self._ws_task = asyncio.ensure_future(self._ws_loop())
+
+    async def stop(self) -> None:
+        if self._ws_task:
+            self._ws_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._ws_task
+
+    async def _ws_loop(self) -> None:
+        ws_url = self.url.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        delay = 0.2
+        while True:
+            try:
+                async with self.session.ws_connect(f"{ws_url}/ws?clientId={self.client_id}", heartbeat=30) as ws:
+                    self.connected.set()
+                    delay = 0.2
+                    async for msg in ws:
+                        if msg.type == aiohttp.WSMsgType.TEXT:
+                            self._dispatch(json.loads(msg.data))
+                        elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                            break
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                log.debug("websocket %s: %s", self.url, exc)
+            self.connected.clear()
+            for queue in self.watchers.values():
+                queue.put_nowait({"type": "pano360_disconnected", "data": {}})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _dispatch(self, event: dict) -> None:
+        data = event.get("data") or {}
+        pid = data.get("prompt_id") if isinstance(data, dict) else None
+        if pid in self.watchers:
+            self.watchers[pid].put_nowait(event)
+
+    async def ensure_connected(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise ServerUnreachable(f"cannot open the websocket of ComfyUI at {self.url}/ws") from None
+
+    async def get_json(self, path: str) -> Any:
+        async with self.session.get(f"{self.url}{path}") as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def submit(self, prompt: dict, prompt_id: str, extra: dict) -> dict:
+        payload = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
+                   "extra_data": {"extra_pnginfo": extra}}
+        try:
+            async with self.session.post(f"{self.url}/prompt", json=payload) as resp:
+                try:
+                    body = await resp.json(content_type=None)
+                except (json.JSONDecodeError, aiohttp.ContentTypeError):
+                    body = {"error": (await resp.text())[:500]}
+                if resp.status != 200:
+                    raise PromptRejected(f"prompt rejected by {self.url}: {format_rejection(resp.status, body, prompt)}")
+                return body
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.url}: {exc}") from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            # The request may or may not have arrived; the caller finds out from /history and /queue.
+            log.warning("no answer from %s to POST /prompt (%s); checking whether it arrived", self.url, exc)
+            return {}
+
+    async def lookup(self, prompt_id: str) -> tuple[str, dict | None]:
+        """-> ("done"|"error", history entry) | ("queued", None) | ("unknown", None)."""
+        history = await self.get_json(f"/history/{prompt_id}")
+        entry = history.get(prompt_id) if isinstance(history, dict) else None
+        if entry is not None and (entry.get("status") or {}).get("completed") is not None:
+            status = entry.get("status") or {}
+            ok = status.get("status_str", "success") == "success" and status.get("completed", True)
+            return ("done" if ok else "error"), entry
+        queue = await self.get_json("/queue")
+        for item in (queue.get("queue_running") or []) + (queue.get("queue_pending") or []):
+            if len(item) > 1 and item[1] == prompt_id:
+                return "queued", None
+        if entry is not None:   # in history without a status: finished by an older server
+            return "done", entry
+        return "unknown", None
+
+    async def upload(self, path: Path) -> str:
+        form = aiohttp.FormData()
+        form.add_field("type", "input")
+        with open(path, "rb") as f:
+            form.add_field("image", f.read(), filename=path.name, content_type="application/octet-stream")
+        try:
+            async with self.session.post(f"{self.url}/upload/image", data=form) as resp:
+                if resp.status != 200:
+                    raise BatchError(f"upload of {path} to {self.url} failed: HTTP {resp.status} {await resp.text()}")
+                body = await resp.json()
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.url}: {exc}") from exc
+        sub = body.get("subfolder") or ""
+        return f"{sub}/{body['name']}" if sub else body["name"]
+
+    async def download(self, item: Mapping[str, Any]) -> bytes:
+        params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""), "type": item.get("type", "output")}
+        async with self.session.get(f"{self.url}/view", params=params) as resp:
+            resp.raise_for_status()
+            return await resp.read()
+
+    async def interrupt(self, prompt_id: str) -> None:
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            async with self.session.post(f"{self.url}/interrupt", json={"prompt_id": prompt_id}):
+                pass
+
+
+def history_error(entry: Mapping[str, Any] | None) -> str:
+    for event, data in ((entry or {}).get("status") or {}).get("messages", []):
+        if event == "execution_error":
+            return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
+                    f"{data.get('exception_type', '')} {data.get('exception_message', '')}".rstrip())
+        if event == "execution_interrupted":
+            return "execution was interrupted"
+    return "execution failed (no error message in the history)"
+
+
+# --------------------------------------------------------------------------- batch
+
+
+@dataclass
+class BatchConfig:
+    servers: list[str]
+    out_dir: Path
+    max_queued: int = 2
+    retries: int = 2
+    poll_interval: float = 2.0
+    job_timeout: float | None = None
+    http_timeout: float = 30.0
+    preflight: bool = True
+    progress: bool = True
+    on_job_done: Callable[[str, dict], None] | None = None   # (job name, manifest entry)
+
+    def __post_init__(self):
+        if not self.servers:
+            raise BatchError("no ComfyUI server given (--server http://127.0.0.1:8188)")
+        if self.max_queued < 1:
+            raise BatchError(f"--max-queued must be >= 1, got {self.max_queued}")
+        if self.retries < 0:
+            raise BatchError(f"--retries must be >= 0, got {self.retries}")
+
+
+@dataclass
+class BatchResult:
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.pending
+
+
+def workflow_sha(api: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(api, sort_keys=True).encode()).hexdigest()
+
+
+class _Batch:
+    def __init__(self, api: dict, jobs: list[Job], config: BatchConfig, manifest: Manifest,
+                 session: aiohttp.ClientSession):
+        self.api, self.jobs, self.config, self.manifest = api, jobs, config, manifest
+        self.session = session
+        self.servers = {url.rstrip("/"): Server(url, session, manifest.client_id) for url in config.servers}
+        self.progress = Progress(len(jobs), enabled=config.progress)
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.remaining = 0
+        self.finished = asyncio.Event()
+        self.upload_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # ---- setup
+    async def connect(self) -> list[Server]:
+        errors, alive = [], []
+        for server in self.servers.values():
+            try:
+                await server.probe()
+                alive.append(server)
+            except ServerUnreachable as exc:
+                server.alive = False
+                errors.append(str(exc))
+        for message in errors:
+            log.error("%s", message)
+        if not alive:
+            raise ServerUnreachable("no ComfyUI server reachable:\n  " + "\n  ".join(errors))
+        for server in alive:
+            server.start()
+        return alive
+
+    async def preflight(self, servers: list[Server]) -> None:
+        """Check the workflow against each server's live node schemas (node types,
+        inputs, model files present) before submitting anything."""
+        uploads = {(s.target.node_id, s.target.input) for job in self.jobs[:1] for s in job.settings
+                   if s.kind == "upload"}
+        classes = sorted({n["class_type"] for n in self.api.values()})
+        problems: list[str] = []
+        for server in servers:
+            try:
+                info = await fetch_object_info(server.session, server.url, classes)
+            except aiohttp.ClientResponseError as exc:
+                missing = await self._missing_classes(server, classes)
+                problems.append(f"{server.url}: node types not installed: {', '.join(missing) or exc}")
+                continue
+            schemas = SchemaSet([info])
+            issues: dict[str, Any] = {}
+            for job in self.jobs:   # every job's values, file uploads aside
+                placeholder = {str(s.value): "" for s in job.settings if s.kind == "upload"}
+                for issue in validate_prompt(apply(self.api, job, placeholder), schemas, skip_values=uploads):
+                    issues.setdefault(str(issue), issue)
+            for issue in issues.values():
+                text = str(issue)
+                if issue.kind == "needs_model":
+                    text = text.replace("needs model file", "missing model file") + " on this server"
+                elif issue.kind == "needs_input_file":
+                    text = text.replace("needs input file", "missing input file") + " on this server"
+                if f"{server.url}: {text}" not in problems:
+                    problems.append(f"{server.url}: {text}")
+        if problems:
+            raise BatchError("the workflow cannot run:\n  " + "\n  ".join(problems))
+
+    async def _missing_classes(self, server: Server, classes: list[str]) -> list[str]:
+        missing = []
+        for c in classes:
+            try:
+                await server.get_json(f"/object_info/{c}")
+            except aiohttp.ClientError:
+                missing.append(c)
+        return missing
+
+    # ---- run
+    async def run(self) -> BatchResult:
+        alive = await self.connect()
+        if self.config.preflight:
+            await self.preflight(alive)
+        resume, fresh = [], []
+        for job in self.jobs:
+            entry = self.manifest.job(job)
+            if entry["state"] == "done":
+                self.progress.done += 1
+            elif entry["state"] == "submitted":
+                resume.append(job)
+            else:
+                if entry["state"] == "failed":
+                    entry.update(state="pending", attempts=0, error=None)
+                fresh.append(job)
+        self.manifest.save()
+        self.remaining = len(resume) + len(fresh)
+        self.progress.update()
+        if self.remaining == 0:
+            return self.result()
+        for job in resume + fresh:
+            self.queue.put_nowait(job)
+        workers = [asyncio.ensure_future(self.worker(server))
+                   for _ in range(self.config.max_queued) for server in alive]
+        waiter = asyncio.ensure_future(self.finished.wait())
+        try:
+            while not self.finished.is_set():
+                pending = [t for t in (waiter, *workers) if not t.done()]
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for w in workers:
+                    if w.done() and not w.cancelled() and w.exception():
+                        raise w.exception()
+                if all(w.done() for w in workers):
+                    break
+        finally:
+            for task in [waiter, *workers]:
+                task.cancel()
+            await asyncio.gather(waiter, *workers, return_exceptions=True)
+            self.progress.close()
+        result = self.result()
+        if result.pending:
+            raise BatchError(f"no reachable server left; {len(result.pending)} job(s) not finished "
+                             "(rerun the same command to continue)")
+        return result
+
+    def result(self) -> BatchResult:
+        out = BatchResult()
+        for job in self.jobs:
+            entry = self.manifest.job(job)
+            if entry["state"] == "done":
+                out.done.append(entry["name"])
+            elif entry["state"] == "failed":
+                out.failed[entry["name"]] = entry["error"]
+            else:
+                out.pending.append(entry["name"])
+        return out
+
+    async def worker(self, server: Server) -> None:
+        while server.alive:
+            job = await self.queue.get()
+            if not server.alive:
+                self.queue.put_nowait(job)
+                return
+            entry = self.manifest.job(job)
+            try:
+                await self.run_job(server, job, entry)
+            except ServerUnreachable as exc:
+                server.alive = False
+                log.error("%s", exc)
+                self._attempt_failed(job, entry, str(exc))
+                return
+            except AttemptFailed as exc:
+                self._attempt_failed(job, entry, str(exc))
+            except (PromptRejected, BatchError, OSError) as exc:
+                self._job_failed(job, entry, str(exc))
+
+    def _attempt_failed(self, job: Job, entry: dict, message: str) -> None:
+        if entry["attempts"] <= self.config.retries:
+            log.warning("%s: attempt %d failed: %s; retrying", entry["name"], entry["attempts"], message)
+            entry.update(state="pending", error=message)
+            self.manifest.save()
+            self.progress.update(entry["name"], None)
+            self.queue.put_nowait(job)
+        else:
+            self._job_failed(job, entry, f"failed after {entry['attempts']} attempts: {message}")
+
+    def _job_failed(self, job: Job, entry: dict, message: str) -> None:
+        entry.update(state="failed", error=message)
+        self.manifest.save()
+        log.error("%s: %s", entry["name"], message)
+        self.progress.failed += 1
+        self.progress.update(entry["name"], finished=True)
+        self._one_finished()
+
+    def _one_finished(self) -> None:
+        self.remaining -= 1
+        if self.remaining <= 0:
+            self.finished.set()
+
+    async def run_job(self, server: Server, job: Job, entry: dict) -> None:
+        name = entry["name"]
+        if entry["state"] == "submitted":
+            recorded = self.servers.get(entry["server"])
+            if recorded is None or not recorded.alive:
+                # The recorded server is gone: its state is unknowable, so this attempt counts as failed.
+                raise AttemptFailed(f"prompt {entry['prompt_id']} was sent to {entry['server']}, "
+                                    "which is not reachable now")
+            server = recorded
+            try:
+                state, hist = await server.lookup(entry["prompt_id"])
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise ServerUnreachable(f"cannot reach ComfyUI at {server.url}: {exc}") from exc
+            if state == "done":
+                return await self.collect(server, job, entry, hist)
+            if state == "error":
+                raise AttemptFailed(history_error(hist))
+            if state == "queued":
+                log.info("%s: prompt %s still queued on %s; following it", name, entry["prompt_id"], server.url)
+                return await self.follow(server, job, entry, submit=None)
+            log.info("%s: prompt %s never reached %s; submitting it now", name, entry["prompt_id"], server.url)
+            return await self.follow(server, job, entry, submit=await self.build_prompt(server, job))
+        prompt = await self.build_prompt(server, job)
+        entry.update(state="submitted", prompt_id=str(uuid.uuid4()), server=server.url,
+                     attempts=entry["attempts"] + 1)
+        entry["prompt_ids"].append(entry["prompt_id"])
+        self.manifest.save()   # recorded BEFORE the POST: a rerun can always find it
+        await self.follow(server, job, entry, submit=prompt)
+
+    async def build_prompt(self, server: Server, job: Job) -> dict:
+        uploads = self.manifest.data["uploads"].setdefault(server.url, {})
+        for setting in job.settings:
+            if setting.kind != "upload":
+                continue
+            path = Path(setting.value)
+            stat = path.stat()
+            key = f"{path}|{stat.st_size}|{int(stat.st_mtime)}"
+            lock = self.upload_locks.setdefault((server.url, key), asyncio.Lock())
+            async with lock:
+                if key not in uploads:
+                    uploads[key] = await server.upload(path)
+                    self.manifest.save()
+        names = {}
+        for setting in job.settings:
+            if setting.kind == "upload":
+                path = Path(setting.value)
+                stat = path.stat()
+                names[str(setting.value)] = uploads[f"{path}|{stat.st_size}|{int(stat.st_mtime)}"]
+        return apply(self.api, job, names)
+
+    async def follow(self, server: Server, job: Job, entry: dict, submit: dict | None) -> None:
+        pid, name = entry["prompt_id"], entry["name"]
+        events: asyncio.Queue = asyncio.Queue()
+        server.watchers[pid] = events
+        try:
+            await server.ensure_connected(self.config.http_timeout)
+            if submit is not None:
+                body = await server.submit(submit, pid, {"pano360_job": {"name": name, "values": entry["values"]}})
+                if body.get("node_errors"):
+                    log.warning("%s: some outputs of the prompt failed validation and will not run:\n  %s",
+                                name, "\n  ".join(format_node_errors(body["node_errors"], submit)))
+            self.progress.update(name, f"queued on {server.url}")
+            hist = await self._wait(server, entry, events)
+        finally:
+            server.watchers.pop(pid, None)
+        await self.collect(server, job, entry, hist)
+
+    async def _wait(self, server: Server, entry: dict, events: asyncio.Queue) -> dict:
+        pid, name = entry["prompt_id"], entry["name"]
+        started = time.monotonic()
+        bad_polls = 0
+        node = ""
+        while True:
+            if self.config.job_timeout and time.monotonic() - started > self.config.job_timeout:
+                await server.interrupt(pid)
+                raise AttemptFailed(f"timed out after {self.config.job_timeout:g} s on {server.url}")
+            try:
+                event = await asyncio.wait_for(events.get(), self.config.poll_interval)
+            except asyncio.TimeoutError:
+                event = None
+            kind = (event or {}).get("type")
+            data = (event or {}).get("data") or {}
+            if kind == "progress":
+                self.progress.update(name, f"node {data.get('node')} {data.get('value')}/{data.get('max')}")
+                continue
+            if kind == "executing" and data.get("node") is not None:
+                node = data["node"]
+                self.progress.update(name, f"node {node}")
+                continue
+            if kind == "execution_error":
+                raise AttemptFailed(f"node {data.get('node_id')} ({data.get('node_type')}) failed on {server.url}: "
+                                    f"{data.get('exception_type', '')} {data.get('exception_message', '')}".rstrip())
+            if kind == "execution_interrupted":
+                raise AttemptFailed(f"execution was interrupted on {server.url}")
+            if kind in ("execution_start", "execution_cached", "executed", "progress_state"):
+                continue
+            # finished (success / executing None), disconnected, or quiet: ask the server
+            try:
+                state, hist = await server.lookup(pid)
+                bad_polls = 0
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                bad_polls += 1
+                if bad_polls >= UNREACHABLE_POLLS:
+                    raise AttemptFailed(f"connection to {server.url} lost during the job ({exc})") from exc
+                await asyncio.sleep(self.config.poll_interval / 4)
+                continue
+            if state == "done":
+                return hist
+            if state == "error":
+                raise AttemptFailed(history_error(hist))
+            if state == "unknown":
+                if kind in ("execution_success",) or (kind == "executing" and data.get("node") is None):
+                    continue   # history is written right after the event; ask again
+                raise AttemptFailed(f"{server.url} lost prompt {pid} (connection dropped or server restarted"
+                                    f"{'; last node ' + str(node) if node else ''})")
+
+    async def collect(self, server: Server, job: Job, entry: dict, hist: dict | None) -> None:
+        job_dir = self.config.out_dir / entry["name"]
+        files = []
+        for node_id, ui in ((hist or {}).get("outputs") or {}).items():
+            for key in OUTPUT_KEYS:
+                for item in (ui or {}).get(key) or []:
+                    if not isinstance(item, Mapping) or "filename" not in item or item.get("type") == "temp":
+                        continue
+                    rel = _safe_relpath(item.get("subfolder", ""), item["filename"])
+                    try:
+                        data = await server.download(item)
+                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                        raise AttemptFailed(f"download of {item['filename']} from {server.url} failed: {exc}") from exc
+                    write_bytes_atomic(job_dir / rel, data)
+                    files.append(str(rel))
+        entry.update(state="done", outputs=files, error=None)
+        write_json_atomic(job_dir / "job.json", {"name": entry["name"], "values": entry["values"],
+                                                  "prompt_id": entry["prompt_id"], "server": server.url,
+                                                  "outputs": files})
+        self.manifest.save()
+        self.progress.done += 1
+        self.progress.update(entry["name"], finished=True)
+        if self.config.on_job_done:
+            self.config.on_job_done(entry["name"], entry)
+        self._one_finished()
+
+
+def _safe_relpath(subfolder: str, filename: str) -> PurePosixPath:
+    parts = [p for p in PurePosixPath(subfolder.replace("\\", "/"), filename.replace("\\", "/")).parts
+             if p not in ("", ".", "/")]
+    if not parts or any(p == ".." for p in parts):
+        raise AttemptFailed(f"refusing output path {subfolder!r}/{filename!r}")
+    return PurePosixPath(*parts)
+
+
+async def run_batch(api: dict, jobs: list[Job], config: BatchConfig) -> BatchResult:
+    """Run (or resume) a batch; see the module docstring."""
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.http_timeout, sock_read=config.http_timeout)
+    with batch_lock(config.out_dir):
+        manifest = Manifest.open(config.out_dir, workflow_sha(api))
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            batch = _Batch(api, jobs, config, manifest, session)
+            try:
+                return await batch.run()
+            finally:
+                for server in batch.servers.values():
+                    await server.stop()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def build_axes(api: dict, args) -> list[Axis]:
+    axes: list[Axis] = []
+    if args.prompts:
+        if not args.prompt_target:
+            strings = [f"{i}.{k}" for i, n in api.items() for k, v in n.get("inputs", {}).items() if isinstance(v, str)]
+            raise SweepError("--prompts needs --prompt-target NODE.INPUT; string inputs of this workflow: "
+                             + ", ".join(strings))
+        targets = tuple(resolve_target(api, t) for t in args.prompt_target)
+        axes.append(Axis("--prompts", targets, read_prompts(args.prompts)))
+    for text in args.set or []:
+        axes.append(parse_set(api, text))
+    if args.inputs:
+        if not args.input_target:
+            raise SweepError("--inputs needs --input-target NODE.INPUT (e.g. the LoadImage node's image)")
+        targets = tuple(resolve_target(api, t) for t in args.input_target)
+        axes.append(Axis("--inputs", targets, list_input_files(args.inputs), kind="upload"))
+    if args.seeds:
+        targets = (tuple(resolve_target(api, t) for t in args.seed_target) if args.seed_target
+                   else seed_targets(api))
+        axes.append(Axis("--seeds", targets, parse_seeds(args.seeds)))
+    return axes
+
+
+def load_api_workflow(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BatchError(f"cannot read workflow {path}: {exc}") from exc
+    if "nodes" in data and isinstance(data["nodes"], list):
+        raise BatchError(f"{path} is a UI-format workflow; use its API twin (workflows/api/) or "
+                         "'Export (API)' from the ComfyUI menu")
+    if "prompt" in data and isinstance(data["prompt"], dict):
+        data = data["prompt"]
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workflow", type=Path, help="API-format workflow JSON (e.g. workflows/api/<name>.json)")
+    parser.add_argument("--server", action="append", dest="servers", metavar="URL",
+                        help="ComfyUI server, repeatable (default http://127.0.0.1:8188)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per job + manifest.json")
+    parser.add_argument("--prompts", type=Path, help="file of prompts: one per line (# comments), or a JSON list")
+    parser.add_argument("--prompt-target", action="append", metavar="NODE.INPUT",
+                        help="input the prompts go to (node id or title), repeatable")
+    parser.add_argument("--set", action="append", metavar="NODE.INPUT=v1,v2",
+                        help="sweep an input over values (JSON scalars or strings; or a JSON list), repeatable")
+    parser.add_argument("--seeds", metavar="LIST", help="seeds, e.g. 1,2,10-19")
+    parser.add_argument("--seed-target", action="append", metavar="NODE.INPUT",
+                        help="seed input(s) (default: every seed/noise_seed input of the workflow)")
+    parser.add_argument("--inputs", type=Path, metavar="FOLDER", help="folder of input images/videos to upload")
+    parser.add_argument("--input-target", action="append", metavar="NODE.INPUT",
+                        help="input the uploaded file names go to (e.g. LoadImage's image)")
+    parser.add_argument("--max-queued", type=int, default=2, help="jobs queued at once per server (default 2)")
+    parser.add_argument("--retries", type=int, default=2, help="retries of a failed job (default 2)")
+    parser.add_argument("--job-timeout", type=float, help="seconds before a job is interrupted and retried")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between status polls (default 2)")
+    parser.add_argument("--no-preflight", action="store_true",
+                        help="skip checking the workflow against the servers' node schemas")
+    parser.add_argument("--dry-run", action="store_true", help="list the jobs and exit")
+
+
+def run(args) -> int:
+    try:
+        api = load_api_workflow(args.workflow)
+        jobs = expand(build_axes(api, args))
+        if args.dry_run:
+            for job in jobs:
+                log.info("%s %s", job.name, json.dumps(job.describe(), ensure_ascii=False))
+            log.info("%d job(s)", len(jobs))
+            return 0
+        config = BatchConfig(servers=args.servers or ["http://127.0.0.1:8188"], out_dir=args.out,
+                             max_queued=args.max_queued, retries=args.retries, job_timeout=args.job_timeout,
+                             poll_interval=args.poll_interval, preflight=not args.no_preflight)
+        result = asyncio.run(run_batch(api, jobs, config))
+    except (BatchError, SweepError) as exc:
+        log.error("error: %s", exc)
+        return 2
+    log.info("%d done, %d failed; outputs in %s", len(result.done), len(result.failed), args.out)
+    for name, error in result.failed.items():
+        log.error("%s: %s", name, error)
+    return 0 if result.ok else 1
