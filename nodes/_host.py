@@ -66,14 +66,21 @@ def progress_callback(total: int, node_id: str | None = None) -> Callable[[int],
 
 
 def register_model_folder(name: str) -> None:
-    """Register ``models/<name>`` so loaders list its files (and ``/models/<name>``
+    """Register ``models/<name>`` so loaders list its model files (and ``/models/<name>``
     serves them).  An entry that already exists (for example from
-    ``extra_model_paths.yaml``) gets the default folder appended, not replaced."""
+    ``extra_model_paths.yaml``, which ComfyUI loads before custom nodes) keeps its paths
+    and gets the default folder appended.  Idempotent."""
     path = os.path.join(_folder_paths.models_dir, name)
     if name in _folder_paths.folder_names_and_paths:
         _folder_paths.add_model_folder_path(name, path)
+        paths, extensions = _folder_paths.folder_names_and_paths[name]
+        if not extensions:
+            # add_model_folder_path (extra_model_paths.yaml) creates entries with no
+            # extension filter, which would list every file; list model files only.
+            _folder_paths.folder_names_and_paths[name] = (paths, set(_folder_paths.supported_pt_extensions))
     else:
-        _folder_paths.folder_names_and_paths[name] = ([path], _folder_paths.supported_pt_extensions)
+        _folder_paths.folder_names_and_paths[name] = ([path], set(_folder_paths.supported_pt_extensions))
+    _folder_paths.filename_list_cache.pop(name, None)  # a listing made before this change is stale
 
 
 def model_file_list(name: str) -> list[str]:

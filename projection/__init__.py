@@ -1,1 +1,43 @@
-"""Pano360 projection (host-free: never imports ComfyUI)."""
+"""Pano360 projection: sphere geometry, equirect <-> perspective / cube map, rigs, stitching.
+
+Pure torch, host-free (never imports ComfyUI).  Convention: docs/conventions.md, summarised
+in :mod:`.geometry`.  Radians inside the library; :class:`View` and rig presets in degrees.
+"""
+
+from .cubemap import LAYOUTS, cubemap_to_erp, erp_to_cubemap
+from .geometry import (
+    RIG_PRESETS,
+    Rig,
+    View,
+    plucker_embedding,
+    rig_from_json,
+    rig_preset,
+    rotation_matrix,
+    view_rays,
+)
+from .perspective import WEIGHTINGS, erp_to_perspective, erp_to_rig, perspective_to_erp, stitch_rig
+from .rotate import roll_erp, rotate_erp
+from ._sampling import GRID_CACHE, MODES
+
+__all__ = [
+    "View",
+    "Rig",
+    "RIG_PRESETS",
+    "rig_preset",
+    "rig_from_json",
+    "rotation_matrix",
+    "erp_to_perspective",
+    "perspective_to_erp",
+    "erp_to_rig",
+    "stitch_rig",
+    "erp_to_cubemap",
+    "cubemap_to_erp",
+    "rotate_erp",
+    "roll_erp",
+    "view_rays",
+    "plucker_embedding",
+    "GRID_CACHE",
+    "MODES",
+    "WEIGHTINGS",
+    "LAYOUTS",
+]

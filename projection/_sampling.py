@@ -1,0 +1,192 @@
+"""Sampling kernels: precomputed integer taps + weights, and a bounded grid cache.
+
+Every resampling in this package is ``out[n] = sum_k weight[n, k] * src[index[n, k]]`` over
+the flattened source pixels.  Building the taps once per (geometry, sizes, mode, device,
+dtype) and reusing them across frames is what makes the conversions fast
+(shared/specs/projection-performance.md); the wrap across the equirect seam and the
+continuation across the poles are folded into the integer indices, so no padding copy is
+needed and a sample between the last and the first column blends both.
+
+Coordinates are continuous pixel coordinates with pixel centres at integers (``x = j`` is
+the centre of column ``j``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Hashable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Mode = Literal["nearest", "bilinear", "bicubic"]
+MODES = ("nearest", "bilinear", "bicubic")
+# Keys' cubic convolution with a = -0.75, the value torch.nn.functional.grid_sample and
+# OpenCV use (aten/src/ATen/native/UpSample.h: get_cubic_upsample_coefficients).
+BICUBIC_A = -0.75
+# Entries kept by the grid cache.  A videopanda8 rig at 512x512 needs ~2M taps x 4 (bilinear)
+# = ~100 MB of indices + weights, so a handful of geometries is plenty.
+GRID_CACHE_SIZE = 16
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode: unknown interpolation {mode!r}; choose one of {list(MODES)}")
+    return mode
+
+
+@dataclass(frozen=True)
+class Taps:
+    """``index (N, K)`` int64 into a flattened ``(H*W)`` source and ``weight (N, K)``."""
+
+    index: Tensor
+    weight: Tensor
+
+
+# --------------------------------------------------------------------------- cache
+
+
+class GridCache:
+    """An explicit, bounded LRU cache of sampling taps.
+
+    Values are never written in place by this package (tests check it), so callers may
+    share them.  Thread-safe; ``maxsize`` entries.
+    """
+
+    def __init__(self, maxsize: int = GRID_CACHE_SIZE):
+        self.maxsize = maxsize
+        self._data: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], object]):
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = build()
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+        return value
+
+    def items(self):
+        with self._lock:
+            return list(self._data.items())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+GRID_CACHE = GridCache()
+
+
+# --------------------------------------------------------------------------- tap builders
+
+
+def _1d_taps(x: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Integer positions ``(..., K)`` and weights ``(..., K)`` along one axis."""
+    if mode == "nearest":
+        return torch.floor(x + 0.5).long()[..., None], torch.ones_like(x)[..., None]
+    x0 = torch.floor(x)
+    t = x - x0
+    x0 = x0.long()
+    if mode == "bilinear":
+        return torch.stack([x0, x0 + 1], -1), torch.stack([1 - t, t], -1)
+    a = BICUBIC_A
+    t1, t2 = t + 1, 1 - t
+
+    def near(s):  # |s| <= 1
+        return ((a + 2) * s - (a + 3)) * s * s + 1
+
+    def far(s):  # 1 < |s| < 2
+        return ((a * s - 5 * a) * s + 8 * a) * s - 4 * a
+
+    w = torch.stack([far(t1), near(t), near(t2), far(t2 + 1)], -1)
+    return torch.stack([x0 - 1, x0, x0 + 1, x0 + 2], -1), w
+
+
+def _combine(ix: Tensor, wx: Tensor, iy: Tensor, wy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Outer product of per-axis taps: ``(N, Ky*Kx)`` columns, rows and weights."""
+    k = ix.shape[-1]
+    cols = ix[..., None, :].expand(*ix.shape[:-1], k, k)
+    rows = iy[..., :, None].expand(*iy.shape[:-1], k, k)
+    w = wy[..., :, None] * wx[..., None, :]
+    flat = (*ix.shape[:-1], k * k)
+    return cols.reshape(flat), rows.reshape(flat), w.reshape(flat)
+
+
+def erp_taps(x: Tensor, y: Tensor, erp_hw: tuple[int, int], mode: str) -> Taps:
+    """Taps sampling an equirect at pixel coordinates ``x, y`` (any shape, flattened).
+
+    Columns wrap around the seam; rows past a pole continue on the other side of the pole
+    (row ``-1 - r`` is row ``r`` shifted by half the width).
+    """
+    h, w = erp_hw
+    ix, wx = _1d_taps(x.reshape(-1), mode)
+    iy, wy = _1d_taps(y.reshape(-1), mode)
+    cols, rows, weight = _combine(ix, wx, iy, wy)
+    above, below = rows < 0, rows >= h
+    rows = torch.where(above, -1 - rows, torch.where(below, 2 * h - 1 - rows, rows))
+    cols = cols + (above | below).long() * (w // 2)
+    # Rows can only leave the image by less than the kernel size; clamp for safety with
+    # tiny images (H < 4 with bicubic).
+    rows = rows.clamp(0, h - 1)
+    cols = torch.remainder(cols, w)
+    return Taps(rows * w + cols, weight)
+
+
+def clamp_taps(x: Tensor, y: Tensor, hw: tuple[int, int], mode: str) -> Taps:
+    """Taps sampling a plain image at ``x, y`` with edge clamping (border extension)."""
+    h, w = hw
+    ix, wx = _1d_taps(x.reshape(-1), mode)
+    iy, wy = _1d_taps(y.reshape(-1), mode)
+    cols, rows, weight = _combine(ix.clamp(0, w - 1), wx, iy.clamp(0, h - 1), wy)
+    return Taps(rows * w + cols, weight)
+
+
+# --------------------------------------------------------------------------- gather
+
+
+def gather(src: Tensor, taps: Taps) -> Tensor:
+    """Apply ``taps`` to every image of ``src (B, C, H, W)``; returns ``(N, B, C)``.
+
+    Differentiable in ``src`` and in ``taps.weight``.  One fused ``embedding_bag`` over a
+    ``(H*W, B*C)`` table (each row a pixel's values for the whole batch, so every tap reads
+    one contiguous run).
+    """
+    b, c = src.shape[:2]
+    out = F.embedding_bag(taps.index, table_of(src), per_sample_weights=taps.weight.to(src.dtype), mode="sum")
+    return out.view(-1, b, c)
+
+
+def gather_table_into(table: Tensor, b: int, c: int, taps: Taps, out: Tensor, rows_per_chunk: int) -> Tensor:
+    """Fast path of :func:`gather` writing straight into ``out (B, h, w, C)`` memory.
+
+    ``table`` is :func:`table_of` the source; ``taps`` cover ``h*w`` output pixels in
+    row-major order; ``out`` is channels-last ``(B, h, w, C)`` (e.g. one view's frames of a
+    view-major batch).  Works in chunks of ``rows_per_chunk`` output rows so the small
+    ``(pixels, B, C) -> (B, pixels, C)`` transpose stays in cache.  Not for autograd.
+    """
+    oh, ow = out.shape[1:3]
+    weight = taps.weight.to(table.dtype)
+    for r0 in range(0, oh, rows_per_chunk):
+        r1 = min(oh, r0 + rows_per_chunk)
+        sl = slice(r0 * ow, r1 * ow)
+        chunk = F.embedding_bag(taps.index[sl], table, per_sample_weights=weight[sl], mode="sum")
+        out[:, r0:r1].copy_(chunk.view(r1 - r0, ow, b, c).permute(2, 0, 1, 3))
+    return out
+
+
+def table_of(src: Tensor) -> Tensor:
+    """``(B, C, H, W)`` -> the ``(H*W, B*C)`` gather table (one copy)."""
+    b, c, h, w = src.shape
+    return src.permute(2, 3, 0, 1).reshape(h * w, b * c)

@@ -1,0 +1,320 @@
+"""Sphere geometry: cameras, rigs, rays and equirect pixel coordinates.
+
+Convention (docs/conventions.md, the single source of truth): world axes x right, y up,
+z forward (right-handed); a direction at longitude ``lon``, latitude ``lat`` is
+``(cos lat sin lon, sin lat, cos lat cos lon)``.  Equirect ``H x W`` (``W == 2H``): column
+``j`` is centred on ``lon = ((j + 0.5) / W - 0.5) * 2pi``, row ``i`` on
+``lat = (0.5 - (i + 0.5) / H) * pi``; the seam (lon = +-pi) is the left/right border.
+Cameras: ``+yaw`` turns right, ``+pitch`` looks up, ``+roll`` turns clockwise;
+camera-to-world ``R = R_y(yaw) R_x(-pitch) R_z(-roll)``.  Pinhole views have square
+pixels, ``fov`` is horizontal, pixel centres, row 0 at the top.
+
+Radians inside the library; :class:`View` and rig presets hold degrees (the node boundary).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "View",
+    "Rig",
+    "RIG_PRESETS",
+    "rig_preset",
+    "rig_from_json",
+    "rotation_matrix",
+    "check_fov",
+    "check_erp_hw",
+    "pinhole_rays",
+    "erp_directions",
+    "directions_to_erp_xy",
+    "view_rays",
+    "plucker_embedding",
+]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_fov(fov_deg: float, name: str = "fov") -> float:
+    """Raise unless ``0 < fov < 180`` degrees (a pinhole cannot see 180 deg)."""
+    fov = float(fov_deg)
+    if not (0.0 < fov < 180.0) or not math.isfinite(fov):
+        raise ValueError(f"{name}: horizontal field of view must be in (0, 180) degrees, got {fov_deg!r}")
+    return fov
+
+
+def check_erp_hw(hw: Sequence[int], name: str = "erp_hw") -> tuple[int, int]:
+    """Raise unless ``hw`` is a 2:1 equirect size ``(H, 2H)`` with ``H >= 2``."""
+    if len(hw) != 2:
+        raise ValueError(f"{name}: expected (height, width), got {hw!r}")
+    h, w = int(hw[0]), int(hw[1])
+    if h < 2 or w != 2 * h:
+        raise ValueError(f"{name}: an equirect panorama must be 2:1 (width == 2 * height), got {w}x{h} (WxH)")
+    return h, w
+
+
+def _check_size(value, name: str) -> int:
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ValueError(f"{name}: expected a positive integer number of pixels, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- views and rigs
+
+
+@dataclass(frozen=True)
+class View:
+    """One pinhole camera at the sphere centre.  Angles in DEGREES, sizes in pixels.
+
+    yaw: + turns right; pitch: + looks up; roll: + clockwise; fov: horizontal, in (0, 180).
+    """
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+    fov: float = 90.0
+    width: int = 512
+    height: int = 512
+
+    def __post_init__(self):
+        for name in ("yaw", "pitch", "roll"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not math.isfinite(float(value)):
+                raise ValueError(f"{name}: expected a finite angle in degrees, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "fov", check_fov(self.fov))
+        object.__setattr__(self, "width", _check_size(self.width, "width"))
+        object.__setattr__(self, "height", _check_size(self.height, "height"))
+
+
+@dataclass(frozen=True)
+class Rig:
+    """A named tuple of :class:`View` s; view 0 is the reference for relative rays."""
+
+    name: str
+    views: tuple[View, ...]
+
+    def __post_init__(self):
+        views = tuple(self.views)
+        if not views:
+            raise ValueError(f"views: a rig needs at least one view, got an empty rig {self.name!r}")
+        for i, v in enumerate(views):
+            if not isinstance(v, View):
+                raise ValueError(f"views[{i}]: expected a View, got {type(v).__name__}")
+        object.__setattr__(self, "views", views)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.views)
+
+    def sizes(self, out_hw: Sequence[int] | None = None) -> tuple[int, int]:
+        """The common ``(h, w)`` of every view (``out_hw`` overrides); raises if they differ."""
+        if out_hw is not None:
+            return _check_size(out_hw[0], "out_hw[0]"), _check_size(out_hw[1], "out_hw[1]")
+        sizes = {(v.height, v.width) for v in self.views}
+        if len(sizes) != 1:
+            raise ValueError(f"rig {self.name!r}: views have different sizes {sorted(sizes)}; pass out_hw")
+        return sizes.pop()
+
+    def angles(self, device=None, dtype=torch.float32) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(yaw, pitch, roll, fov)`` as ``(V,)`` RADIAN tensors."""
+        cols = [[math.radians(getattr(v, k)) for v in self.views] for k in ("yaw", "pitch", "roll", "fov")]
+        return tuple(torch.tensor(c, device=device, dtype=dtype) for c in cols)  # type: ignore[return-value]
+
+    def key(self) -> tuple:
+        """Hashable description (for grid caches)."""
+        return tuple((v.yaw, v.pitch, v.roll, v.fov, v.width, v.height) for v in self.views)
+
+    def to_json(self) -> str:
+        """``[{yaw, pitch, roll, fov, width, height}, ...]`` (degrees, pixels)."""
+        return json.dumps([asdict(v) for v in self.views])
+
+
+# Rig facts: VideoPanda (arXiv 2504.11389, Sec. 4 / shared/specs/lookbeyond-videopanda-diffpano.md):
+# six 90-degree views at 60-degree yaw steps plus up/down views; 100 degrees is the smallest
+# up/down FOV that leaves no hole (shared/specs/projection-performance.md).
+VIDEOPANDA_SIDE_FOV = 90.0
+VIDEOPANDA_POLE_FOV = 100.0
+VIDEOPANDA_SIZE = 512
+# Look Beyond: 12 yaws linspace(180, -180, 12), FOV 90, pitch 0, 1024x1024 frames.
+LOOKBEYOND_NUM = 12
+LOOKBEYOND_FOV = 90.0
+LOOKBEYOND_SIZE = 1024
+# Cube faces in py360convert's order F R B L U D: (yaw, pitch).
+CUBE_FACES = ((0.0, 0.0), (90.0, 0.0), (180.0, 0.0), (-90.0, 0.0), (0.0, 90.0), (0.0, -90.0))
+CUBE_FACE_NAMES = ("F", "R", "B", "L", "U", "D")
+
+
+def _videopanda8(size: int = VIDEOPANDA_SIZE, side_fov: float = VIDEOPANDA_SIDE_FOV,
+                 pole_fov: float = VIDEOPANDA_POLE_FOV) -> Rig:
+    views = [View(60.0 * k, 0.0, 0.0, side_fov, size, size) for k in range(6)]
+    views += [View(0.0, 90.0, 0.0, pole_fov, size, size), View(0.0, -90.0, 0.0, pole_fov, size, size)]
+    return Rig("videopanda8", tuple(views))
+
+
+def _cube6(size: int = 512) -> Rig:
+    return Rig("cube6", tuple(View(y, p, 0.0, 90.0, size, size) for y, p in CUBE_FACES))
+
+
+def _lookbeyond_loop(size: int = LOOKBEYOND_SIZE, n: int = LOOKBEYOND_NUM, fov: float = LOOKBEYOND_FOV) -> Rig:
+    n = _check_size(n, "n")
+    yaws = [180.0] if n == 1 else [180.0 - 360.0 * k / (n - 1) for k in range(n)]
+    return Rig("lookbeyond_loop", tuple(View(y, 0.0, 0.0, fov, size, size) for y in yaws))
+
+
+def _horizontal_n(n: int = 8, fov: float = 90.0, size: int = 512, pitch: float = 0.0) -> Rig:
+    n = _check_size(n, "n")
+    return Rig(f"horizontal_{n}", tuple(View(360.0 * k / n, pitch, 0.0, fov, size, size) for k in range(n)))
+
+
+RIG_PRESETS = {
+    "videopanda8": _videopanda8,
+    "cube6": _cube6,
+    "lookbeyond_loop": _lookbeyond_loop,
+    "horizontal_n": _horizontal_n,
+}
+
+
+def rig_preset(name: str, **kw) -> Rig:
+    """A preset rig by name (see :data:`RIG_PRESETS`); ``kw`` e.g. ``size``, ``n``, ``fov``."""
+    if name not in RIG_PRESETS:
+        raise ValueError(f"name: unknown rig preset {name!r}; choose one of {sorted(RIG_PRESETS)}")
+    try:
+        return RIG_PRESETS[name](**kw)
+    except TypeError as e:
+        raise ValueError(f"rig_preset({name!r}): bad keyword arguments {sorted(kw)}: {e}") from None
+
+
+def rig_from_json(text_or_list) -> Rig:
+    """A custom rig from JSON text or a list of dicts ``{yaw, pitch, roll, fov, width, height}``.
+
+    Missing keys take :class:`View` defaults; unknown keys raise.
+    """
+    data = text_or_list
+    if isinstance(text_or_list, str):
+        try:
+            data = json.loads(text_or_list)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"rig_json: not valid JSON ({e}): {text_or_list[:80]!r}") from None
+    if isinstance(data, dict) and "views" in data:
+        data = data["views"]
+    if not isinstance(data, list):
+        raise ValueError(f"rig_json: expected a list of views, got {type(data).__name__}")
+    fields = set(View.__dataclass_fields__)
+    views = []
+    for i, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise ValueError(f"rig_json[{i}]: expected an object with {sorted(fields)}, got {item!r}")
+        unknown = set(item) - fields
+        if unknown:
+            raise ValueError(f"rig_json[{i}]: unknown keys {sorted(unknown)}; allowed {sorted(fields)}")
+        views.append(View(**item))
+    return Rig("custom", tuple(views))
+
+
+# --------------------------------------------------------------------------- rotations and rays
+
+
+def _as_tensor(x, like: Tensor | None = None, device=None, dtype=None) -> Tensor:
+    if isinstance(x, Tensor):
+        return x
+    if like is not None:
+        device, dtype = like.device, like.dtype
+    return torch.as_tensor(x, device=device, dtype=dtype if dtype is not None else torch.float32)
+
+
+def rotation_matrix(yaw, pitch, roll) -> Tensor:
+    """Camera-to-world rotation ``R_y(yaw) R_x(-pitch) R_z(-roll)``.
+
+    yaw, pitch, roll: broadcastable RADIAN tensors (or floats), module convention.
+    Returns ``(..., 3, 3)``; columns are the camera's right, up and forward axes.
+    """
+    yaw = _as_tensor(yaw)
+    pitch, roll = _as_tensor(pitch, yaw), _as_tensor(roll, yaw)
+    yaw, pitch, roll = torch.broadcast_tensors(yaw, pitch, roll)
+    cy, sy = torch.cos(yaw), torch.sin(yaw)
+    cp, sp = torch.cos(pitch), torch.sin(pitch)
+    cr, sr = torch.cos(roll), torch.sin(roll)
+    zero, one = torch.zeros_like(yaw), torch.ones_like(yaw)
+
+    def mat(*rows):
+        return torch.stack([torch.stack(r, -1) for r in rows], -2)
+
+    ry = mat((cy, zero, sy), (zero, one, zero), (-sy, zero, cy))
+    rx = mat((one, zero, zero), (zero, cp, sp), (zero, -sp, cp))  # R_x(-pitch)
+    rz = mat((cr, sr, zero), (-sr, cr, zero), (zero, zero, one))  # R_z(-roll)
+    return ry @ rx @ rz
+
+
+def pinhole_rays(fov_x, out_hw: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+    """Camera-frame rays (not normalised, ``z == 1``) through pixel centres.
+
+    fov_x: ``(B,)`` radians (or float).  Returns ``(B, h, w, 3)`` (``(h, w, 3)`` for a float).
+    """
+    h, w = int(out_hw[0]), int(out_hw[1])
+    fov = _as_tensor(fov_x, device=device, dtype=dtype)
+    tx = torch.tan(fov / 2)[..., None, None]
+    ty = tx * (h / w)
+    xs = (torch.arange(w, device=fov.device, dtype=fov.dtype) + 0.5) * (2.0 / w) - 1.0
+    ys = 1.0 - (torch.arange(h, device=fov.device, dtype=fov.dtype) + 0.5) * (2.0 / h)
+    x = xs[None, :] * tx
+    y = ys[:, None] * ty
+    x, y = torch.broadcast_tensors(x, y)
+    return torch.stack([x, y, torch.ones_like(x)], -1)
+
+
+def erp_directions(erp_hw: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
+    """Unit directions of equirect pixel centres, ``(H, W, 3)``."""
+    h, w = check_erp_hw(erp_hw)
+    lon = ((torch.arange(w, device=device, dtype=dtype) + 0.5) / w - 0.5) * (2 * math.pi)
+    lat = (0.5 - (torch.arange(h, device=device, dtype=dtype) + 0.5) / h) * math.pi
+    cl = torch.cos(lat)[:, None]
+    return torch.stack(torch.broadcast_tensors(cl * torch.sin(lon), torch.sin(lat)[:, None], cl * torch.cos(lon)), -1)
+
+
+def directions_to_erp_xy(d: Tensor, erp_hw: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Continuous equirect pixel coordinates ``(x, y)`` (pixel centres at integers) of
+    directions ``d (..., 3)`` (any length).  ``x`` in ``[-0.5, W - 0.5)``, ``y`` in ``[-0.5, H - 0.5]``."""
+    h, w = int(erp_hw[0]), int(erp_hw[1])
+    lon = torch.atan2(d[..., 0], d[..., 2])
+    lat = torch.atan2(d[..., 1], torch.hypot(d[..., 0], d[..., 2]))
+    x = (lon / (2 * math.pi) + 0.5) * w - 0.5
+    y = (0.5 - lat / math.pi) * h - 0.5
+    return x, y
+
+
+def view_rays(rig: Rig, out_hw: Sequence[int] | None = None, relative_to_first: bool = True,
+              device=None, dtype=torch.float32) -> Tensor:
+    """Unit ray directions of every view's pixel centres, ``(V, h, w, 3)``.
+
+    World frame of the module convention, or (``relative_to_first``) the frame of view 0:
+    ``R_0^T R_v c``.  ``out_hw`` overrides every view's size (e.g. latent resolution; the
+    FOV is kept).
+    """
+    h, w = rig.sizes(out_hw)
+    yaw, pitch, roll, fov = rig.angles(device, dtype)
+    rot = rotation_matrix(yaw, pitch, roll)  # (V, 3, 3)
+    if relative_to_first:
+        rot = rot[0].transpose(-1, -2) @ rot
+    rays = pinhole_rays(fov, (h, w), device, dtype)  # (V, h, w, 3)
+    rays = torch.einsum("vij,vhwj->vhwi", rot, rays)
+    return rays / rays.norm(dim=-1, keepdim=True)
+
+
+def plucker_embedding(rig: Rig, out_hw: Sequence[int] | None = None, relative_to_first: bool = True,
+                      device=None, dtype=torch.float32) -> Tensor:
+    """Plucker ray embedding ``(o x d, d)`` per pixel, ``(V, 6, h, w)``.
+
+    Order as CameraCtrl (moment first, then direction).  Rig cameras share the sphere centre
+    ``o = 0``, so the moment channels are zero and the directions carry the rotation.
+    """
+    d = view_rays(rig, out_hw, relative_to_first, device, dtype)  # (V, h, w, 3)
+    origin = torch.zeros_like(d)
+    return torch.cat([torch.cross(origin, d, dim=-1), d], -1).permute(0, 3, 1, 2).contiguous()
