@@ -1,5 +1,101 @@
-"""Pano360 nodes: lookbeyond."""
+"""Pano360 nodes: Look Beyond stage 2 (panorama -> perspective loop + RealEstate10K poses).
+
+The maths and file writing live in ``pipelines/lookbeyond.py``; see docs/seam.md.
+"""
 
 from __future__ import annotations
 
-NODES: list = []
+import os
+
+from ..pipelines.lookbeyond import format_pose_txt, loop_cameras, next_free_folder, write_frame_folders
+from ..projection import erp_to_rig, rig_preset
+from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZE
+from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw
+from ._host import io, output_directory, progress_callback
+
+CATEGORY = "Pano360/lookbeyond"
+RIG_TYPE = "PANO360_RIG"
+# cameras_between = 12 gives the 14 cameras per keyframe pair of SVD's 14-frame
+# inbetweening (Look Beyond videogen.py --num_frames 14).
+SVD_INBETWEEN = 12
+
+
+class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360LookBeyondPerspectiveLoop",
+            display_name="Look Beyond Perspective Loop",
+            category=CATEGORY,
+            description=(
+                "Look Beyond stage 2 input: renders an equirect panorama as a loop of perspective frames "
+                "(default: 12 frames turning left from yaw 180° to −180°, FOV 90°, 1024×1024, as the paper's "
+                "panorama2cube.py) and saves them as 00000.png, 00001.png… with a RealEstate10K pose.txt "
+                "(OpenCV axes, normalised intrinsics, world-to-camera) into a new folder under ComfyUI's "
+                "output folder, ready for the keyframe-interpolation video stage. The folder appears only "
+                "when complete. Also outputs the frames."
+            ),
+            inputs=[
+                io.Image.Input("panorama", tooltip="Equirect panorama(s) [B,H,W,C], width = 2 × height. Each panorama gets its own folder."),
+                io.Int.Input("num_frames", default=LOOKBEYOND_NUM, min=1, max=360,
+                             tooltip="Number of frames in the loop; yaws run linearly from 180° to −180° (frames 0 and N−1 look the same way, closing the loop). " + ANGLE_CONVENTION),
+                io.Float.Input("fov", default=LOOKBEYOND_FOV, min=1.0, max=179.0, step=0.5,
+                               tooltip="Horizontal field of view of every frame. " + ANGLE_CONVENTION),
+                io.Int.Input("size", default=LOOKBEYOND_SIZE, min=8, max=8192, step=8,
+                             tooltip="Width and height of each square frame in pixels (Look Beyond: 1024; its video stage resizes to 512)."),
+                io.Int.Input("cameras_between", default=0, min=0, max=1000,
+                             tooltip=(f"0: one pose row per frame, ids 0,1,2… (the paper's layout). n > 0: frames get ids k·(n+1) and "
+                                      f"pose.txt gets n interpolated cameras between consecutive frames, so the video stage finds "
+                                      f"n+2 cameras between two keyframes ({SVD_INBETWEEN} for SVD's 14 frames).")),
+                io.String.Input("folder_prefix", default="lookbeyond/loop",
+                                tooltip="Folder under ComfyUI's output folder; a counter is appended (loop_00001, loop_00002…)."),
+                io.Boolean.Input("save", default=True, tooltip="Off: only output the frames, write nothing."),
+                io.Custom(RIG_TYPE).Input("rig", optional=True,
+                                          tooltip="Optional rig (from Pano360 Rig) replacing num_frames/fov/size: any list of views, e.g. with pitch."),
+            ],
+            outputs=[
+                io.Image.Output("frames", tooltip="The perspective frames [N·B,H,W,C], view-major (all frames of panorama 0 first when B = 1, else b = view·B + panorama)."),
+                io.String.Output("folder", tooltip="The written folder(s), one per line (empty when save is off)."),
+                io.String.Output("pose_txt", tooltip="The pose.txt text (RealEstate10K format; the first line is a placeholder readers skip)."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def validate_inputs(cls, folder_prefix: str = "lookbeyond/loop", **_) -> bool | str:
+        if not folder_prefix or os.path.isabs(folder_prefix) or ".." in folder_prefix.replace("\\", "/").split("/"):
+            return f"folder_prefix: expected a relative folder inside the output folder, got {folder_prefix!r}"
+        return True
+
+    @classmethod
+    def execute(cls, panorama, num_frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,
+                save: bool, rig=None) -> io.NodeOutput:
+        erp = image_to_bchw(panorama, cls.__name__, "panorama")
+        if erp.shape[-1] != 2 * erp.shape[-2]:
+            raise NodeInputError(cls.__name__, "panorama", "an equirect image with width = 2 × height",
+                                 f"{erp.shape[-1]}×{erp.shape[-2]} (W×H)")
+        if rig is None:
+            rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
+        elif not hasattr(rig, "views"):
+            raise NodeInputError(cls.__name__, "rig", "a PANO360_RIG", describe(rig))
+        try:
+            views = erp_to_rig(erp, rig)                                # (V*B, C, h, w) view-major
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "rig", "views of one common size", str(err)) from err
+        frame_ids, rows = loop_cameras(rig.views, cameras_between)
+        pose_text = format_pose_txt(rows)
+        images = bchw_to_image(views)
+        written: list[str] = []
+        if save:
+            batch = erp.shape[0]
+            per_pano = [images[b::batch] for b in range(batch)]          # view-major -> frames of pano b
+            parent, prefix = os.path.split(os.path.normpath(os.path.join(output_directory(), folder_prefix)))
+            first = next_free_folder(parent, prefix)
+            start = int(first.rsplit("_", 1)[1])
+            folders = [os.path.join(parent, f"{prefix}_{start + b:05d}") for b in range(batch)]
+            written = write_frame_folders(folders, per_pano, frame_ids, pose_text,
+                                          callback=progress_callback(batch * len(frame_ids)))
+        return io.NodeOutput(images, "\n".join(written), pose_text)
+
+
+NODES = [Pano360LookBeyondPerspectiveLoop]

@@ -1,0 +1,183 @@
+"""Seam nodes and the Look Beyond loop inside a real ComfyUI (0.3.64).
+
+In process: the roll patch on a real ComfyUI MODEL (a tiny random SD1.5-style UNet built
+from ComfyUI's own classes) under ComfyUI's own sampler; the blended decode node on 4-D
+and 5-D latents; the perspective loop node writing into ComfyUI's output folder.
+Over HTTP: the shipped seamless-panorama workflow on a random SD1.5 checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+
+WORKFLOW = ROOT / "workflows" / "api" / "seamless_panorama.json"
+
+# A tiny SD1.5-style UNet (same classes and code paths as SD1.5, 32 channels).
+TINY_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32,
+    "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 2],
+    "transformer_depth_middle": 1, "use_linear_in_transformer": False, "context_dim": 32, "num_heads": 2,
+    "transformer_depth_output": [1, 1, 1, 1], "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(comfy_in_process):
+    """A ComfyUI ModelPatcher around a seeded random tiny SD1.5-style UNet (EPS)."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    model = comfy.supported_models.SD15(dict(TINY_UNET)).get_model({})
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def sample(model, noise, steps, callback=None):
+    import comfy.sample
+
+    g = torch.Generator().manual_seed(1)
+    positive = [[torch.randn(1, 77, 32, generator=g), {}]]
+    negative = [[torch.zeros(1, 77, 32), {}]]
+    return comfy.sample.sample(model, noise, steps, 5.0, "euler", "karras", positive, negative,
+                               torch.zeros_like(noise), seed=0, disable_pbar=True, callback=callback)
+
+
+def test_roll_patch_turns_model_input_every_step_under_ksampler(comfy_in_process, tiny_model):
+    from pano360.nodes.seam import Pano360SeamRollPatch
+
+    seen = []
+
+    def spy(apply_model, args):  # installed first: the patch wraps it, so it sees what the UNet sees
+        seen.append(args["input"].clone())
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    spied = tiny_model.clone()
+    spied.set_model_unet_function_wrapper(spy)
+    patched = comfy_in_process.run_node(Pano360SeamRollPatch, model=spied, enable=True,
+                                        roll_fraction=0.25, every_k_steps=1).result[0]
+    assert spied.model_options["model_function_wrapper"] is spy, "the input model was modified"
+
+    states = []
+    noise = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(2))
+    out = sample(patched, noise, 4, callback=lambda step, x0, x, total: states.append(x.clone()))
+    assert len(seen) == len(states) == 4 and torch.isfinite(out).all()
+    for step, (model_input, x) in enumerate(zip(seen, states)):
+        # cond and uncond are batched together; both see the canonical state turned by 4·step columns
+        for half in model_input.chunk(2):
+            torch.testing.assert_close(half, torch.roll(x, 4 * step, dims=-1), rtol=0, atol=0)
+
+    plain = sample(tiny_model, noise, 4)
+    assert (plain - out).abs().max() > 1e-3, "the patch changed nothing"
+
+
+def test_roll_patch_disabled_passes_model_through(comfy_in_process, tiny_model):
+    from pano360.nodes.seam import Pano360SeamRollPatch
+
+    out = comfy_in_process.run_node(Pano360SeamRollPatch, model=tiny_model, enable=False,
+                                    roll_fraction=0.25, every_k_steps=1).result[0]
+    assert out is tiny_model
+
+
+class StubVAE:
+    """Duck-typed ComfyUI VAE: ×8 nearest upsampling, channels last; 5-D gives [B,T,H,W,C]."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def decode(self, latent):
+        self.calls += 1
+        up = latent[:, :3].repeat_interleave(8, -1).repeat_interleave(8, -2)
+        img = up.movedim(1, -1).clone()
+        img[..., :8, :] = 0.0  # a border artefact on the left
+        return img
+
+
+@pytest.mark.parametrize("shape,expected", [((2, 4, 4, 8), (2, 32, 64, 3)), ((1, 4, 3, 4, 8), (3, 32, 64, 3))],
+                         ids=["image", "video"])
+def test_blended_decode_node_shapes_and_seam(comfy_in_process, shape, expected):
+    from pano360.nodes.seam import Pano360SeamBlendedVAEDecode
+
+    latent = torch.rand(shape, generator=torch.Generator().manual_seed(3))
+    vae = StubVAE()
+    image = comfy_in_process.run_node(Pano360SeamBlendedVAEDecode, samples={"samples": latent}, vae=vae,
+                                      blend_ratio=4.0, batch_chunk=1).result[0]
+    assert image.shape == expected and vae.calls == 2 * shape[0]
+    clean = latent[:, :3].repeat_interleave(8, -1).repeat_interleave(8, -2).movedim(1, -1).reshape(expected)
+    torch.testing.assert_close(image, clean, rtol=0, atol=1e-6)
+
+
+def test_blended_decode_node_names_bad_latent(comfy_in_process):
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.seam import Pano360SeamBlendedVAEDecode
+
+    with pytest.raises(NodeInputError, match="samples"):
+        comfy_in_process.run_node(Pano360SeamBlendedVAEDecode, samples={"samples": torch.zeros(1, 4, 4, 7)},
+                                  vae=StubVAE(), blend_ratio=16.0, batch_chunk=0)
+
+
+def test_perspective_loop_node_writes_frames_and_poses(comfy_in_process):
+    pytest.importorskip("pano360.projection.geometry", reason="projection core not merged")
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+    from pano360.pipelines.lookbeyond import parse_pose_txt
+
+    h = 32
+    lon = ((torch.arange(2 * h) + 0.5) / (2 * h) - 0.5) * 2 * math.pi
+    pano = torch.stack([0.5 + 0.4 * torch.cos(lon), 0.5 + 0.4 * torch.sin(lon), 0.5 + 0 * lon], -1)
+    pano = pano.expand(1, h, 2 * h, 3).contiguous()
+    out = comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=pano, num_frames=4, fov=90.0, size=16,
+                                    cameras_between=0, folder_prefix="lookbeyond/test", save=True).result
+    frames, folder, pose_text = out
+    assert frames.shape == (4, 16, 16, 3)
+    assert folder.startswith(comfy_in_process.folder_paths.get_output_directory())
+    assert sorted(os.listdir(folder)) == ["00000.png", "00001.png", "00002.png", "00003.png", "pose.txt"]
+    rows = parse_pose_txt(open(os.path.join(folder, "pose.txt")).read())
+    assert [r.frame_id for r in rows] == [0, 1, 2, 3]
+    # each frame's centre shows the panorama at its yaw (linspace(180, -180, 4))
+    for k, yaw in enumerate(np.linspace(180, -180, 4)):
+        centre = frames[k, 7:9, 7:9].mean((0, 1))
+        expected = torch.tensor([0.5 + 0.4 * math.cos(math.radians(yaw)), 0.5 + 0.4 * math.sin(math.radians(yaw)), 0.5])
+        torch.testing.assert_close(centre, expected, rtol=0, atol=0.03)
+    assert not [n for n in os.listdir(os.path.dirname(folder)) if n.startswith(".")], "temporary folder left behind"
+
+
+def test_seamless_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_checkpoint):
+    from pano360.client.schema import SchemaSet
+    from pano360.client.validate import errors_only, validate_prompt
+
+    prompt = json.loads(WORKFLOW.read_text())
+    schemas = SchemaSet([comfy_server.object_info()])
+    assert not errors_only(validate_prompt(prompt, schemas)), "the shipped workflow does not validate"
+
+    small = copy.deepcopy(prompt)
+    for node in small.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = sd15_checkpoint
+        elif node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=128, height=64)
+        elif node["class_type"] == "KSampler":
+            inputs["steps"] = 2
+    entry = comfy_server.run(small, timeout=600)
+    images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert len(images) == 1
+    path = comfy_server.base / "output" / images[0]["subfolder"] / images[0]["filename"]
+    from PIL import Image
+
+    assert Image.open(path).size == (128, 64)
