@@ -141,3 +141,87 @@ def __getattr__(name: str):
 
         return ModelPatcher
     raise AttributeError(name)
+
+
+# --- output (helper `output`) -------------------------------------------------------------
+
+
+def metadata_disabled() -> bool:
+    """True when ComfyUI runs with ``--disable-metadata`` (no prompt/workflow in saved files)."""
+    from comfy.cli_args import args
+
+    return bool(args.disable_metadata)
+
+
+# ---- argus: SVD UNet from a converted state dict, and plain sampling ------------------------
+
+
+def load_svd_unet_state_dict(sd: dict, head_channels: int = 64, dtype=None, source: str = "unet"):
+    """A ComfyUI MODEL (ModelPatcher) of Stable Video Diffusion's img2vid UNet from SGM keys.
+
+    ComfyUI's own detection (``model_detection.detect_unet_config``) reads the sizes from the
+    keys; the model class is always ``supported_models.SVD_img2vid`` (V-prediction EDM, SVD's
+    sigma range), built directly rather than matched, so smaller test configurations work too.
+    ``head_channels``: channels per attention head (SVD: 64).  Every key of the built UNet must
+    be in ``sd`` and vice versa; otherwise ValueError names them (nothing is half-loaded).
+    """
+    import comfy.model_detection as _detect
+    import comfy.model_patcher as _patcher
+    import comfy.supported_models as _supported
+
+    unet_config = _detect.detect_unet_config(sd, "")
+    if unet_config is None or not unet_config.get("use_temporal_attention"):
+        raise ValueError(f"{source}: not an SVD-family UNet (no temporal layers found)")
+    model_config = _supported.SVD_img2vid(unet_config)
+    model_config.unet_config["num_head_channels"] = int(head_channels)
+    load_device = _mm.get_torch_device()
+    offload = _mm.unet_offload_device()
+    if dtype is None:
+        dtype = _mm.unet_dtype(
+            model_params=_utils.calculate_parameters(sd),
+            supported_dtypes=list(model_config.supported_inference_dtypes),
+            weight_dtype=_utils.weight_dtype(sd),
+        )
+    manual_cast = _mm.unet_manual_cast(dtype, load_device, model_config.supported_inference_dtypes)
+    model_config.set_inference_dtype(dtype, manual_cast)
+    model = model_config.get_model(sd, "")
+    expected = set(model.diffusion_model.state_dict().keys())
+    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: does not match ComfyUI's SVD UNet: missing {missing[:20]}"
+            f"{' …' if len(missing) > 20 else ''}, unexpected {unexpected[:20]}{' …' if len(unexpected) > 20 else ''}"
+        )
+    model = model.to(offload)
+    model.load_model_weights(sd, "")
+    return _patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
+
+
+def sampler_names() -> list[str]:
+    import comfy.samplers as _samplers
+
+    return list(_samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names() -> list[str]:
+    import comfy.samplers as _samplers
+
+    return list(_samplers.KSampler.SCHEDULERS)
+
+
+def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                  positive, negative, latent, node_id: str | None = None):
+    """ComfyUI's KSampler (denoise 1) on one latent tensor ``[B,C,H,W]``; returns the samples.
+    Drives the node's progress bar and honours an interrupt after every step."""
+    import comfy.sample as _sample
+
+    latent = _sample.fix_empty_latent_channels(model, latent)
+    noise = _sample.prepare_noise(latent, seed)
+    bar = _utils.ProgressBar(steps, node_id=node_id)
+
+    def callback(step, x0, x, total_steps):
+        check_interrupt()
+        bar.update_absolute(step + 1, total_steps)
+
+    return _sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
+                          denoise=1.0, callback=callback, seed=seed)

@@ -40,10 +40,24 @@ def check_mode(mode: str) -> str:
 
 @dataclass(frozen=True)
 class Taps:
-    """``index (N, K)`` int64 into a flattened ``(H*W)`` source and ``weight (N, K)``."""
+    """``index (N, K)`` into a flattened ``(H*W)`` source and ``weight (N, K)``.
+
+    Indices are int32 when the source allows it: with a flat index and ``offsets`` (one
+    bag of ``K`` taps per output pixel) ``embedding_bag`` takes fbgemm's fused kernel,
+    ~5x faster than the int64 ``(N, K)`` form on this CPU (measured, 1 thread).
+    """
 
     index: Tensor
     weight: Tensor
+
+    @staticmethod
+    def make(index: Tensor, weight: Tensor, dtype: torch.dtype) -> "Taps":
+        small = index.numel() == 0 or int(index.max()) < 2**31 - 1
+        return Taps(index.to(torch.int32 if small else torch.int64).contiguous(), weight.to(dtype).contiguous())
+
+    @property
+    def taps_per_pixel(self) -> int:
+        return self.index.shape[-1]
 
 
 # --------------------------------------------------------------------------- cache
@@ -156,16 +170,39 @@ def clamp_taps(x: Tensor, y: Tensor, hw: tuple[int, int], mode: str) -> Taps:
 # --------------------------------------------------------------------------- gather
 
 
+def _offsets(n: int, k: int, like: Tensor) -> Tensor:
+    return torch.arange(0, n * k, k, dtype=like.dtype, device=like.device)
+
+
+def bag(table: Tensor, taps: Taps, start: int = 0, stop: int | None = None,
+        extra_weight: Tensor | None = None) -> Tensor:
+    """``out[n] = sum_k weight[n, k] * table[index[n, k]]`` for pixels ``start:stop``.
+
+    table: ``(rows, D)``.  Returns ``(stop - start, D)``.  ``extra_weight (N,)`` multiplies
+    each pixel's weights (stitch weights).  Differentiable in ``table`` and the weights.
+    """
+    index, weight = taps.index[start:stop], taps.weight[start:stop]
+    if extra_weight is not None:
+        weight = weight * extra_weight[start:stop, None]
+    n, k = index.shape
+    return F.embedding_bag(index.reshape(-1), table, _offsets(n, k, index),
+                           per_sample_weights=weight.reshape(-1).to(table.dtype), mode="sum")
+
+
+def table_of(src: Tensor) -> Tensor:
+    """``(B, C, H, W)`` -> the ``(H*W, B*C)`` gather table: each row holds one pixel's
+    values for the whole batch, so a tap reads one contiguous run (one copy)."""
+    b, c, h, w = src.shape
+    return src.permute(2, 3, 0, 1).reshape(h * w, b * c)
+
+
 def gather(src: Tensor, taps: Taps) -> Tensor:
     """Apply ``taps`` to every image of ``src (B, C, H, W)``; returns ``(N, B, C)``.
 
-    Differentiable in ``src`` and in ``taps.weight``.  One fused ``embedding_bag`` over a
-    ``(H*W, B*C)`` table (each row a pixel's values for the whole batch, so every tap reads
-    one contiguous run).
+    Differentiable in ``src`` and in ``taps.weight``.
     """
     b, c = src.shape[:2]
-    out = F.embedding_bag(taps.index, table_of(src), per_sample_weights=taps.weight.to(src.dtype), mode="sum")
-    return out.view(-1, b, c)
+    return bag(table_of(src), taps).view(-1, b, c)
 
 
 def gather_table_into(table: Tensor, b: int, c: int, taps: Taps, out: Tensor, rows_per_chunk: int) -> Tensor:
@@ -177,16 +214,8 @@ def gather_table_into(table: Tensor, b: int, c: int, taps: Taps, out: Tensor, ro
     ``(pixels, B, C) -> (B, pixels, C)`` transpose stays in cache.  Not for autograd.
     """
     oh, ow = out.shape[1:3]
-    weight = taps.weight.to(table.dtype)
     for r0 in range(0, oh, rows_per_chunk):
         r1 = min(oh, r0 + rows_per_chunk)
-        sl = slice(r0 * ow, r1 * ow)
-        chunk = F.embedding_bag(taps.index[sl], table, per_sample_weights=weight[sl], mode="sum")
+        chunk = bag(table, taps, r0 * ow, r1 * ow)
         out[:, r0:r1].copy_(chunk.view(r1 - r0, ow, b, c).permute(2, 0, 1, 3))
     return out
-
-
-def table_of(src: Tensor) -> Tensor:
-    """``(B, C, H, W)`` -> the ``(H*W, B*C)`` gather table (one copy)."""
-    b, c, h, w = src.shape
-    return src.permute(2, 3, 0, 1).reshape(h * w, b * c)

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, _1d_taps, _combine, check_mode, gather_table_into
+from ._sampling import GRID_CACHE, Taps, _1d_taps, _combine, bag, check_mode, gather_table_into
 from .geometry import CUBE_FACE_NAMES, CUBE_FACES, check_erp_hw, erp_directions, rotation_matrix, rig_preset
 from .perspective import GEOMETRY_DTYPE, ROWS_PER_CHUNK, check_erp, erp_to_rig
 
@@ -149,7 +149,7 @@ def _cube_taps(erp_hw, w: int, mode: str, device, dtype) -> Taps:
         faces[outside] = f2
         cols[outside] = torch.floor(x2 + 0.5).long().clamp(0, w - 1)
         rows[outside] = torch.floor(y2 + 0.5).long().clamp(0, w - 1)
-    return Taps((faces * w + rows) * w + cols, weight.to(dtype))
+    return Taps.make((faces * w + rows) * w + cols, weight, dtype)
 
 
 def cubemap_to_erp(faces, erp_h: int, layout: str = "stack", mode: str = "bilinear") -> Tensor:
@@ -162,7 +162,7 @@ def cubemap_to_erp(faces, erp_h: int, layout: str = "stack", mode: str = "biline
     taps = GRID_CACHE.get(key, lambda: _cube_taps(erp_hw, w, mode, cube.device, cube.dtype))
     table = cube.permute(0, 3, 4, 1, 2).reshape(6 * w * w, t * c)
     if torch.is_grad_enabled() and cube.requires_grad:
-        vals = torch.nn.functional.embedding_bag(taps.index, table, per_sample_weights=taps.weight, mode="sum")
+        vals = bag(table, taps)
         return vals.view(erp_hw[0], erp_hw[1], t, c).permute(2, 3, 0, 1)
     out = cube.new_empty(t, erp_hw[0], erp_hw[1], c)
     gather_table_into(table, t, c, taps, out, ROWS_PER_CHUNK)

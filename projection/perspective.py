@@ -10,12 +10,13 @@ differentiable in the images (and in the angles when those require grad).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, check_mode, clamp_taps, erp_taps, gather, gather_table_into, table_of
+from ._sampling import GRID_CACHE, Taps, bag, check_mode, clamp_taps, erp_taps, gather, gather_table_into, table_of
 from .geometry import (
     Rig,
     check_erp_hw,
@@ -110,7 +111,7 @@ def _perspective_taps(yaw, pitch, roll, fov, out_hw, erp_hw, mode, device, dtype
     d = rays @ rot.to(device).transpose(-1, -2)
     x, y = directions_to_erp_xy(d, erp_hw)
     taps = erp_taps(x, y, erp_hw, mode)
-    return Taps(taps.index, taps.weight.to(dtype))
+    return Taps.make(taps.index, taps.weight, dtype)
 
 
 def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype) -> Taps:
@@ -143,12 +144,41 @@ def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dty
     y = (1 - v) * (h / 2) - 0.5
     taps = clamp_taps(x, y, (h, w), mode)
     vw = torch.ones_like(u) if weight == "uniform" else (1 - u * u) * (1 - v * v)
-    return pixels, Taps(taps.index, taps.weight.to(dtype)), vw.to(dtype)
+    return pixels, Taps.make(taps.index, taps.weight, dtype), vw.to(dtype)
 
 
 def _cached_footprint(params: tuple, view_hw, erp_hw, mode, weight, device, dtype):
     key = ("p2e", params, tuple(view_hw), tuple(erp_hw), mode, weight, str(device), dtype)
     return GRID_CACHE.get(key, lambda: _footprint(*params, view_hw, erp_hw, mode, weight, device, dtype))
+
+
+@dataclass(frozen=True)
+class _StitchPlan:
+    """Per view ``(pixels, taps)`` with the normalised stitch weight folded into the tap
+    weights (so the stitch is a plain sum), and the ``(H*W,)`` coverage (1 = covered)."""
+
+    views: tuple
+    coverage: Tensor
+
+
+def _stitch_plan(rig: Rig, view_hw, erp_hw, mode, weight, device, dtype) -> _StitchPlan:
+    parts, wsum = [], torch.zeros(erp_hw[0] * erp_hw[1], dtype=GEOMETRY_DTYPE, device=device)
+    for view in rig.views:
+        params = tuple(math.radians(a) for a in (view.yaw, view.pitch, view.roll, view.fov))
+        pixels, taps, vw = _footprint(*params, view_hw, erp_hw, mode, weight, device, GEOMETRY_DTYPE)
+        wsum.index_add_(0, pixels, vw)
+        parts.append((pixels, taps, vw))
+    covered = wsum > 0
+    views = []
+    for pixels, taps, vw in parts:
+        norm = vw / wsum[pixels]
+        views.append((pixels, Taps.make(taps.index, taps.weight * norm[:, None], dtype)))
+    return _StitchPlan(tuple(views), covered.to(dtype))
+
+
+def _cached_stitch_plan(rig: Rig, view_hw, erp_hw, mode, weight, device, dtype) -> _StitchPlan:
+    key = ("stitch", rig.key(), tuple(view_hw), tuple(erp_hw), mode, weight, str(device), dtype)
+    return GRID_CACHE.get(key, lambda: _stitch_plan(rig, view_hw, erp_hw, mode, weight, device, dtype))
 
 
 # --------------------------------------------------------------------------- equirect -> views
@@ -298,13 +328,11 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
     t = views.shape[0] // nv
     _, c, h, w = views.shape
     hh, ww = erp_hw
+    plan = _cached_stitch_plan(rig, (h, w), erp_hw, mode, weight, views.device, views.dtype)
     grad = torch.is_grad_enabled() and views.requires_grad
     acc = views.new_zeros(hh * ww, t * c)
-    wsum = views.new_zeros(hh * ww)
     buffer = None
-    for i, view in enumerate(rig.views):
-        params = tuple(math.radians(a) for a in (view.yaw, view.pitch, view.roll, view.fov))
-        pixels, taps, vw = _cached_footprint(params, (h, w), erp_hw, mode, weight, views.device, views.dtype)
+    for i, (pixels, taps) in enumerate(plan.views):
         src = views[i * t : (i + 1) * t]
         if grad:
             table = table_of(src)
@@ -313,12 +341,14 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
                 buffer = views.new_empty(h, w, t, c)
             buffer.copy_(src.permute(2, 3, 0, 1))
             table = buffer.view(h * w, t * c)
-        wt = taps.weight * vw[:, None]
-        vals = torch.nn.functional.embedding_bag(taps.index, table, per_sample_weights=wt, mode="sum")
+        vals = bag(table, taps)
         acc = acc.index_add(0, pixels, vals) if grad else acc.index_add_(0, pixels, vals)
-        wsum.index_add_(0, pixels, vw)
-    covered = wsum > 0
-    norm = torch.where(covered, 1.0 / torch.where(covered, wsum, torch.ones_like(wsum)), torch.zeros_like(wsum))
-    erp = (acc * norm[:, None]).view(hh, ww, t, c).permute(2, 0, 1, 3).contiguous()
-    coverage = covered.to(views.dtype).view(1, 1, hh, ww).expand(t, 1, hh, ww).contiguous()
+    coverage = plan.coverage.view(1, 1, hh, ww).expand(t, 1, hh, ww).contiguous()
+    if grad:
+        erp = acc.view(hh, ww, t, c).permute(2, 0, 1, 3)
+    else:  # (H*W, T*C) -> (T, H, W, C) in row chunks that stay in cache
+        erp = views.new_empty(t, hh, ww, c)
+        acc = acc.view(hh, ww, t, c)
+        for r0 in range(0, hh, ROWS_PER_CHUNK):
+            erp[:, r0 : r0 + ROWS_PER_CHUNK].copy_(acc[r0 : r0 + ROWS_PER_CHUNK].permute(2, 0, 1, 3))
     return erp.permute(0, 3, 1, 2), coverage

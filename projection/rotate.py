@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, check_mode, erp_taps, table_of
+from ._sampling import GRID_CACHE, Taps, bag, check_mode, erp_taps, table_of
 from .geometry import directions_to_erp_xy, erp_directions, rotation_matrix
 from .perspective import GEOMETRY_DTYPE, _batched_angles, _groups, check_erp
 
@@ -17,7 +17,7 @@ def _rotation_taps(params, erp_hw, mode, device, dtype) -> Taps:
     rot = rotation_matrix(*[torch.as_tensor(a, dtype=GEOMETRY_DTYPE) for a in params]).to(device)
     x, y = directions_to_erp_xy(d @ rot.transpose(-1, -2), erp_hw)
     taps = erp_taps(x, y, erp_hw, mode)
-    return Taps(taps.index, taps.weight.to(dtype))
+    return Taps.make(taps.index, taps.weight, dtype)
 
 
 def rotate_erp(erp: Tensor, yaw, pitch, roll, mode: str = "bilinear") -> Tensor:
@@ -39,8 +39,7 @@ def rotate_erp(erp: Tensor, yaw, pitch, roll, mode: str = "bilinear") -> Tensor:
         key = ("rot", params, erp_hw, mode, str(erp.device), erp.dtype)
         taps = GRID_CACHE.get(key, lambda: _rotation_taps(params, erp_hw, mode, erp.device, erp.dtype))
         src = erp[idx]
-        vals = torch.nn.functional.embedding_bag(taps.index, table_of(src), per_sample_weights=taps.weight,
-                                                 mode="sum").view(h, w, len(idx), c).permute(2, 0, 1, 3)
+        vals = bag(table_of(src), taps).view(h, w, len(idx), c).permute(2, 0, 1, 3)
         if grad:
             parts.append((idx, vals))
         else:

@@ -4,6 +4,7 @@ Truth comes from the analytic signal and the independent geometry in
 ``_projection_fixtures`` (written from docs/conventions.md), or from hand-built images.
 """
 
+import dataclasses
 import math
 
 import pytest
@@ -313,12 +314,12 @@ def test_grid_cache_is_bounded_and_never_written_in_place():
 
 
 def _tensors(value) -> list:
-    """Every tensor inside a cache value (Taps, tuples of tensors and Taps)."""
+    """Every tensor inside a cache value (tensors, tuples, dataclasses such as Taps)."""
     if isinstance(value, torch.Tensor):
         return [value]
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return [t for item in value for t in _tensors(item)]
-    return [value.index, value.weight]
+    return _tensors([getattr(value, f.name) for f in dataclasses.fields(value)])
 
 
 # --------------------------------------------------------------------------- errors

@@ -222,6 +222,36 @@ class ComfyClient:
             raise ComfyError(f"prompt rejected: {json.dumps(reply, indent=1)[:4000]}")
         return self.wait(reply["prompt_id"], timeout)
 
+    def run_with_events(self, prompt: dict, timeout: float = 120.0) -> tuple[dict, list[tuple[str, dict]]]:
+        """Like :meth:`run`, also collecting this prompt's websocket text events
+        (``progress``, ``executing``, ``executed``, ``execution_error``, ...) in order."""
+        from websockets.sync.client import connect
+
+        host = self.url.split("://", 1)[1]
+        events: list[tuple[str, dict]] = []
+        with connect(f"ws://{host}/ws?clientId={self.client_id}", open_timeout=10, max_size=None) as ws:
+            reply = self.post_prompt(prompt)
+            if reply["status"] != 200 or reply["node_errors"]:
+                raise ComfyError(f"prompt rejected: {json.dumps(reply, indent=1)[:4000]}")
+            prompt_id = reply["prompt_id"]
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                if isinstance(message, bytes):
+                    continue  # binary previews
+                event = json.loads(message)
+                data = event.get("data", {})
+                if data.get("prompt_id", prompt_id) != prompt_id:
+                    continue
+                events.append((event["type"], data))
+                if event["type"] in ("execution_error", "execution_interrupted") or (
+                        event["type"] == "executing" and data.get("node") is None):
+                    break
+        return self.wait(prompt_id, max(1.0, deadline - time.monotonic())), events
+
     @staticmethod
     def error_message(entry: dict) -> str | None:
         """The ``execution_error`` message of a history entry, or None."""

@@ -28,3 +28,24 @@ def test_random_sd15_checkpoint_runs_text_to_image(comfy_server, sd15_checkpoint
     log = comfy_server.log_text()
     assert "model_type EPS" in log
     assert "missing" not in log.lower().split("model_type eps", 1)[1][:2000]  # no missing-key warnings
+
+
+def test_websocket_events_report_sampler_progress(comfy_server, sd15_checkpoint):
+    """The client sees KSampler's progress events over the websocket (ComfyUI's ProgressBar
+    path, the one nodes/_host.progress_callback drives)."""
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": sd15_checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "progress"}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {
+            "model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["4", 0],
+            "seed": 2, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    entry, events = comfy_server.run_with_events(prompt, timeout=180)
+    assert entry["status"]["status_str"] == "success", comfy_server.error_message(entry)
+    progress = [(d["value"], d["max"], d["node"]) for kind, d in events if kind == "progress"]
+    assert progress[-1] == (2, 2, "5"), progress
+    kind, data = events[-1]
+    assert kind == "executing" and data["node"] is None and data["prompt_id"] == entry["prompt"][1]

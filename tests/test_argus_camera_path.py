@@ -1,0 +1,155 @@
+"""Camera paths for Argus: file formats, keyframes, pose conversion, rotation estimate.
+
+References: the pack's own ``rotation_matrix`` (composition, independent of the decompositions
+under test), closed-form single-axis rotations, and a video rendered from a procedural
+panorama with the pack's ``erp_to_perspective`` at known angles.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pano360.pipelines.camera_path import (
+    CameraPath,
+    angles_from_opencv_c2w,
+    angles_from_rotation,
+    constant_path,
+    estimate_rotation_path,
+    path_from_argus_motion,
+    path_from_keyframes,
+    path_from_megasam_npz,
+    path_from_realestate10k,
+)
+
+ANGLE_TOL = 1e-9  # radians; float64 decompositions of exactly composed rotations
+FLIP_Y = np.diag([1.0, -1.0, 1.0])  # pack camera axes <-> OpenCV (y down)
+
+
+def _random_angles(rng, n):
+    # pitch within ±80° keeps the Euler reading unique
+    return np.stack([rng.uniform(-math.pi, math.pi, n), rng.uniform(-1.4, 1.4, n), rng.uniform(-math.pi, math.pi, n)], -1)
+
+
+def _pack_R(angles: np.ndarray) -> np.ndarray:
+    from pano360.projection import rotation_matrix
+
+    t = torch.tensor(angles, dtype=torch.float64)
+    return rotation_matrix(t[..., 0], t[..., 1], t[..., 2]).numpy()
+
+
+def test_angles_from_rotation_inverts_pack_rotation_matrix():
+    angles = _random_angles(np.random.default_rng(0), 50)
+    got = angles_from_rotation(_pack_R(angles))
+    assert np.abs(got - angles).max() < ANGLE_TOL
+
+
+def test_opencv_c2w_exact_conversion_matches_pack_rotations_relative_to_frame0():
+    rng = np.random.default_rng(1)
+    angles = _random_angles(rng, 20)
+    angles[0] = 0.0
+    world = _pack_R(_random_angles(rng, 1))[0]  # an arbitrary world frame of the pose source
+    c2w = np.stack([world @ FLIP_Y @ R @ FLIP_Y for R in _pack_R(angles)])
+    got = angles_from_opencv_c2w(c2w, "exact")
+    assert np.abs(got - angles).max() < 1e-8
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_opencv_c2w_argus_conversion_is_exact_for_single_axis_rotations(axis):
+    angles = np.zeros((6, 3))
+    angles[:, axis] = np.linspace(-1.2, 1.2, 6)
+    angles[0] = 0.0
+    c2w = np.stack([FLIP_Y @ R @ FLIP_Y for R in _pack_R(angles)])
+    assert np.abs(angles_from_opencv_c2w(c2w, "argus") - angles).max() < 1e-9
+
+
+def test_opencv_c2w_argus_conversion_deviates_for_combined_rotations():
+    # Argus reads R_x(-roll)R_y(-pitch)R_z(-yaw) as Z-Y-X angles: right to first order only.
+    small = np.array([[0, 0, 0], [0.02, 0.015, -0.01]])
+    big = np.array([[0, 0, 0], [0.5, 0.4, 0.3]])
+    for angles, lo, hi in ((small, 0, 1e-3), (big, 0.05, 1.0)):
+        c2w = np.stack([FLIP_Y @ R @ FLIP_Y for R in _pack_R(angles)])
+        err = np.abs(angles_from_opencv_c2w(c2w, "argus") - angles).max()
+        assert lo <= err < hi
+
+
+def test_argus_motion_txt_rows_are_pitch_yaw_roll():
+    motion = "0.0 0.1 0.2\n0.0 -0.3 0.4\n0.0 0.05 0.06\n"
+    path = path_from_argus_motion(motion, fov="75.0 48.5\n")
+    assert path.num_frames == 3
+    assert path.pitch == (0.0, 0.1, 0.2) and path.yaw == (0.0, -0.3, 0.4) and path.roll == (0.0, 0.05, 0.06)
+    assert path.fov_x == (math.radians(75.0),) * 3
+    with pytest.raises(ValueError, match="3 rows"):
+        path_from_argus_motion("0 0\n0 0\n", fov_deg=90)
+
+
+def test_megasam_npz_fov_from_principal_point():
+    c2w = np.tile(np.eye(4), (4, 1, 1))
+    c2w[2, :3, :3] = FLIP_Y @ _pack_R(np.array([0.3, 0.0, 0.0])) @ FLIP_Y
+    K = np.array([[200.0, 0, 160.0], [0, 200.0, 120.0], [0, 0, 1]])
+    buf = io.BytesIO()
+    np.savez(buf, cam_c2w=c2w, intrinsic=K)
+    buf.seek(0)
+    path = path_from_megasam_npz(buf)
+    assert path.fov_x[0] == pytest.approx(2 * math.atan2(160.0, 200.0))
+    assert path.yaw[2] == pytest.approx(0.3) and path.yaw[1] == 0.0
+
+
+def test_realestate10k_world_to_camera_rows():
+    R = FLIP_Y @ _pack_R(np.array([-0.4, 0.2, 0.0])) @ FLIP_Y  # camera-to-world, OpenCV axes
+    w2c = np.concatenate([R.T, np.zeros((3, 1))], 1)
+    line0 = "1000 0.5 0.9 0.5 0.5 0 0 " + " ".join(map(str, np.concatenate([np.eye(3), np.zeros((3, 1))], 1).ravel()))
+    line1 = "2000 0.5 0.9 0.5 0.5 0 0 " + " ".join(map(str, w2c.ravel()))
+    path = path_from_realestate10k("https://youtube.com/watch?v=x\n" + line0 + "\n" + line1)
+    assert path.fov_x[0] == pytest.approx(math.radians(90.0))
+    assert path.yaw[1] == pytest.approx(-0.4) and path.pitch[1] == pytest.approx(0.2)
+
+
+def test_keyframes_interpolate_each_channel_linearly():
+    path = path_from_keyframes("0:yaw=0,pitch=0,fov=90; 24:yaw=90", num_frames=25)
+    assert math.degrees(path.yaw[12]) == pytest.approx(45.0)
+    assert math.degrees(path.yaw[24]) == pytest.approx(90.0)
+    assert all(p == 0.0 for p in path.pitch) and all(r == 0.0 for r in path.roll)
+    assert math.degrees(path.fov_x[24]) == pytest.approx(90.0)
+    with pytest.raises(ValueError, match="unknown name 'tilt'"):
+        path_from_keyframes("0:tilt=3", 5)
+
+
+def test_constant_path_and_fit_to_hold_last_pose():
+    path = constant_path(3, 60.0).offset(yaw=0.1).fit_to(5)
+    assert path.num_frames == 5 and path.yaw == (0.1,) * 5
+    with pytest.raises(ValueError, match="fov_x"):
+        CameraPath((0.0,), (0.0,), (0.0,), (math.radians(200.0),))
+
+
+def _panorama(h: int = 128) -> torch.Tensor:
+    """A textured procedural panorama (1, 3, h, 2h): smooth noise over five octaves."""
+    g = torch.Generator().manual_seed(0)
+    erp = torch.zeros(1, 3, h, 2 * h)
+    for s in (4, 8, 16, 32, 64):
+        n = torch.rand(1, 3, s, 2 * s, generator=g)
+        erp += F.interpolate(n, size=(h, 2 * h), mode="bicubic", align_corners=False) / math.sqrt(s)
+    return (erp - erp.min()) / (erp.max() - erp.min())
+
+
+ESTIMATE_TOL_DEG = 1.0  # the issue's bar: mean error per frame and angle under 1°
+
+
+def test_rotation_estimate_recovers_known_camera_path():
+    from pano360.projection import erp_to_perspective
+
+    T = 8
+    t = torch.arange(T, dtype=torch.float32)
+    yaw, pitch, roll = torch.deg2rad(4.0 * t), torch.deg2rad(2.0 * t), torch.deg2rad(-1.5 * t)
+    fov = torch.full((T,), math.radians(80.0))
+    frames = erp_to_perspective(_panorama(256).expand(T, -1, -1, -1), yaw, pitch, roll, fov, (96, 128))
+    path = estimate_rotation_path(frames, math.radians(80.0))
+    got = np.degrees(np.array([path.yaw, path.pitch, path.roll]))
+    want = np.degrees(torch.stack([yaw, pitch, roll]).numpy())
+    assert np.abs(got - want).mean() < ESTIMATE_TOL_DEG
+    assert path.yaw[0] == 0.0 and path.fov_x[0] == pytest.approx(math.radians(80.0))
