@@ -1,52 +1,56 @@
-"""PanoDiT nodes against a real ComfyUI (skipped without one): a tiny random checkpoint
-through the loader, the text-feature reader and the sampler."""
+"""PanoDiT nodes inside a real ComfyUI 0.3.64 (skipped without one).
+
+In process: a tiny random checkpoint through the loader, the text-feature reader and the
+sampler, and the errors for bad inputs.  Over HTTP: the shipped lookbeyond_panorama
+workflow with a tiny random PanoDiT, the random SD1.5 checkpoint's VAE and a .npy text
+feature in place of the ViT-H text encoder.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
+import copy
+import io as _io
+import json
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = os.environ.get("COMFYUI_ROOT")
-if not ROOT or not os.path.isfile(os.path.join(ROOT, "comfy", "model_management.py")):
-    pytest.skip("ComfyUI not found: set COMFYUI_ROOT to a ComfyUI 0.3.64 checkout", allow_module_level=True)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-if "comfy.model_management" not in sys.modules:
-    import comfy.cli_args
+from conftest import ROOT
 
-    comfy.cli_args.args.cpu = True  # tests run on the CPU even where CUDA exists
-
-import folder_paths  # noqa: E402
-
-from pano360.models.pano_dit import VARIANTS, PanoDiT  # noqa: E402
-from pano360.nodes import panodit as nodes  # noqa: E402
-from pano360.nodes._common import NodeInputError  # noqa: E402
+WORKFLOW = ROOT / "workflows" / "api" / "lookbeyond_panorama.json"
 
 
-@pytest.fixture
-def comfy_dirs(tmp_path, monkeypatch):
-    models = tmp_path / "models" / "panodit"
-    models.mkdir(parents=True)
-    (tmp_path / "input").mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "panodit", ([str(models)], {".pt", ".safetensors"}))
-    monkeypatch.setattr(folder_paths, "input_directory", str(tmp_path / "input"))
-    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+def tiny_panodit_state_dict() -> dict:
+    from pano360.models.pano_dit import VARIANTS, PanoDiT
+
     torch.manual_seed(0)
     model = PanoDiT(VARIANTS["tiny"])
     with torch.no_grad():  # break adaLN-Zero so the output depends on the inputs
         for p in model.parameters():
             if p.requires_grad:
                 p.normal_(0, 0.05)
-    torch.save({"model": model.state_dict(), "ema": model.state_dict(), "opt": {}}, models / "tiny.pt")
+    return model.state_dict()
+
+
+@pytest.fixture
+def comfy_dirs(comfy_in_process, tmp_path, monkeypatch):
+    folder_paths = comfy_in_process.folder_paths
+    models = tmp_path / "models" / "panodit"
+    models.mkdir(parents=True)
+    (tmp_path / "input").mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "panodit", ([str(models)], {".pt", ".safetensors"}))
+    monkeypatch.setattr(folder_paths, "input_directory", str(tmp_path / "input"))
+    monkeypatch.setattr(folder_paths, "filename_list_cache", {})
+    sd = tiny_panodit_state_dict()
+    torch.save({"model": sd, "ema": sd, "opt": {}}, models / "tiny.pt")
     return tmp_path
 
 
-def test_loader_reader_and_sampler_complete_a_tiny_panorama(comfy_dirs):
-    assert "tiny.pt" in folder_paths.get_filename_list("panodit")
+def test_loader_reader_and_sampler_complete_a_tiny_panorama(comfy_in_process, comfy_dirs):
+    from pano360.nodes import panodit as nodes
+
+    assert "tiny.pt" in comfy_in_process.folder_paths.get_filename_list("panodit")
     handle = nodes.Pano360PanoDiTLoader.execute("tiny.pt", "auto", "fp32").result[0]
     assert handle.variant == "tiny" and handle.source_key == "ema"
 
@@ -72,6 +76,9 @@ def test_loader_reader_and_sampler_complete_a_tiny_panorama(comfy_dirs):
 
 
 def test_wrong_pooled_width_and_bad_inputs_are_named(comfy_dirs):
+    from pano360.nodes import panodit as nodes
+    from pano360.nodes._common import NodeInputError
+
     handle = nodes.Pano360PanoDiTLoader.execute("tiny.pt", "model", "fp32").result[0]
     cond = [[torch.zeros(1, 77, 768), {"pooled_output": torch.zeros(1, 768)}]]  # an SD1.5 CLIP-L encode
     kwargs = dict(steps=2, seed=0, seam_rolls=False, roll_at="", roll_width=0.25, output_orientation="input")
@@ -85,3 +92,38 @@ def test_wrong_pooled_width_and_bad_inputs_are_named(comfy_dirs):
     with pytest.raises(NodeInputError, match=r"\(1,1024\)"):
         nodes.Pano360TextFeatureFromNpy.execute("wrong.npy")
     assert "inside the input folder" in nodes.Pano360TextFeatureFromNpy.validate_inputs("../../etc/passwd.npy")
+
+
+def test_lookbeyond_panorama_workflow_runs_on_a_tiny_panodit(comfy_server, sd15_checkpoint):
+    from PIL import Image
+
+    from safetensors.torch import save_file
+
+    prompt = json.loads(WORKFLOW.read_text())
+    (comfy_server.base / "models" / "panodit").mkdir(parents=True, exist_ok=True)
+    save_file(tiny_panodit_state_dict(), str(comfy_server.base / "models" / "panodit" / "panodit_tiny.safetensors"))
+    np.save(comfy_server.base / "input" / "caption_text.npy", np.random.rand(1, 1024).astype(np.float32))
+    png = _io.BytesIO()
+    Image.fromarray((np.random.rand(64, 64, 3) * 255).astype(np.uint8)).save(png, format="PNG")
+    comfy_server.upload_image(png.getvalue(), "view.png")
+
+    small = copy.deepcopy(prompt)
+    small["1"]["inputs"]["image"] = "view.png"
+    small["3"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": sd15_checkpoint}}
+    for node in small.values():  # the checkpoint's VAE is output 2
+        for name, value in node["inputs"].items():
+            if value == ["3", 0]:
+                node["inputs"][name] = ["3", 2]
+    del small["5"]
+    small["6"] = {"class_type": "Pano360TextFeatureFromNpy", "inputs": {"path": "caption_text.npy"}}
+    small["7"]["inputs"]["checkpoint"] = "panodit_tiny.safetensors"
+    small["8"]["inputs"]["steps"] = 3
+    small["11"]["inputs"].update(num_frames=3, size=64)
+    entry = comfy_server.run(small, timeout=600)
+    assert comfy_server.error_message(entry) is None
+    saved = entry["outputs"]["10"]["images"]
+    assert len(saved) == 1
+    pano = Image.open(comfy_server.base / "output" / saved[0]["subfolder"] / saved[0]["filename"])
+    assert pano.size == (512, 256)
+    frames = entry["outputs"]["12"]["images"]
+    assert len(frames) == 3
