@@ -286,11 +286,12 @@ def sample_panodit(
 
     known_r, mask_r = known_c.roll(offset, -1), mask_c.roll(offset, -1)
     x = torch.lerp(randn(), known_r, mask_r)  # z[mask] = known
-    roll_at = set(_roll_steps(schedule, roll_fractions, num_train_timesteps))
+    roll_steps = _roll_steps(schedule, roll_fractions, num_train_timesteps)
     for k, i in enumerate(range(schedule.num_steps - 1, -1, -1)):
-        if k in roll_at:
-            x, known_r, mask_r = (y.roll(shift, -1) for y in (x, known_r, mask_r))
-            offset += shift
+        rolls = roll_steps.count(k)  # fractions that land on the same kept step all apply
+        if rolls:
+            x, known_r, mask_r = (y.roll(rolls * shift, -1) for y in (x, known_r, mask_r))
+            offset += rolls * shift
         x = torch.lerp(x, schedule.q_sample(known_r, i, randn()), mask_r)
         t = torch.full((n,), float(schedule.timesteps[i]), device=device)
         out = model(x, t).float()

@@ -197,3 +197,21 @@ def test_canvas_round_trip_and_bad_shapes():
         band_to_canvas(torch.randn(1, 4, 32, 60), 64)
     with pytest.raises(ValueError, match="mask must be"):
         sample_panodit(lambda x, t: x, band, torch.ones(1, 1, 16, 64), make_schedule(2), canvas_size=64)
+
+
+def test_fractions_landing_on_one_kept_step_all_apply():
+    # Two kept steps (t = 999, 0): all three fractions fire before the t = 0 step.
+    positions = []
+    sched = make_schedule(2)
+    predict_zero = oracle(torch.zeros(1, 4, 64, 64), sched)
+
+    def model(x, t):
+        positions.append(int(x[0, 0, 24].argmax()))
+        return predict_zero(x, t)
+
+    known = torch.zeros(1, 4, 32, 64)
+    known[:, :, :, 40] = 1e4
+    out = sample_panodit(model, known, (known[:, :1] > 0).float(), sched, canvas_size=64)
+    assert positions == [40 - 16, (40 - 16 + 3 * 16) % 64]
+    assert torch.equal(out[..., 40], known[..., 40])  # and rolled back by all three
+    torch.testing.assert_close(out, known, rtol=0, atol=1e-6)  # the oracle's x0 = 0 elsewhere
