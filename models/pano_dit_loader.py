@@ -18,6 +18,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import asdict, replace
 
 import torch
@@ -60,9 +61,14 @@ class ForbiddenPickleError(pickle.UnpicklingError):
 
 
 def _torch_load_restricted(path: str) -> object:
+    """torch.load with the allow-list.  Zip-format files (torch >= 1.6) are memory-mapped, so
+    only the weights that are used (e.g. ``ema``, not ``model`` and ``opt``) are read."""
+    mmap = zipfile.is_zipfile(path)
+    if not mmap:
+        log.info("%s: legacy (non-zip) torch file, reading it whole", path)
     try:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         found = _GLOBAL_RE.findall(str(exc))
         name = found[0] if found else "an unsupported object"
@@ -120,7 +126,8 @@ def load_state_dict(path: str, key: str = "auto") -> tuple[dict[str, Tensor], st
     bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
     if bad:
         raise ValueError(f"{path}: entries of '{used}' are not tensors: {bad[:5]}")
-    return convert_official_keys(sd), used, args
+    # clone: own memory instead of pages mapped from the file
+    return convert_official_keys({k: v.clone() for k, v in sd.items()}), used, args
 
 
 def detect_config(sd: dict[str, Tensor], where: str = "state dict") -> tuple[str, PanoDiTConfig]:

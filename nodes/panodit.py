@@ -220,6 +220,8 @@ class Pano360PanoDiTSampler(io.ComfyNode):
                 raise NodeInputError(node, "known_mask", f"a 2:1 MASK ({exc})", describe(known_mask)) from None
             if mask.shape[0] not in (1, raw.shape[0]):
                 raise NodeInputError(node, "known_mask", f"batch 1 or {raw.shape[0]}", describe(known_mask))
+        if feature.shape[0] not in (1, raw.shape[0]):
+            raise NodeInputError(node, "text", f"pooled_output batch 1 or {raw.shape[0]}", describe(feature))
         fractions = parse_fractions(roll_at) if seam_rolls else ()
 
         _host.load_models([panodit.patcher])

@@ -52,11 +52,12 @@ def test_official_pt_layout_loads_and_prefers_ema(tmp_path):
     assert not loaded.training and not loaded.x_pos_embed.requires_grad
 
 
-def test_forbidden_pickled_object_is_refused_and_never_run(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_forbidden_pickled_object_is_refused_and_never_run(tmp_path, zip_format):
     marker = tmp_path / "executed"
     _Exploit.marker = str(marker)
     path = str(tmp_path / "evil.pt")
-    torch.save({"ema": tiny_model(0).state_dict(), "args": _Exploit()}, path)
+    torch.save({"ema": tiny_model(0).state_dict(), "args": _Exploit()}, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(ForbiddenPickleError, match=r"evil\.pt: refused .*(posix|nt)\.system.*argparse\.Namespace"):
         load_panodit(path)
     assert not marker.exists()
@@ -122,3 +123,11 @@ def test_missing_key_choice_is_named(tmp_path):
     torch.save(tiny_model(0).state_dict(), path)
     with pytest.raises(ValueError, match="key 'ema' not in checkpoint"):
         load_state_dict(path, key="ema")
+
+
+def test_legacy_non_zip_checkpoint_loads_too(tmp_path):
+    path = str(tmp_path / "legacy.pt")
+    sd = tiny_model(0).state_dict()
+    torch.save({"ema": sd, "args": argparse.Namespace(model="DiT-XL/2")}, path, _use_new_zipfile_serialization=False)
+    loaded, info = load_panodit(path)
+    assert info["key"] == "ema" and torch.equal(loaded.final_layer.linear.weight, sd["final_layer.linear.weight"])
