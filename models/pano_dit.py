@@ -20,7 +20,7 @@ official state-dict keys, so official training checkpoints load strictly:
 The conditioning vector ``c`` is the timestep embedding only; the text reaches the
 network solely through the per-block cross-attention (context = LayerNorm of the embedded
 text tokens).  With a single text token, softmax over one key is 1 and cross-attention
-reduces to ``to_out(to_v(LN(text)))``; the module below computes the general case.
+reduces to ``to_out(to_v(LN(text)))``; ``CrossAttention`` uses that shortcut at inference.
 
 Shapes: ``x (N, C, H, W)`` latent canvas (``H == W == input_size``), ``t (N,)`` timesteps
 0..999 (may be fractional), ``text (N, L, text_dim)`` or ``(N, text_dim)``.  Output
@@ -217,7 +217,19 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(dim, dim), nn.Dropout(dropout))
 
     def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        """x: (N, T, D); context: (N, L, D).  Returns (N, T, D)."""
+        """x: (N, T, D); context: (N, L, D).  Returns (N, T, D).
+
+        With one context token (Look Beyond's single text feature) the softmax over one key
+        is exactly 1, so every query gets ``to_out(to_v(context))``; outside training (where
+        to_out's dropout acts per token) that shortcut skips the query projection and the
+        attention over T tokens.
+        """
+        if context.shape[1] == 1 and not (self.training and self.to_out[1].p > 0):
+            return self.to_out(self.to_v(context)).expand(x.shape[0], x.shape[1], -1)
+        return self.attend(x, context)
+
+    def attend(self, x: Tensor, context: Tensor) -> Tensor:
+        """The general multi-head attention path (any number of context tokens)."""
         n, t, d = x.shape
         h = self.num_heads
 
