@@ -453,7 +453,9 @@ class _Batch:
                     issues.setdefault(str(issue), issue)
             for issue in issues.values():
                 text = str(issue)
-                if issue.kind == "needs_model":
+                if issue.kind == "missing_node_type":
+                    text = f"node {issue.node_id}: node type {issue.class_type} is not installed on this server"
+                elif issue.kind == "needs_model":
                     text = text.replace("needs model file", "missing model file") + " on this server"
                 elif issue.kind == "needs_input_file":
                     text = text.replace("needs input file", "missing input file") + " on this server"
@@ -817,6 +819,10 @@ def run(args) -> int:
     except (BatchError, SweepError) as exc:
         log.error("error: %s", exc)
         return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; rerun the same command to continue (finished jobs are kept, "
+                  "queued prompts are not submitted again)")
+        return 130
     log.info("%d done, %d failed; outputs in %s", len(result.done), len(result.failed), args.out)
     for name, error in result.failed.items():
         log.error("%s: %s", name, error)

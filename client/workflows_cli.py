@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .convert import ConversionError, api_to_ui, ui_to_api
 from .files import write_json_atomic
-from .schema import PACK_ROOT, SchemaError, SchemaSet, default_schema_files, fetch_object_info, strip_object_info
+from .schema import PACK_ROOT, SCHEMA_DIR, SchemaError, SchemaSet, default_schema_files, fetch_object_info, strip_object_info
 from .validate import Issue, ModelNeed, models_needed, validate_prompt
 
 log = logging.getLogger("pano360.workflows")
@@ -66,6 +66,7 @@ def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) 
             report.skipped.append(f"node {issue.node_id} ({issue.class_type})")
         else:
             report.issues.append(issue)
+    report.issues += incomplete_widgets(api, schemas)
     report.needs = models_needed(api, schemas)
     if not require_ui or report.skipped:
         return report
@@ -84,6 +85,22 @@ def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) 
                                    f"{ui_file.name} differs from its API twin ({diff}): run "
                                    "`python -m pano360 workflows build`"))
     return report
+
+
+def incomplete_widgets(api: dict, schemas: SchemaSet) -> list[Issue]:
+    """Widget inputs an API twin leaves out: the editor always sends every widget, so the
+    UI file would not convert back to the twin."""
+    issues = []
+    for node_id, node in api.items():
+        schema = schemas.get(node.get("class_type")) if isinstance(node, dict) else None
+        if schema is None:
+            continue
+        for spec in schema.widgets:
+            if spec.name not in node.get("inputs", {}) and not spec.required:
+                issues.append(Issue(str(node_id), schema.class_type, spec.name, "widget_missing",
+                                    f"optional widget missing from the API twin (the editor sends it, default "
+                                    f"{spec.default!r}); write it out"))
+    return issues
 
 
 def diff_api(expected: dict, got: dict) -> list[str]:
@@ -125,6 +142,9 @@ def load_schemas(args) -> SchemaSet:
         schemas.add(asyncio.run(fetch()), args.server)
         return schemas
     files = args.schemas or default_schema_files()
+    if not files:
+        raise SchemaError(f"no node schemas: {SCHEMA_DIR} has no recorded /object_info files; "
+                          "pass --schemas FILE... or --server URL")
     return SchemaSet.from_files(*files)
 
 
@@ -161,6 +181,9 @@ def _run_check(args, schemas: SchemaSet) -> int:
             log.warning("  not checked (no recorded schema for the pack's nodes; record "
                         "workflows/schemas/pano360_object_info.json): %s", ", ".join(report.skipped))
         n_errors += len(report.errors)
+    for stray in sorted(p.name for p in args.dir.glob("*.json") if not (args.dir / "api" / p.name).is_file()):
+        log.error("%s: UI workflow without an API twin in api/ (write api/%s, then build)", stray, stray)
+        n_errors += 1
     log.info("%d workflow(s), %d error(s)", len(twins), n_errors)
     return 1 if n_errors else 0
 

@@ -225,3 +225,12 @@ def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, s
 
     return _sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
                           denoise=1.0, callback=callback, seed=seed)
+
+
+def share_model_folder(name: str, other: str) -> None:
+    """List the files of ComfyUI's ``other`` model folder(s) under ``name`` as well (after
+    ``name``'s own paths), as ComfyUI lets ``unet`` and ``diffusion_models`` share files.
+    ``name`` must be registered first."""
+    for path in _folder_paths.get_folder_paths(other):
+        if path not in _folder_paths.get_folder_paths(name):
+            _folder_paths.add_model_folder_path(name, path)

@@ -23,11 +23,13 @@ from ..models.argus_unet import (
 from ..pipelines.argus import (
     ARGUS_ERP_HW,
     ARGUS_FPS,
+    ARGUS_INPUT_LONG_SIDE,
     ARGUS_MOTION_BUCKET,
     ARGUS_NOISE_AUG,
     ArgusConditioning,
     argus_conditioning,
     place_frames_on_sphere,
+    resize_long_side,
 )
 from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows
 from ..pipelines.camera_path import (
@@ -46,12 +48,14 @@ from ._host import io, log, progress_callback
 
 CATEGORY = "Pano360/argus"
 CAMERA_PATH = io.Custom("PANO360_CAMERA_PATH")
-ARGUS_FOLDER = "argus"  # models/argus/<name>/unet/... (diffusers folders) or single files
-UNET_FOLDERS = (ARGUS_FOLDER, "diffusion_models")
+# models/argus/<name>/unet/... (diffusers folders) or single files; the files of
+# models/diffusion_models are listed under it too.
+ARGUS_FOLDER = "argus"
 
 PATH_SOURCES = ("manual_fov", "keyframes", "argus_motion_txt", "megasam_npz", "realestate10k_txt", "estimate_from_video")
 
 _host.register_model_folder(ARGUS_FOLDER)
+_host.share_model_folder(ARGUS_FOLDER, "diffusion_models")
 
 
 def _input_file(node: str, name: str, value: str) -> str:
@@ -119,6 +123,16 @@ class Pano360CameraPath(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, source, file="", fov_file="", **kw):
+        """Re-run when a camera file changes on disk (its modification time), not only when the
+        widget text changes."""
+        stamps = []
+        for value in (file, fov_file):
+            path = value if os.path.isabs(value) else os.path.join(_host.input_directory(), value)
+            stamps.append(os.path.getmtime(path) if value and os.path.isfile(path) else None)
+        return (source, *stamps)
+
+    @classmethod
     def execute(cls, source, fov_deg, num_frames, keyframes, file, fov_file, pose_conversion, estimate_fov,
                 yaw_offset_deg, video=None) -> io.NodeOutput:
         node = cls.__name__
@@ -172,6 +186,9 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
                              tooltip="Equirect width in pixels (2 × height). Argus generates 1024 × 512."),
                 io.Int.Input("height", default=ARGUS_ERP_HW[0], min=32, max=4096, step=8,
                              tooltip="Equirect height in pixels. Argus generates 512 (a multiple of 8 for the VAE)."),
+                io.Int.Input("input_long_side", default=ARGUS_INPUT_LONG_SIDE, min=0, max=8192,
+                             tooltip="Frames are first resized so their longer side is this many pixels (antialiased), "
+                                     "as Argus does (512); 0 places them at their own size."),
             ],
             outputs=[
                 io.Image.Output("equirect", tooltip="Masked equirect frames [T,H,W,C]: the input frames on the sphere, black elsewhere."),
@@ -186,17 +203,14 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, frames, camera_path, width, height) -> io.NodeOutput:
+    def execute(cls, frames, camera_path, width, height, input_long_side) -> io.NodeOutput:
         x = image_to_bchw(frames, cls.__name__, "frames")
         if not isinstance(camera_path, CameraPath):
             raise NodeInputError(cls.__name__, "camera_path", "a PANO360_CAMERA_PATH", describe(camera_path))
         path = camera_path.fit_to(x.shape[0])
-        erp, mask = place_frames_on_sphere(x.float(), path, (height, width))
+        x = resize_long_side(x.float(), input_long_side)
+        erp, mask = place_frames_on_sphere(x, path, (height, width))
         return io.NodeOutput(bchw_to_image(erp), mask[:, 0].contiguous())
-
-
-def _unet_choices() -> list[str]:
-    return [f"{folder}/{name}" for folder in UNET_FOLDERS for name in _host.model_file_list(folder)]
 
 
 class Pano360ArgusUNetLoader(io.ComfyNode):
@@ -214,8 +228,10 @@ class Pano360ArgusUNetLoader(io.ComfyNode):
                 "models/diffusion_models. Take VAE and CLIP vision from svd.safetensors (Image Only Checkpoint Loader)."
             ),
             inputs=[
-                io.Combo.Input("unet_name", options=_unet_choices(),
-                               tooltip="The Argus UNet weights: folder/file under models/argus or models/diffusion_models."),
+                io.Combo.Input("unet_name", options=_host.model_file_list(ARGUS_FOLDER),
+                               tooltip="The Argus UNet weights: a file in models/argus (a diffusers folder's "
+                                       "<name>/unet/diffusion_pytorch_model.safetensors, or a single file); files in "
+                                       "models/diffusion_models are listed too."),
                 io.Combo.Input("weight_dtype", options=["default", "fp16", "bf16", "fp32"], default="default",
                                tooltip="Weight precision in memory; default lets ComfyUI choose for your device."),
             ],
@@ -224,10 +240,7 @@ class Pano360ArgusUNetLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet_name, weight_dtype) -> io.NodeOutput:
-        folder, _, name = unet_name.partition("/")
-        if folder not in UNET_FOLDERS:
-            raise NodeInputError(cls.__name__, "unet_name", f"a file under {' or '.join(UNET_FOLDERS)}", repr(unet_name))
-        weights, config = read_unet_source(_host.model_file_path(folder, name))
+        weights, config = read_unet_source(_host.model_file_path(ARGUS_FOLDER, unet_name))
         dtype = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[weight_dtype]
         return io.NodeOutput(load_argus_unet(weights, config, dtype))
 
@@ -242,10 +255,10 @@ def load_argus_unet(weights: str, config: dict | None = None, dtype=None):
         else:
             sd = strip_sgm_prefix(sd)
         head = head_channels_from_config(config) if config else SVD_HEAD_CHANNELS
+        log.info("Argus UNet %s: %d tensors, head width %d", source, len(sd), head)
+        return _host.load_svd_unet_state_dict(sd, head_channels=head, dtype=dtype, source=source)
     except ValueError as err:
         raise NodeInputError("Pano360ArgusUNetLoader", "unet_name", "a complete SVD UNet", str(err)) from err
-    log.info("Argus UNet %s: %d tensors, head width %d", source, len(sd), head)
-    return _host.load_svd_unet_state_dict(sd, head_channels=head, dtype=dtype, source=source)
 
 
 def _conditioning_lists(cond: ArgusConditioning):

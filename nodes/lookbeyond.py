@@ -20,6 +20,17 @@ RIG_TYPE = "PANO360_RIG"
 SVD_INBETWEEN = 12
 
 
+PREFIX_EXPECTED = "a relative folder name inside the output folder (no '..', not absolute)"
+
+
+def _prefix_ok(folder_prefix) -> bool:
+    """Whether ``folder_prefix`` names a folder inside ComfyUI's output folder."""
+    if not isinstance(folder_prefix, str) or not folder_prefix or os.path.isabs(folder_prefix):
+        return False
+    parts = folder_prefix.replace("\\", "/").split("/")
+    return ".." not in parts and bool(parts[-1])
+
+
 class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -54,7 +65,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                                           tooltip="Optional rig (from Pano360 Rig) replacing num_frames/fov/size: any list of views, e.g. with pitch."),
             ],
             outputs=[
-                io.Image.Output("frames", tooltip="The perspective frames [N·B,H,W,C], view-major (all frames of panorama 0 first when B = 1, else b = view·B + panorama)."),
+                io.Image.Output("frames", tooltip="The perspective frames [N·B,H,W,C], view-major: index = frame·B + panorama (for one panorama simply the frames in order)."),
                 io.String.Output("folder", tooltip="The written folder(s), one per line (empty when save is off)."),
                 io.String.Output("pose_txt", tooltip="The pose.txt text (RealEstate10K format; the first line is a placeholder readers skip)."),
             ],
@@ -63,9 +74,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, folder_prefix: str = "lookbeyond/loop", **_) -> bool | str:
-        if not folder_prefix or os.path.isabs(folder_prefix) or ".." in folder_prefix.replace("\\", "/").split("/"):
-            return f"folder_prefix: expected a relative folder inside the output folder, got {folder_prefix!r}"
-        return True
+        return True if _prefix_ok(folder_prefix) else f"folder_prefix: expected {PREFIX_EXPECTED}, got {folder_prefix!r}"
 
     @classmethod
     def execute(cls, panorama, num_frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,
@@ -87,6 +96,8 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
         images = bchw_to_image(views)
         written: list[str] = []
         if save:
+            if not _prefix_ok(folder_prefix):
+                raise NodeInputError(cls.__name__, "folder_prefix", PREFIX_EXPECTED, repr(folder_prefix))
             batch = erp.shape[0]
             per_pano = [images[b::batch] for b in range(batch)]          # view-major -> frames of pano b
             parent, prefix = os.path.split(os.path.normpath(os.path.join(output_directory(), folder_prefix)))

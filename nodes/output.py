@@ -18,7 +18,7 @@ import torch
 from ..pipelines.gpano import GPanoFields, save_jpeg, save_png
 from ..pipelines.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
 from ..pipelines.sweep import EASINGS, keyframe_path, parse_keyframes, render_path, yaw_sweep
-from ..pipelines.video_io import CRF_RANGE
+from ..pipelines.video_io import DEFAULT_CRF
 from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, image_to_bchw
 from ._host import (
     input_directory,
@@ -38,8 +38,8 @@ STEREO_TOOLTIP = (
     "Frame layout written into the metadata: mono (one 2:1 equirect), top-bottom (left eye on top, "
     "frame 1:1) or left-right (left eye on the left, frame 4:1)."
 )
-# x264 CRF 18 is visually lossless on most content (trac.ffmpeg.org/wiki/Encode/H.264).
-DEFAULT_CRF = 18
+# x264's constant rate factor scale: 0 lossless .. 51 worst (DEFAULT_CRF 18: visually lossless).
+CRF_RANGE = (0, 51)
 PREVIEW_CRF = 23  # a temporary preview: smaller and faster than the saved file
 
 

@@ -35,6 +35,8 @@ __all__ = [
     "ARGUS_FPS",
     "ARGUS_MOTION_BUCKET",
     "ArgusConditioning",
+    "ARGUS_INPUT_LONG_SIDE",
+    "resize_long_side",
     "place_frames_on_sphere",
     "noise_augment_inside_mask",
     "argus_conditioning",
@@ -44,6 +46,22 @@ ARGUS_ERP_HW = (512, 1024)  # inference resolution, stage-2 training (inference.
 ARGUS_NOISE_AUG = 0.02  # noise_aug_strength, in [-1, 1] pixel units (inference.sh)
 ARGUS_FPS = 5  # frames sampled at ~5 fps; added time id fps - 1 = 4 (dataset/video_dataset.py)
 ARGUS_MOTION_BUCKET = 127  # motion_bucket_id (sampling_svd.py)
+ARGUS_INPUT_LONG_SIDE = 512  # calibration_img_size: input frames resized to this long side (inference.py)
+
+
+def resize_long_side(frames: torch.Tensor, long_side: int = ARGUS_INPUT_LONG_SIDE) -> torch.Tensor:
+    """Resize (T, C, h, w) frames so the longer side is ``long_side`` px, keeping the aspect ratio
+    (the short side truncated, as ``dataset/video_dataset.py`` does).  Argus resizes with
+    cv2 INTER_LINEAR; this uses bilinear with antialiasing, which matches it when enlarging and
+    avoids aliasing when shrinking.  ``long_side`` 0 returns the frames unchanged.
+    """
+    if long_side < 0:
+        raise ValueError(f"long_side must be >= 0, got {long_side}")
+    h, w = frames.shape[-2:]
+    if long_side == 0 or max(h, w) == long_side:
+        return frames
+    size = (long_side, int(w * long_side / h)) if h >= w else (int(h * long_side / w), long_side)
+    return torch.nn.functional.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=True)
 
 
 def place_frames_on_sphere(

@@ -45,6 +45,7 @@ __all__ = [
     "path_from_argus_motion",
     "path_from_megasam_npz",
     "path_from_realestate10k",
+    "path_from_opencv_c2w",
     "path_from_keyframes",
     "angles_from_rotation",
     "angles_from_opencv_c2w",
@@ -135,25 +136,25 @@ def constant_path(num_frames: int, fov_deg: float = DEFAULT_FOV_DEG) -> CameraPa
     return _path(z, z, z, np.full(num_frames, math.radians(fov_deg)), f"constant fov {fov_deg:g}°")
 
 
-def _load_txt(text_or_path: str, name: str) -> np.ndarray:
-    src = io.StringIO(text_or_path) if "\n" in text_or_path or not text_or_path.strip().endswith(".txt") else text_or_path
+def _parse_numbers(text: str, name: str) -> np.ndarray:
+    """Whitespace-separated numbers, one row per line -> 2-D float64 array."""
     try:
-        return np.atleast_2d(np.loadtxt(src, dtype=np.float64))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{name}: cannot read numbers from {text_or_path[:80]!r}: {err}") from err
+        return np.loadtxt(io.StringIO(text), dtype=np.float64, ndmin=2)
+    except ValueError as err:
+        raise ValueError(f"{name}: cannot read numbers from {text[:80]!r}: {err}") from err
 
 
 def path_from_argus_motion(motion: str, fov: str | None = None, fov_deg: float | None = None) -> CameraPath:
     """Argus's cached trajectory (``dataset/video_dataset.py``).
 
-    motion: text or path of ``motion/<name>.txt``, a 3 × T array, rows pitch, yaw, roll (radians).
-    fov: text or path of ``fov/<name>.txt`` holding ``fovx fovy`` in degrees; or give ``fov_deg``.
+    motion: the text of ``motion/<name>.txt``, a 3 × T array, rows pitch, yaw, roll (radians).
+    fov: the text of ``fov/<name>.txt``, ``fovx fovy`` in degrees; or give ``fov_deg``.
     """
-    m = _load_txt(motion, "motion")
+    m = _parse_numbers(motion, "motion")
     if m.shape[0] != 3:
         raise ValueError(f"motion: expected 3 rows (pitch, yaw, roll) × T frames, got shape {m.shape}")
     if fov is not None:
-        f = _load_txt(fov, "fov").reshape(-1)
+        f = _parse_numbers(fov, "fov").reshape(-1)
         if f.size < 1:
             raise ValueError("fov: expected 'fovx fovy' in degrees, got nothing")
         fov_deg = float(f[0])
@@ -424,8 +425,9 @@ def estimate_rotation_path(
     callback(step) is called once per aligned frame pair (progress and interrupts).
 
     Consecutive frames are aligned directly (photometric Gauss–Newton on the rotation vector
-    with Huber IRLS, coarse to fine); rotations are chained, R_t = R_{t-1}·ΔR_t, and read as
-    yaw/pitch/roll.  Translation and rolling shutter are not modelled.
+    with Huber IRLS, coarse to fine, started from the previous step and from rest, the lower
+    residual kept); rotations are chained, R_t = R_{t-1}·ΔR_t, and read as yaw/pitch/roll.
+    Translation and rolling shutter are not modelled.
     """
     if frames.ndim != 4 or frames.shape[0] < 1:
         raise ValueError(f"frames: expected (T, C, H, W), got {tuple(frames.shape)}")
@@ -441,7 +443,11 @@ def estimate_rotation_path(
     rots = [R]
     w = torch.zeros(3, dtype=ESTIMATE_DTYPE)
     for t in range(1, T):
-        w, _ = _align_pair(g[t - 1], g[t], fov_x, w)  # constant-velocity start
+        # Two starts: the previous step (constant velocity) and rest; the lower residual wins,
+        # so a camera that stops or turns back is followed as well as a steady pan.
+        w_vel, r_vel = _align_pair(g[t - 1], g[t], fov_x, w)
+        w_rest, r_rest = _align_pair(g[t - 1], g[t], fov_x, torch.zeros_like(w)) if w.abs().max() > 0 else (w_vel, r_vel)
+        w = w_vel if r_vel <= r_rest else w_rest
         R = R @ _skew_exp(w.to(torch.float64))
         rots.append(R)
         if callback is not None:

@@ -1,63 +1,68 @@
-"""MP4 writing through the ffmpeg binary bundled with imageio-ffmpeg.
+"""Minimal, atomic video writing (H.264 MP4 through imageio-ffmpeg's bundled ffmpeg).
 
-H.264 (libx264), yuv420p, so every browser and player decodes it.  The file appears
-only when complete: frames go to a hidden temporary name in the target folder, which
-is renamed on success and removed on failure.
+A file appears under its final name only once it is complete: frames go to a temporary
+name in the same folder, which is renamed on success and deleted on failure.
 """
 
 from __future__ import annotations
 
-import logging
 import os
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .atomic_file import atomic_path
+__all__ = ["write_mp4", "DEFAULT_CRF"]
 
-__all__ = ["write_mp4"]
-
-log = logging.getLogger(__name__)
-
-# x264's CRF scale (0 = lossless, 51 = worst); 18 is "visually lossless" per the x264/
-# ffmpeg H.264 encoding guide (trac.ffmpeg.org/wiki/Encode/H.264).
-CRF_RANGE = (0, 51)
+# libx264's constant-rate factor: 18 is visually lossless for most content (x264 docs,
+# "--crf": 0 lossless, 23 default, 51 worst).
+DEFAULT_CRF = 18
 
 
-def write_mp4(frames: np.ndarray, path: str | os.PathLike, fps: float, crf: int, *,
-              callback: Callable[[int], None] | None = None) -> None:
-    """Encode ``frames`` to an H.264 yuv420p MP4 at ``path``.
+def _check_frames(frames) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '')} {list(getattr(frames, 'shape', []))}"
+        raise ValueError(f"frames: expected a uint8 array [T, H, W, 3], got {got}")
+    t, h, w, _ = frames.shape
+    if t < 1:
+        raise ValueError("frames: expected at least one frame, got 0")
+    if h % 2 or w % 2:
+        raise ValueError(f"frames: H.264 yuv420p needs even width and height, got {w}x{h} (WxH)")
+    return frames
 
-    frames: uint8 ``[T, H, W, 3]`` RGB with even H and W (yuv420p halves chroma).
-    fps: frames per second (> 0).  crf: x264 constant rate factor in 0..51 (lower is better).
-    callback(i): called after frame i was sent (progress; an exception aborts cleanly).
-    Raises ValueError on bad arguments; on any failure no file is left at ``path``.
+
+def write_mp4(frames: np.ndarray, path, fps: float = 24.0, crf: int = DEFAULT_CRF, *,
+              callback: Callable[[int], None] | None = None) -> Path:
+    """Encode ``frames`` (uint8 ``[T, H, W, 3]`` RGB, even ``H`` and ``W``) as H.264 yuv420p.
+
+    ``path`` is written atomically (temporary file + rename); returns it as a ``Path``.
+    ``callback(i)`` runs after frame ``i`` was sent (progress; raising aborts, nothing is left).
     """
     import imageio_ffmpeg
 
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '')} {list(getattr(frames, 'shape', []))}"
-        raise ValueError(f"frames must be a uint8 array [T, H, W, 3], got {got}")
-    t, h, w, _ = frames.shape
-    if t == 0:
-        raise ValueError("frames must hold at least one frame, got 0")
-    if h % 2 or w % 2:
-        raise ValueError(f"frames: H.264 yuv420p needs even width and height, got {w}x{h}")
+    frames = _check_frames(frames)
     if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    if not CRF_RANGE[0] <= int(crf) <= CRF_RANGE[1]:
-        raise ValueError(f"crf must be in {CRF_RANGE[0]}..{CRF_RANGE[1]}, got {crf}")
-    with atomic_path(path, ".mp4") as tmp:
-        writer = imageio_ffmpeg.write_frames(
-            tmp, (w, h), fps=fps, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-            quality=None, macro_block_size=1, ffmpeg_log_level="error",
-            output_params=["-crf", str(int(crf)), "-f", "mp4"],
-        )
+        raise ValueError(f"fps: expected a positive frame rate, got {fps!r}")
+    if isinstance(crf, bool) or int(crf) != crf or not 0 <= int(crf) <= 51:
+        raise ValueError(f"crf: expected an integer in 0..51 (x264 constant-rate factor), got {crf!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.mp4")
+    _, h, w, _ = frames.shape
+    writer = imageio_ffmpeg.write_frames(
+        str(tmp), (w, h), fps=float(fps), codec="libx264", pix_fmt_out="yuv420p", quality=None,
+        macro_block_size=1, output_params=["-crf", str(int(crf)), "-movflags", "+faststart"],
+    )
+    try:
         writer.send(None)  # start ffmpeg
-        try:
-            for i, frame in enumerate(frames):
-                writer.send(np.ascontiguousarray(frame))
-                if callback is not None:
-                    callback(i)
-        finally:
-            writer.close()
+        for i, frame in enumerate(frames):
+            writer.send(np.ascontiguousarray(frame))
+            if callback is not None:
+                callback(i)
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

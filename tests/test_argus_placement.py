@@ -154,3 +154,15 @@ def test_conditioning_has_one_clip_token_per_frame_and_zero_uncond():
     assert torch.equal(seen["vae"][mask.expand_as(erp) == 0], erp[mask.expand_as(erp) == 0])
     un = cond.unconditional()
     assert un.clip_tokens.abs().sum() == 0 and un.concat_latents.abs().sum() == 0 and un.fps == cond.fps
+
+
+def test_resize_long_side_keeps_aspect_and_truncates_like_argus():
+    from pano360.pipelines.argus import resize_long_side
+
+    x = torch.rand(2, 3, 1080, 1920)
+    assert resize_long_side(x, 512).shape == (2, 3, 288, 512)
+    assert resize_long_side(torch.rand(1, 3, 1000, 750), 512).shape == (1, 3, 512, 384)
+    assert resize_long_side(torch.rand(1, 3, 100, 301), 512).shape == (1, 3, 170, 512)  # int(100·512/301) = 170
+    assert resize_long_side(x, 0) is x
+    flat = torch.full((1, 3, 60, 80), 0.25)
+    assert torch.allclose(resize_long_side(flat, 512), torch.full((1, 3, 384, 512), 0.25))

@@ -116,7 +116,7 @@ def look_beyond_world_rays(row, width: int, height: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("view", [View(-32.7, 0, 0, 90, 8, 8), View(40, 20, 10, 70, 12, 6), View(170, -35, -20, 100, 6, 10)])
-def test_pose_file_rays_match_projection_view_rays(view, tmp_path):
+def test_pose_file_rays_match_projection_view_rays(view):
     """End to end through the text file: what Look Beyond's reader computes from our
     pose.txt equals the pack's own rays for the same view (y flipped)."""
     from pano360.projection import Rig

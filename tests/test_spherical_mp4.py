@@ -153,10 +153,14 @@ def test_pose_and_crop_are_fixed_point_encoded(tmp_path, raw_mp4):
     assert "(90.500000/-10.250000/3.000000)" in _ffmpeg_info(out)
 
 
+def _remux(src, dst, faststart: bool):
+    flags = ["-movflags", "+faststart"] if faststart else []
+    subprocess.run([FFMPEG, "-y", "-v", "error", "-i", str(src), "-c", "copy", *flags, str(dst)], check=True)
+
+
 def test_fast_start_file_gets_chunk_offsets_shifted(tmp_path, raw_mp4):
     faststart = tmp_path / "fs.mp4"
-    subprocess.run([FFMPEG, "-y", "-v", "error", "-i", str(raw_mp4), "-c", "copy", "-movflags", "+faststart",
-                    str(faststart)], check=True)
+    _remux(raw_mp4, faststart, faststart=True)
     before = top_level_boxes(faststart)
     assert [b[0] for b in before].index("moov") < [b[0] for b in before].index("mdat")
     out = tmp_path / "fs_tagged.mp4"
@@ -175,11 +179,14 @@ def test_fast_start_file_gets_chunk_offsets_shifted(tmp_path, raw_mp4):
 
 
 def test_moov_at_end_keeps_chunk_offsets(tmp_path, raw_mp4):
-    names = [b[0] for b in top_level_boxes(raw_mp4)]
+    moov_last = tmp_path / "moov_last.mp4"
+    _remux(raw_mp4, moov_last, faststart=False)
+    names = [b[0] for b in top_level_boxes(moov_last)]
     assert names.index("mdat") < names.index("moov")
     out = tmp_path / "tagged.mp4"
-    inject_spherical(raw_mp4, out)
-    assert chunk_offsets(out) == chunk_offsets(raw_mp4)
+    inject_spherical(moov_last, out)
+    assert chunk_offsets(out) == chunk_offsets(moov_last)
+    np.testing.assert_array_equal(_decode(out, W, H), _decode(moov_last, W, H))
 
 
 def test_reinjection_replaces_instead_of_stacking(tmp_path, raw_mp4):

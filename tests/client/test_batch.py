@@ -210,3 +210,80 @@ def test_input_files_are_uploaded_once_per_server_and_set_on_the_node(tmp_path):
     used = sorted(json.loads(server.files[("", f)].decode().split(":", 2)[2])["1"]["inputs"]["image"]
                   for _, f in server.files)
     assert used == ["a (1).png", "a (1).png", "b.mp4", "b.mp4"]
+
+
+def test_a_node_type_missing_on_the_server_is_named(tmp_path):
+    api = dict(WORKFLOW, **{"3": {"class_type": "Pano360NotInstalled", "inputs": {}}})
+
+    async def main():
+        async with FakeComfyUI(OBJECT_INFO) as server:
+            with pytest.raises(BatchError, match="node 3: node type Pano360NotInstalled is not installed"):
+                await run_batch(api, seed_jobs(1), config(tmp_path, [server]))
+
+    run(main())
+
+
+def test_progress_line_on_a_log_file_is_written_once_per_finished_job():
+    import io
+
+    stream = io.StringIO()
+    progress = batch_mod.Progress(2, stream=stream)
+    progress.update("job-a", "node 3 1/20")
+    progress.update("job-a", "node 3 2/20")
+    progress.done += 1
+    progress.update("job-a", finished=True)
+    assert stream.getvalue() == "[############............] 1/2 done\n"
+
+
+def test_sigkilled_client_process_leaves_a_resumable_manifest(tmp_path):
+    """A real crash: the CLI process is SIGKILLed after 2 finished jobs (no cleanup runs,
+    the lock file stays); the rerun takes over the stale lock, finishes the rest and
+    submits nothing twice."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from conftest import ROOT
+
+    loop = asyncio.new_event_loop()
+    server = FakeComfyUI(OBJECT_INFO, steps=4, step_delay=0.03)
+    url = loop.run_until_complete(server.start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    wf = tmp_path / "wf.json"
+    wf.write_text(json.dumps(WORKFLOW))
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import conftest, argparse, logging\n"
+            "from pano360.client import batch\n"
+            "p = argparse.ArgumentParser(); batch.add_arguments(p)\n"
+            "raise SystemExit(batch.run(p.parse_args(sys.argv[1:])))\n")
+    cmd = [sys.executable, "-c", code, str(wf), "--out", str(tmp_path / "out"), "--server", url,
+           "--set", "1.color=0,1,2,3,4,5", "--max-queued", "3", "--poll-interval", "0.2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + TEST_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                states = [e["state"] for e in manifest(tmp_path)["jobs"].values()]
+            except (OSError, ValueError):
+                states = []
+            if states.count("done") >= 2:
+                break
+            time.sleep(0.01)
+        proc.kill()
+        proc.wait(10)
+        assert (tmp_path / "out" / ".batch.lock").is_file()
+        assert "submitted" in [e["state"] for e in manifest(tmp_path)["jobs"].values()]
+        jobs = expand([Axis("--set 1.color", (Target("1", "color"),), tuple(range(6)))])
+        result = asyncio.run_coroutine_threadsafe(
+            run_batch(WORKFLOW, jobs, config(tmp_path, [server])), loop).result(TEST_TIMEOUT)
+        assert result.ok and len(result.done) == 6
+        pids = [e["prompt_id"] for e in manifest(tmp_path)["jobs"].values()]
+        assert sorted(server.submissions) == sorted(pids)
+        assert all(n == 1 for n in server.submissions.values())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)

@@ -3,8 +3,8 @@
 Parametrised over ``workflows/api/*.json`` (the API twins are the source of truth; the
 UI files ``workflows/<name>.json`` are written from them by
 ``python -m pano360 workflows build``).  Pack nodes are checked against
-``workflows/schemas/pano360_object_info.json``, recorded from the live nodes; without
-that file, workflows using pack nodes are skipped with that reason.
+``workflows/schemas/pano360_object_info.json``, recorded from the live nodes; while that
+file records no Pano360 node, workflows using pack nodes are skipped with that reason.
 """
 
 import json
@@ -16,7 +16,7 @@ from conftest import ROOT
 from pano360.client.convert import api_to_ui, ui_to_api
 from pano360.client.schema import PACK_SCHEMA_FILE, SchemaSet, default_schema_files
 from pano360.client.validate import errors_only, models_needed, validate_prompt
-from pano360.client.workflows_cli import PACK_PREFIX, diff_api
+from pano360.client.workflows_cli import PACK_PREFIX, diff_api, has_pack_schemas
 
 WORKFLOWS = ROOT / "workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
@@ -26,10 +26,9 @@ DOCS = ROOT / "docs" / "workflows.md"
 
 def load(api_file):
     api = json.loads(api_file.read_text(encoding="utf-8"))
-    if any(n["class_type"].startswith(PACK_PREFIX) for n in api.values()) and not PACK_SCHEMA_FILE.is_file():
-        pytest.skip(f"{PACK_SCHEMA_FILE.relative_to(ROOT)} is missing, so the pack's node schemas are unknown "
-                    "(record it from the live nodes: python -m pano360 workflows schemas http://127.0.0.1:8188 "
-                    "--prefix Pano360 --out workflows/schemas/pano360_object_info.json)")
+    if any(n["class_type"].startswith(PACK_PREFIX) for n in api.values()) and not has_pack_schemas(SCHEMAS):
+        pytest.skip(f"{PACK_SCHEMA_FILE.relative_to(ROOT)} records no Pano360 node yet, so the pack's node "
+                    "schemas are unknown (record them: COMFYUI_ROOT=... python tests/host/record_schemas.py)")
     return api
 
 

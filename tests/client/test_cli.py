@@ -47,11 +47,18 @@ def test_check_fails_on_a_stale_ui_file_and_on_schema_errors(tmp_path, caplog):
     changed = json.loads(json.dumps(API))
     changed["1"]["inputs"]["width"] = 16
     changed["2"]["inputs"]["sampler_name"] = "eulr"
+    changed["5"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": "t5.safetensors", "type": "wan"}}
     (tmp_path / "api" / "demo.json").write_text(json.dumps(changed))
     with caplog.at_level(logging.INFO):
         assert workflows(["check", "--dir", str(tmp_path), *schemas]) == 1
     assert "node 1 input width: 16 vs 8" in caplog.text
     assert "node 2 (KSamplerSelect) input sampler_name: 'eulr' is not one of" in caplog.text
+    assert "node 5 (CLIPLoader) input device: optional widget missing from the API twin" in caplog.text
+    (tmp_path / "orphan.json").write_text("{}")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert workflows(["check", "--dir", str(tmp_path), *schemas]) == 1
+    assert "orphan.json: UI workflow without an API twin" in caplog.text
 
 
 def test_batch_dry_run_lists_the_product_of_the_sweep(tmp_path, caplog):

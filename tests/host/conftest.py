@@ -14,6 +14,7 @@ Fixtures
 ``comfy_server``       one ComfyUI server per session on 127.0.0.1 and a free port, with
                        this checkout as its only custom node and every folder it writes
                        in a temp base directory; yields a :class:`ComfyClient`.
+``comfy_server_factory`` ``start()`` another independent server (for multi-server tests).
 ``sd15_checkpoint``    a random SD1.5-shaped checkpoint (built once, cached outside the
                        repository) that the server lists in ``models/checkpoints``.
 
@@ -41,7 +42,9 @@ import uuid
 
 import pytest
 
-import comfy_env  # tests/host/comfy_env.py (this folder is on sys.path under pytest)
+if str(pathlib.Path(__file__).resolve().parent) not in sys.path:  # any --import-mode
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import comfy_env  # noqa: E402  (tests/host/comfy_env.py)
 
 HOST_DIR = pathlib.Path(__file__).resolve().parent
 ROOT = HOST_DIR.parents[1]  # the checkout under test
@@ -70,15 +73,27 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
         if _is_comfyui(path):
             return path.resolve(), ""
         return None, f"ComfyUI not found: COMFYUI_ROOT={env} has no main.py/comfy/folder_paths.py; {HOW_TO}"
-    # The unresolved path keeps a symlinked custom_nodes/<pack> visible.
-    for start in (pathlib.Path(os.path.abspath(__file__)), pathlib.Path(__file__).resolve()):
-        for parent in start.parents:
+    # Unresolved paths keep a symlinked custom_nodes/<pack> visible; the shell's logical
+    # working directory ($PWD) does too when pytest was started from inside the symlink.
+    starts = [pathlib.Path(os.path.abspath(__file__)), pathlib.Path(__file__).resolve()]
+    if os.environ.get("PWD"):
+        starts.append(pathlib.Path(os.environ["PWD"]))
+    for start in starts:
+        for parent in (start, *start.parents):
             if parent.name == "custom_nodes" and _is_comfyui(parent.parent):
                 return parent.parent.resolve(), ""
+            if _is_comfyui(parent) and (parent / "custom_nodes").is_dir() and any(
+                    entry.resolve() == ROOT for entry in (parent / "custom_nodes").iterdir()):
+                return parent.resolve(), ""
     return None, f"ComfyUI not found: {HOW_TO}"
 
 
 COMFYUI_ROOT, NOT_FOUND_REASON = find_comfyui_root()
+
+
+def pytest_configure(config):
+    # the expected, once-per-process notice of prepare_comfyui.py's torchaudio guard
+    config.addinivalue_line("filterwarnings", "ignore:torchaudio extension:UserWarning")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -87,7 +102,7 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=NOT_FOUND_REASON)
     for item in items:
         path = pathlib.Path(str(item.fspath)).resolve()
-        if HOST_DIR in path.parents and not getattr(item.module, "HOST_FREE", False):
+        if HOST_DIR in path.parents and not getattr(getattr(item, "module", None), "HOST_FREE", False):
             item.add_marker(skip)
 
 
@@ -346,19 +361,34 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def comfy_server(comfyui_root, tmp_path_factory):
-    """One ComfyUI server for the session; yields a :class:`ComfyClient`."""
+def comfy_server_factory(comfyui_root, tmp_path_factory):
+    """``start() -> ComfyClient``: starts another independent server (own port and base
+    directory) on each call, e.g. to test a client against several servers; all are
+    stopped at the end of the session.  Each costs one ComfyUI start (~10 s, ~1 GB)."""
     check = subprocess.run([sys.executable, "-c", "import torch, torchvision, torchaudio, aiohttp, sqlalchemy, av"],
                            capture_output=True, text=True, timeout=300)
     if check.returncode != 0:
         pytest.skip("ComfyUI's dependencies are not importable (install them and run tests/host/prepare_comfyui.py, "
                     f"see docs/testing.md): {check.stderr.strip().splitlines()[-1:]}")
-    base = _make_base_directory(tmp_path_factory.mktemp("comfy_server"))
-    proc, client = _start_server(comfyui_root, base, base / "comfyui.log")
+    processes: list[subprocess.Popen] = []
+
+    def start() -> ComfyClient:
+        base = _make_base_directory(tmp_path_factory.mktemp("comfy_server"))
+        proc, client = _start_server(comfyui_root, base, base / "comfyui.log")
+        processes.append(proc)
+        return client
+
     try:
-        yield client
+        yield start
     finally:
-        _stop(proc)
+        for proc in processes:
+            _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_server_factory) -> ComfyClient:
+    """One ComfyUI server shared by the whole session; a :class:`ComfyClient`."""
+    return comfy_server_factory()
 
 
 # ------------------------------------------------------------------ random-weight models

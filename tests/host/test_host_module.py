@@ -109,3 +109,16 @@ def test_directories_and_save_path_follow_comfy(host, comfy_in_process):
     folder, filename, counter, subfolder, prefix = host.save_image_path("pano360/x", host.output_directory(), 8, 4)
     assert folder.startswith(host.output_directory()) and subfolder == "pano360" and filename == "x" and counter == 1
     assert host.torch_device().type == "cpu"
+
+
+def test_run_node_calls_a_v3_node_like_the_executor(comfy_in_process):
+    """The fixture's run_node on a stock V3 node: hidden inputs set, NodeOutput returned."""
+    from comfy_extras.nodes_morphology import ImageRGBToYUV
+
+    image = torch.zeros(1, 2, 2, 3)
+    image[..., 0] = 1.0  # pure red
+    out = comfy_in_process.run_node(ImageRGBToYUV, image=image)
+    assert isinstance(out, comfy_in_process.io.NodeOutput)
+    y = out.result[0]
+    assert y.shape == image.shape
+    assert torch.allclose(y, torch.full_like(y, 0.299), atol=1e-3)  # BT.601 luma of red

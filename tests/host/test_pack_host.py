@@ -26,7 +26,8 @@ def smooth_panorama(h: int = 64) -> np.ndarray:
     lat = (0.5 - (np.arange(h) + 0.5) / h) * math.pi
     lon = ((np.arange(2 * h) + 0.5) / (2 * h) - 0.5) * 2 * math.pi
     lon, lat = np.meshgrid(lon, lat)
-    rgb = np.stack([0.5 + 0.35 * np.cos(lon), 0.5 + 0.35 * np.sin(lat), 0.5 + 0.2 * np.sin(lon) * np.cos(lat)], -1)
+    # no mirror symmetry in longitude or latitude, so a flipped or shifted result cannot match
+    rgb = np.stack([0.5 + 0.4 * np.sin(lon), 0.5 + 0.4 * np.sin(lat), 0.5 + 0.4 * np.cos(lon + 1.0) * np.cos(lat)], -1)
     return np.round(rgb * 255).astype(np.uint8)
 
 
@@ -138,7 +139,10 @@ def test_equirect_perspective_stitch_round_trip(comfy_server):
     source = smooth_panorama(64)
     uploaded = comfy_server.upload_image(png_bytes(source), "pano360_test_erp.png", subfolder="pano360_tests")
     image_name = f"{uploaded['subfolder']}/{uploaded['name']}" if uploaded["subfolder"] else uploaded["name"]
+    # small views and panorama keep it fast; inputs a node does not have are ignored
     prompt = build_chain(info, chain, {"LoadImage": {"image": image_name},
+                                       "Pano360Rig": {"preset": "videopanda8", "size": 64},
+                                       "Pano360EquirectStitcher": {"height": 64},
                                        "SaveImage": {"filename_prefix": "pano360_tests/roundtrip"}})
     entry = comfy_server.run(prompt, timeout=120)
     assert entry["status"]["status_str"] == "success", comfy_server.error_message(entry)
@@ -153,4 +157,4 @@ def test_equirect_perspective_stitch_round_trip(comfy_server):
     covered = result.max(axis=-1) > 8
     assert covered.mean() > 0.2, f"only {covered.mean():.1%} of the panorama is covered"
     error = np.abs(result - reference)[covered].mean() / 255.0
-    assert error < 0.03, f"mean abs error {error:.4f} on covered pixels"
+    assert error < 0.02, f"mean abs error {error:.4f} on covered pixels"

@@ -31,6 +31,9 @@ TINY_UNET = {
 }
 
 
+CFG = 5.0
+
+
 @pytest.fixture(scope="module")
 def tiny_model(comfy_in_process):
     """A ComfyUI ModelPatcher around a seeded random tiny SD1.5-style UNet (EPS)."""
@@ -55,18 +58,20 @@ def sample(model, noise, steps, callback=None):
     g = torch.Generator().manual_seed(1)
     positive = [[torch.randn(1, 77, 32, generator=g), {}]]
     negative = [[torch.zeros(1, 77, 32), {}]]
-    return comfy.sample.sample(model, noise, steps, 5.0, "euler", "karras", positive, negative,
+    return comfy.sample.sample(model, noise, steps, CFG, "euler", "karras", positive, negative,
                                torch.zeros_like(noise), seed=0, disable_pbar=True, callback=callback)
 
 
 def test_roll_patch_turns_model_input_every_step_under_ksampler(comfy_in_process, tiny_model):
     from pano360.nodes.seam import Pano360SeamRollPatch
 
-    seen = []
+    seen, predicted = [], []
 
     def spy(apply_model, args):  # installed first: the patch wraps it, so it sees what the UNet sees
         seen.append(args["input"].clone())
-        return apply_model(args["input"], args["timestep"], **args["c"])
+        out = apply_model(args["input"], args["timestep"], **args["c"])
+        predicted.append((out.clone(), list(args["cond_or_uncond"])))
+        return out
 
     spied = tiny_model.clone()
     spied.set_model_unet_function_wrapper(spy)
@@ -74,14 +79,24 @@ def test_roll_patch_turns_model_input_every_step_under_ksampler(comfy_in_process
                                         roll_fraction=0.25, every_k_steps=1).result[0]
     assert spied.model_options["model_function_wrapper"] is spy, "the input model was modified"
 
-    states = []
+    states, denoised = [], []
+
+    def callback(step, x0, x, total):
+        states.append(x.clone())
+        denoised.append(x0.clone())
+
     noise = torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(2))
-    out = sample(patched, noise, 4, callback=lambda step, x0, x, total: states.append(x.clone()))
+    out = sample(patched, noise, 4, callback=callback)
     assert len(seen) == len(states) == 4 and torch.isfinite(out).all()
     for step, (model_input, x) in enumerate(zip(seen, states)):
         # cond and uncond are batched together; both see the canonical state turned by 4·step columns
         for half in model_input.chunk(2):
             torch.testing.assert_close(half, torch.roll(x, 4 * step, dims=-1), rtol=0, atol=0)
+        # the sampler's prediction is CFG of the model's outputs turned back
+        out_model, order = predicted[step]
+        halves = dict(zip(order, (torch.roll(h, -4 * step, dims=-1) for h in out_model.chunk(2))))
+        cfg = halves[1] + CFG * (halves[0] - halves[1])  # 0 = positive, 1 = negative (comfy/samplers.py)
+        torch.testing.assert_close(denoised[step], cfg, rtol=1e-5, atol=1e-5)
 
     plain = sample(tiny_model, noise, 4)
     assert (plain - out).abs().max() > 1e-3, "the patch changed nothing"
@@ -181,3 +196,15 @@ def test_seamless_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_check
     from PIL import Image
 
     assert Image.open(path).size == (128, 64)
+
+
+@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", "trailing/", ""])
+def test_perspective_loop_refuses_folders_outside_output(comfy_in_process, prefix):
+    pytest.importorskip("pano360.projection.geometry", reason="projection core not merged")
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+
+    assert "folder_prefix" in Pano360LookBeyondPerspectiveLoop.validate_inputs(folder_prefix=prefix)
+    with pytest.raises(NodeInputError, match="folder_prefix"):
+        comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=torch.rand(1, 8, 16, 3), num_frames=2,
+                                  fov=90.0, size=8, cameras_between=0, folder_prefix=prefix, save=True)
