@@ -35,6 +35,8 @@ def tiny_panodit_state_dict() -> dict:
 
 @pytest.fixture
 def comfy_dirs(comfy_in_process, tmp_path, monkeypatch):
+    import pano360.nodes.panodit  # noqa: F401  registers models/panodit first, so monkeypatch restores it
+
     folder_paths = comfy_in_process.folder_paths
     models = tmp_path / "models" / "panodit"
     models.mkdir(parents=True)
@@ -100,13 +102,32 @@ def test_lookbeyond_panorama_workflow_runs_on_a_tiny_panodit(comfy_server, sd15_
     from safetensors.torch import save_file
 
     prompt = json.loads(WORKFLOW.read_text())
-    (comfy_server.base / "models" / "panodit").mkdir(parents=True, exist_ok=True)
-    save_file(tiny_panodit_state_dict(), str(comfy_server.base / "models" / "panodit" / "panodit_tiny.safetensors"))
+    folder = comfy_server.base / "models" / "panodit"
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint = folder / "panodit_tiny.safetensors"
+    save_file(tiny_panodit_state_dict(), str(checkpoint))
+    try:
+        entry = _run_small_lookbeyond(comfy_server, prompt, sd15_checkpoint, checkpoint.name)
+    finally:  # leave the server's model lists as recorded (tests/host/test_schemas.py)
+        checkpoint.unlink()
+    assert comfy_server.error_message(entry) is None
+    saved = entry["outputs"]["10"]["images"]
+    assert len(saved) == 1
+    pano = Image.open(comfy_server.base / "output" / saved[0]["subfolder"] / saved[0]["filename"])
+    assert pano.size == (512, 256)
+    frames = entry["outputs"]["12"]["images"]
+    assert len(frames) == 3
+
+
+def _run_small_lookbeyond(comfy_server, prompt: dict, sd15_checkpoint: str, panodit_file: str) -> dict:
+    """The shipped workflow with test models: the SD1.5 checkpoint's VAE, a .npy text
+    feature instead of the ViT-H text encoder, 3 steps, a 3-frame 64 px loop."""
+    from PIL import Image
+
     np.save(comfy_server.base / "input" / "caption_text.npy", np.random.rand(1, 1024).astype(np.float32))
     png = _io.BytesIO()
     Image.fromarray((np.random.rand(64, 64, 3) * 255).astype(np.uint8)).save(png, format="PNG")
     comfy_server.upload_image(png.getvalue(), "view.png")
-
     small = copy.deepcopy(prompt)
     small["1"]["inputs"]["image"] = "view.png"
     small["3"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": sd15_checkpoint}}
@@ -116,14 +137,7 @@ def test_lookbeyond_panorama_workflow_runs_on_a_tiny_panodit(comfy_server, sd15_
                 node["inputs"][name] = ["3", 2]
     del small["5"]
     small["6"] = {"class_type": "Pano360TextFeatureFromNpy", "inputs": {"path": "caption_text.npy"}}
-    small["7"]["inputs"]["checkpoint"] = "panodit_tiny.safetensors"
+    small["7"]["inputs"]["checkpoint"] = panodit_file
     small["8"]["inputs"]["steps"] = 3
     small["11"]["inputs"].update(num_frames=3, size=64)
-    entry = comfy_server.run(small, timeout=600)
-    assert comfy_server.error_message(entry) is None
-    saved = entry["outputs"]["10"]["images"]
-    assert len(saved) == 1
-    pano = Image.open(comfy_server.base / "output" / saved[0]["subfolder"] / saved[0]["filename"])
-    assert pano.size == (512, 256)
-    frames = entry["outputs"]["12"]["images"]
-    assert len(frames) == 3
+    return comfy_server.run(small, timeout=600)
