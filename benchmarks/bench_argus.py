@@ -20,11 +20,10 @@ import argparse
 import math
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 import torch
+from _timing import median_time
 import torch.nn.functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
@@ -61,21 +60,6 @@ def argus_recipe(frames, yaw, pitch, roll, fov, erp_hw):
         masks.append(m)
     return torch.stack(out), torch.stack(masks)[:, None]
 
-
-def median_time(fn, device, repeats):
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

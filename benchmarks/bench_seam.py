@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import pathlib
 import platform
-import statistics
 import sys
-import time
 
 import torch
+from _timing import median_time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import conftest  # noqa: E402,F401  (registers this checkout as `pano360`)
@@ -37,21 +36,6 @@ FULL_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2)
 SMALL_UNET = dict(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32, attention_head_dim=4)
 SMALL_VAE = dict(block_out_channels=(32, 64, 64, 64), layers_per_block=1)
 
-
-def median_time(fn, device, repeats: int) -> float:
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
