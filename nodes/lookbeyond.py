@@ -73,8 +73,11 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, folder_prefix: str = "lookbeyond/loop", **_) -> bool | str:
-        return True if _prefix_ok(folder_prefix) else f"folder_prefix: expected {PREFIX_EXPECTED}, got {folder_prefix!r}"
+    def validate_inputs(cls, folder_prefix: str | None = "lookbeyond/loop", **_) -> bool | str:
+        # A linked input arrives as None (its value is not known before the run): execute checks it.
+        if folder_prefix is None or _prefix_ok(folder_prefix):
+            return True
+        return f"folder_prefix: expected {PREFIX_EXPECTED}, got {folder_prefix!r}"
 
     @classmethod
     def execute(cls, panorama, num_frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,

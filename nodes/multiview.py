@@ -115,6 +115,12 @@ def _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_sta
                     SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation)
 
 
+def _known(*values) -> bool:
+    """Whether every widget value is known at validation time: ComfyUI passes None for a
+    widget turned into a linked input (execution.get_input_data, 0.3.64)."""
+    return all(v is not None for v in values)
+
+
 def _rig(rig: Rig | None) -> Rig:
     return rig if rig is not None else rig_preset(DEFAULT_RIG)
 
@@ -297,7 +303,8 @@ class Pano360MultiViewSampler(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, sync_start=0.0, sync_end=1.0):
-        if sync_start > sync_end:
+        # A linked input arrives as None (its value is not known before the run): execute checks it.
+        if _known(sync_start, sync_end) and sync_start > sync_end:
             return f"Pano360MultiViewSampler: input 'sync_start': expected <= sync_end ({sync_end}), got {sync_start}"
         return True
 
@@ -391,9 +398,10 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, window=PAPER_WINDOW, overlap=PAPER_OVERLAP, sync_start=0.0, sync_end=1.0):
-        if overlap >= window:
+        # A linked input arrives as None (its value is not known before the run): execute checks it.
+        if _known(window, overlap) and overlap >= window:
             return f"Pano360AutoregressiveExtender: input 'overlap': expected < window ({window}), got {overlap}"
-        if sync_start > sync_end:
+        if _known(sync_start, sync_end) and sync_start > sync_end:
             return (f"Pano360AutoregressiveExtender: input 'sync_start': expected <= sync_end ({sync_end}), "
                     f"got {sync_start}")
         return True

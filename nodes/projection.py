@@ -106,19 +106,24 @@ class Pano360Rig(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, preset="videopanda8", custom_json="", size=0):
-        if preset == "custom_json":
+    def validate_inputs(cls, preset="videopanda8", custom_json=""):
+        # A linked input arrives as None (its value is not known before the run): not checked here.
+        if preset == "custom_json" and custom_json is not None:
             try:
                 rig_from_json(custom_json)
             except ValueError as e:
                 return f"Pano360Rig: input 'custom_json': {e}"
-        if preset not in RIG_CHOICES:
+        if preset is not None and preset not in RIG_CHOICES:
             return f"Pano360Rig: input 'preset': expected one of {RIG_CHOICES}, got {preset!r}"
         return True
 
     @classmethod
     def execute(cls, preset, size, count, yaw, pitch, roll, fov, custom_json) -> io.NodeOutput:
-        return io.NodeOutput(build_rig(preset, size, count, yaw, pitch, roll, fov, custom_json))
+        try:
+            return io.NodeOutput(build_rig(preset, size, count, yaw, pitch, roll, fov, custom_json))
+        except ValueError as e:  # a linked custom_json is only known here (validate_inputs skips it)
+            name = "custom_json" if preset == "custom_json" else "preset"
+            raise NodeInputError("Pano360Rig", name, "a valid rig", str(e)) from None
 
 
 def build_rig(preset: str, size: int, count: int, yaw: float, pitch: float, roll: float, fov: float,
@@ -168,7 +173,8 @@ class Pano360EquirectToPerspective(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, width=0, height=0):
-        if (width == 0) != (height == 0):
+        # A linked input arrives as None (its value is not known before the run): execute checks it.
+        if width is not None and height is not None and (width == 0) != (height == 0):
             return "Pano360EquirectToPerspective: inputs 'width'/'height': set both or neither (0 keeps the rig's)"
         return True
 
@@ -176,6 +182,9 @@ class Pano360EquirectToPerspective(io.ComfyNode):
     def execute(cls, panorama, rig, mode, width, height) -> io.NodeOutput:
         node = "Pano360EquirectToPerspective"
         erp, rig = _panorama(panorama, node), _rig(rig, node)
+        if (width == 0) != (height == 0):
+            raise NodeInputError(node, "width/height", "both set or both 0 (0 keeps the rig's)",
+                                 f"width {width}, height {height}")
         size = (height, width) if width and height else None
         if size is None and len({(v.height, v.width) for v in rig.views}) > 1:
             raise NodeInputError(node, "width", "a size for rigs whose views differ in size", "0")
