@@ -115,6 +115,12 @@ def _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_sta
                     SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation)
 
 
+def window_seed(seed: int, k: int) -> int:
+    """The seed of window ``k``: ``seed + k``, wrapped into ComfyUI's seed range
+    ``0..SEED_MAX`` (``torch.manual_seed`` rejects larger values)."""
+    return (seed + k) % (SEED_MAX + 1)
+
+
 def _known(*values) -> bool:
     """Whether every widget value is known at validation time: ComfyUI passes None for a
     widget turned into a linked input (execution.get_input_data, 0.3.64)."""
@@ -426,7 +432,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
         progress = _host.sampling_progress(model, steps * windows)
 
         def sample_window(latents, mask, k):
-            s = Sampling(settings.seed + k, settings.steps, settings.cfg, settings.sampler_name,
+            s = Sampling(window_seed(settings.seed, k), settings.steps, settings.cfg, settings.sampler_name,
                          settings.scheduler, settings.sync, settings.noise_augmentation)
             return sample_grid(model, cond, negative, rig, latents, mask, s, progress(k * steps))
 

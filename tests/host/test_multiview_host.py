@@ -179,6 +179,15 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
         assert mask[:, 0].all() and mask[1].all() and mask.sum() == 3 + 3 - 1
 
 
+def test_extender_window_seeds_wrap_at_the_largest_seed(comfy_in_process):
+    from pano360.nodes.multiview import SEED_MAX, window_seed
+
+    seeds = [window_seed(SEED_MAX - 1, k) for k in range(4)]
+    assert seeds == [SEED_MAX - 1, SEED_MAX, 0, 1]
+    for s in seeds:  # ComfyUI seeds its noise with torch.manual_seed (comfy.sample.prepare_noise),
+        torch.Generator().manual_seed(s)  # which has the same range as a generator's
+
+
 @pytest.mark.parametrize("video_model", [False, True])
 def test_sky_and_ground_prompts_reach_only_their_views_in_comfy_cond_batching(comfy_in_process, video_model):
     """positive_up/positive_down become ComfyUI conditioning masks over batch items; ComfyUI's
