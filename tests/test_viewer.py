@@ -81,9 +81,20 @@ try {
 """.replace("FOV", str(FOV))
 
 
+# Files whose name starts with "slow" are served this much later (a slow network).
+SLOW_DELAY_S = 1.0
+# A flat colour that appears nowhere in _panorama().
+OTHER = (250, 140, 0)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        if self.path.lstrip("/.").startswith("slow"):
+            time.sleep(SLOW_DELAY_S)
+        return super().do_GET()
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +102,8 @@ def page():
     site = pathlib.Path(tempfile.mkdtemp(prefix="pano360_viewer_"))
     (site / "index.html").write_text(PAGE)
     Image.fromarray(_panorama()).save(site / "pano.png")
+    Image.fromarray(_panorama()).save(site / "slow_pano.png")
+    Image.fromarray(np.full((64, 128, 3), OTHER, np.uint8)).save(site / "other.png")
     save_360_video(np.stack([_panorama()] * 4), site / "pano.mp4", 4, 12)
     os.symlink(ROOT / "web", site / "web")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
@@ -193,3 +206,17 @@ def test_texture_mapping_follows_the_pack_convention(page):
     assert got[1] == pytest.approx({"s": 0.5, "t": 0.5})
     assert got[2]["t"] == pytest.approx(1.0)
     assert got[3]["s"] == pytest.approx(1 / 8)  # longitude -135°
+
+
+def test_a_slow_earlier_load_does_not_replace_a_later_one(page):
+    """Clicking Next twice quickly: the first item arrives last but the second stays shown."""
+    _reset(page)
+    first = page.evaluate(
+        "window.__first = window.viewer.load({url: './slow_pano.png', kind: 'image'});"
+        " window.viewer.load({url: './other.png', kind: 'image'})"
+        ".then(shown => window.__first.then(firstShown => [firstShown, shown]))"
+    )
+    assert first == [False, True]
+    page.evaluate("window.viewer.renderNow(); true")
+    _assert_colour(page.screenshot(), OTHER, "after the slow first load finished")
+    page.evaluate("window.viewer.load({url: './pano.png', kind: 'image'}).then(() => true)")

@@ -42,7 +42,7 @@ function buildPanel(node) {
   label.style.cssText = "margin-left:auto;white-space:nowrap";
   root.append(stage, bar);
 
-  const state = { items: [], index: 0, status: "empty", url: null };
+  const state = { items: [], index: 0, status: "empty", url: null, seq: 0 };
   const viewer = createViewer(stage, {
     onViewChange: (v) => { label.textContent = `yaw ${v.yaw.toFixed(0)}° pitch ${v.pitch.toFixed(0)}° fov ${v.fov.toFixed(0)}°`; },
   });
@@ -61,11 +61,14 @@ function buildPanel(node) {
     play.style.display = item.kind === "video" ? "" : "none";
     state.url = viewUrl(item);
     state.status = "loading";
+    const seq = ++state.seq; // a later show() (Next clicked again, a new run) supersedes this one
     try {
-      await viewer.load({ url: state.url, kind: item.kind, stereo: item.stereo || "mono" });
+      const shown = await viewer.load({ url: state.url, kind: item.kind, stereo: item.stereo || "mono" });
+      if (!shown || seq !== state.seq) return;
       state.status = "ready";
       if (item.kind === "video") await viewer.play().catch(() => {});
     } catch (err) {
+      if (seq !== state.seq) return;
       state.status = `error: ${err.message || err}`;
       label.textContent = String(err.message || err);
       console.error("[Pano360]", err);

@@ -120,6 +120,7 @@ export function createViewer(container, options = {}) {
   let video = null;
   let frameRequest = 0;
   let disposed = false;
+  let loadToken = 0; // the latest load(); an earlier one that finishes later is dropped
   const listeners = [];
 
   function size() {
@@ -240,9 +241,12 @@ export function createViewer(container, options = {}) {
     return tex;
   }
 
-  /** Load `{url, kind: "image"|"video", stereo}`; resolves when the first frame can be drawn. */
+  /** Load `{url, kind: "image"|"video", stereo}`.  Resolves `true` when the first frame can be
+   *  drawn, or `false` when a later load() (or dispose) replaced this one before it finished. */
   function load({ url, kind = "image", stereo = "mono" }) {
     if (!STEREO_MODES.includes(stereo)) throw new Error(`Pano360 viewer: unknown stereo mode ${stereo}`);
+    const token = ++loadToken;
+    const current = () => token === loadToken && !disposed;
     releaseMedia();
     uniforms.eyeRect.value = eyeRectFor(stereo);
     if (kind === "video") {
@@ -255,23 +259,28 @@ export function createViewer(container, options = {}) {
       video = v;
       return new Promise((resolve, reject) => {
         v.addEventListener("loadeddata", () => {
+          if (!current()) return resolve(false);
           texture = prepare(new THREE.VideoTexture(v));
           uniforms.map.value = texture;
           requestRender();
-          resolve();
+          resolve(true);
         }, { once: true });
-        v.addEventListener("error", () => reject(new Error(`Pano360 viewer: cannot load video ${url}`)), { once: true });
+        v.addEventListener("error", () => {
+          if (!current()) return resolve(false); // releaseMedia() of a later load empties this video
+          reject(new Error(`Pano360 viewer: cannot load video ${url}`));
+        }, { once: true });
         v.addEventListener("play", () => requestRender());
         v.src = url;
       });
     }
     return new Promise((resolve, reject) => {
       new THREE.TextureLoader().load(url, (tex) => {
+        if (!current()) { tex.dispose(); return resolve(false); }
         texture = prepare(tex);
         uniforms.map.value = texture;
         requestRender();
-        resolve();
-      }, undefined, () => reject(new Error(`Pano360 viewer: cannot load image ${url}`)));
+        resolve(true);
+      }, undefined, () => (current() ? reject(new Error(`Pano360 viewer: cannot load image ${url}`)) : resolve(false)));
     });
   }
 
