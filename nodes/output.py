@@ -289,7 +289,8 @@ class Pano360Preview360(io.ComfyNode):
                     raise NodeInputError(node, "images", "even width and height for a video preview", f"{w}x{h}")
                 folder, name, counter, subfolder, _ = save_image_path("Pano360/preview", temp_directory(), w, h)
                 file = f"{name}_{counter:05}_.mp4"
-                save_360_video(pixels, os.path.join(folder, file), fps, PREVIEW_CRF, SphericalMetadata(stereo_mode=stereo_mode))
+                save_360_video(pixels, os.path.join(folder, file), fps, PREVIEW_CRF, SphericalMetadata(stereo_mode=stereo_mode),
+                               callback=_frame_progress(b))
                 items.append(pano_item(file, subfolder, "temp", "video", stereo_mode))
             else:
                 folder, name, counter, subfolder, _ = save_image_path("Pano360/preview", temp_directory(), w, h)

@@ -157,3 +157,28 @@ def test_perspective_sweep_bad_keyframes_name_the_input(comfy_in_process, nodes)
     with pytest.raises(NodeInputError, match="keyframes.*line 1"):
         _call(comfy_in_process, nodes.Pano360PerspectiveSweep, panorama=_frames(t=1),
               **_sweep_inputs(path="keyframes", keyframes="zero, 0"))
+
+
+@pytest.mark.parametrize("which", ["save", "preview"])
+def test_cancel_while_encoding_leaves_no_video(comfy_in_process, nodes, which):
+    """ComfyUI's Cancel (the interrupt flag) stops the MP4 encoding of both the saving and
+    the previewing node, and no file, complete or partial, is left in the folder."""
+    import os
+
+    mm = comfy_in_process.model_management
+    folder = comfy_in_process.folder_paths.get_output_directory() if which == "save" \
+        else comfy_in_process.folder_paths.get_temp_directory()
+    before = {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs}
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            if which == "save":
+                _call(comfy_in_process, nodes.Pano360Save360Video, images=_frames(), fps=8.0, crf=20,
+                      stereo_mode="mono", filename_prefix="Pano360/test_cancel")
+            else:
+                _call(comfy_in_process, nodes.Pano360Preview360, images=_frames(), as_video=True, fps=8.0,
+                      stereo_mode="mono")
+    finally:
+        mm.interrupt_current_processing(False)
+    after = {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs}
+    assert after == before
