@@ -266,6 +266,8 @@ class Pano360ViewMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, regime, views, frames, column_view, custom, rig=None) -> io.NodeOutput:
+        if rig is not None and not isinstance(rig, Rig):
+            raise NodeInputError("Pano360ViewMask", "rig", "a PANO360_RIG (from Pano360Rig)", describe(rig))
         n = rig.num_views if rig is not None else views
         try:
             mask = build_view_mask(regime, n, frames, column_view=column_view, custom=custom)

@@ -234,3 +234,6 @@ def test_widget_checks_name_the_input(comfy_in_process):
     assert mask.shape == (8, 16) and mask[2].all() and mask[:, 0].all() and preview.shape == (1, 8, 16)
     with pytest.raises(NodeInputError, match="Pano360ViewMask: input 'custom'"):
         comfy_in_process.run_node(Pano360ViewMask, regime="custom", views=2, frames=3, column_view=0, custom="10\n01")
+    with pytest.raises(NodeInputError, match="Pano360ViewMask: input 'rig'"):
+        comfy_in_process.run_node(Pano360ViewMask, regime="none", views=2, frames=3, column_view=0, custom="",
+                                  rig="videopanda8")
