@@ -174,6 +174,7 @@ class Pano360Save360Image(io.ComfyNode):
         text = _png_text(cls.hidden.prompt, cls.hidden.extra_pnginfo) if format == "png" else {}
         folder, name, counter, subfolder, _ = save_image_path(filename_prefix, output_directory(), w, h)
         saved, paths = [], []
+        progress = _frame_progress(b, every=1)
         for i in range(b):
             file = f"{name}_{counter + i:05}_.{'png' if format == 'png' else 'jpg'}"
             path = os.path.join(folder, file)
@@ -183,6 +184,7 @@ class Pano360Save360Image(io.ComfyNode):
                 save_jpeg(pixels[i], path, fields, quality=jpeg_quality)
             saved.append({"filename": file, "subfolder": subfolder, "type": "output"})
             paths.append(path)
+            progress(i)
         ui = {"images": saved, "pano360": [pano_item(s["filename"], subfolder, "output", "image") for s in saved]}
         return io.NodeOutput("\n".join(paths), ui=ui)
 

@@ -182,3 +182,21 @@ def test_cancel_while_encoding_leaves_no_video(comfy_in_process, nodes, which):
         mm.interrupt_current_processing(False)
     after = {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs}
     assert after == before
+
+
+def test_cancel_between_images_stops_after_the_current_file(comfy_in_process, nodes):
+    """Each panorama is one complete file; Cancel stops the batch after the one being written."""
+    import os
+
+    mm = comfy_in_process.model_management
+    folder = os.path.join(comfy_in_process.folder_paths.get_output_directory(), "Pano360")
+    before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _call(comfy_in_process, nodes.Pano360Save360Image, images=_frames(t=3), format="jpeg", jpeg_quality=80,
+                  initial_yaw=0.0, filename_prefix="Pano360/test_cancel_images")
+    finally:
+        mm.interrupt_current_processing(False)
+    new = sorted(set(os.listdir(folder)) - before)
+    assert len(new) == 1 and new[0].startswith("test_cancel_images") and new[0].endswith(".jpg")
