@@ -41,6 +41,9 @@ STEREO_TOOLTIP = (
 # x264's constant rate factor scale: 0 lossless .. 51 worst (DEFAULT_CRF 18: visually lossless).
 CRF_RANGE = (0, 51)
 PREVIEW_CRF = 23  # a temporary preview: smaller and faster than the saved file
+# Perspective Sweep frames rendered per projection call: bounds the sampling memory of long
+# paths and sets how often the progress bar moves and Cancel is checked.
+SWEEP_CHUNK = 8
 
 
 def images_to_uint8(images: torch.Tensor, node_id: str, input_name: str) -> np.ndarray:
@@ -245,9 +248,8 @@ class Pano360PerspectiveSweep(io.ComfyNode):
         except ValueError as err:
             raise NodeInputError(node, "keyframes" if path == "keyframes" else "path settings",
                                  "a valid camera path", str(err)) from err
-        chunk = 8
-        steps = -(-n // chunk)
-        out = render_path(erp, cam, (height, width), chunk=chunk, callback=progress_callback(steps))
+        steps = -(-n // SWEEP_CHUNK)
+        out = render_path(erp, cam, (height, width), chunk=SWEEP_CHUNK, callback=progress_callback(steps))
         return io.NodeOutput(bchw_to_image(out))
 
 
