@@ -329,6 +329,9 @@ class Pano360MultiViewSampler(io.ComfyNode):
         mask = cls._mask(view_mask, given, layout, node)
         if given is not None:
             samples = cls._with_given(samples, given, layout, mask, node)
+        if "noise_mask" in latent:
+            _host.log.warning("%s: the latent's noise_mask is not used; a view mask (Pano360 View Mask) says which "
+                              "cells are kept", node)
         cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
         progress = _host.sampling_progress(model, steps)
         out = sample_grid(model, cond, negative, rig, samples, mask, settings, progress(0))

@@ -140,6 +140,19 @@ class _StubModel:
         return self._format
 
 
+def test_sampler_says_that_a_latent_noise_mask_is_not_used(comfy_in_process, monkeypatch, caplog):
+    from pano360.nodes import multiview as mv
+    from pano360.projection import rig_preset
+
+    monkeypatch.setattr(mv, "sample_grid", lambda model, pos, neg, rig, samples, *a, **k: samples)
+    monkeypatch.setattr(mv._host, "sampling_progress", lambda model, total: (lambda offset: None))
+    latent = {"samples": torch.zeros(3, 4, 8, 8), "noise_mask": torch.ones(3, 1, 8, 8)}
+    with caplog.at_level("WARNING", logger="pano360"):
+        out = _run(comfy_in_process, _StubModel(4, 2), [], [], latent, rig_preset("horizontal_n", n=3, size=64))
+    assert out.shape == (3, 4, 8, 8)
+    assert "noise_mask is not used" in caplog.text
+
+
 @pytest.mark.parametrize("video_model", [False, True])
 def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monkeypatch, video_model):
     """The Extender feeds each window to the same sample_grid the sampler uses (stubbed
