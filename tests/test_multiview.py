@@ -299,14 +299,20 @@ def test_step_fraction_follows_the_schedule():
 def test_comfy_hooks_read_the_documented_keys():
     rig = rig_preset("horizontal_n", n=4, fov=100.0, size=8)
     x0 = torch.randn(4, 3, 8, 8)
-    fusion = MultiViewFusion(rig, LatentLayout.of(x0.shape, 4), schedule=SyncSchedule(start=0.5))
+    fusion = MultiViewFusion(rig, LatentLayout.of(x0.shape, 4), schedule=SyncSchedule(start=0.5, end=0.7))
     hook = post_cfg_hook(fusion)
     sigmas = torch.tensor([10.0, 5.0, 1.0, 0.0])
     args = {"denoised": x0, "sigma": torch.full((4,), 10.0),
             "model_options": {"transformer_options": {"sample_sigmas": sigmas}}}
-    assert hook(args) is x0  # fraction 0 < start
+    assert hook(args) is x0  # step 0: fraction 0 < start
+    args["sigma"] = torch.full((4,), 5.0)
+    assert hook(args) is x0  # step 1: fraction 1/3 < start
     args["sigma"] = torch.full((4,), 1.0)
-    torch.testing.assert_close(hook(args), fusion(x0, 2 / 3))
+    synced = hook(args)  # step 2: fraction 2/3 in [start, end]
+    assert not torch.equal(synced, x0)
+    torch.testing.assert_close(synced, fusion(x0, 2 / 3))
+    args["sigma"] = torch.full((4,), 0.5)
+    assert hook(args) is x0  # between sigma 1 and 0 (second-order midpoint): fraction 2.5/3 > end
     with pytest.raises(RuntimeError, match="sample_sigmas"):
         hook({"denoised": x0, "sigma": torch.ones(4), "model_options": {}})
 
