@@ -430,6 +430,8 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
         if not 0 <= column_view < rig.num_views:
             raise NodeInputError(node, "column_view", f"0..{rig.num_views - 1}", str(column_view))
         schedule = WindowSchedule(window, overlap, windows)
+        if isinstance(latent, dict) and isinstance(latent.get("samples"), torch.Tensor):
+            latent = {"samples": latent["samples"][:1]}  # only channels, size and 4-D/5-D kind are used
         template = _grid_latent(model, latent, rig, node)
         layout = LatentLayout(rig.num_views, window, template.shape[1], *template.shape[-2:], template.ndim == 5)
         frames = cls._video(video, layout, schedule, node)

@@ -153,8 +153,8 @@ def test_sampler_says_that_a_latent_noise_mask_is_not_used(comfy_in_process, mon
     assert "noise_mask is not used" in caplog.text
 
 
-@pytest.mark.parametrize("video_model", [False, True])
-def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monkeypatch, video_model):
+@pytest.mark.parametrize("video_model, batch", [(False, 1), (True, 1), (False, 5)])
+def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monkeypatch, video_model, batch):
     """The Extender feeds each window to the same sample_grid the sampler uses (stubbed
     here: the real call is covered above), with the row and the video column given."""
     from pano360.nodes import multiview as mv
@@ -174,7 +174,7 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
         latent = {"samples": torch.zeros(1, c, 1, h, w)}
         video = {"samples": torch.arange(7.0).reshape(1, 1, 7, 1, 1).expand(1, c, 7, h, w).contiguous()}
     else:
-        latent = {"samples": torch.zeros(1, c, h, w)}
+        latent = {"samples": torch.zeros(batch, c, h, w)}  # any batch: only the kind and size are used
         video = {"samples": torch.arange(7.0).reshape(7, 1, 1, 1).expand(7, c, h, w).contiguous()}
     out = comfy_in_process.run_node(
         mv.Pano360AutoregressiveExtender, model=_StubModel(c, 3 if video_model else 2), positive=[], negative=[],
