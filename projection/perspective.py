@@ -24,9 +24,11 @@ from ._sampling import (
     bag,
     check_mode,
     clamp_taps,
+    empty_like_huge,
     erp_taps,
     gather,
     gather_table_into,
+    scratch_table_of,
     table_of,
 )
 from .geometry import (
@@ -253,8 +255,8 @@ def _apply_erp_taps(erp: Tensor, taps: Taps, out_hw) -> Tensor:
     h, w = out_hw
     if torch.is_grad_enabled() and erp.requires_grad:
         return gather(erp, taps).view(h, w, b, c).permute(2, 3, 0, 1)
-    out = erp.new_empty(b, h, w, c)
-    gather_table_into(table_of(erp), b, c, taps, out, ROWS_PER_CHUNK)
+    out = empty_like_huge(erp, b, h, w, c)
+    gather_table_into(scratch_table_of(erp), b, c, taps, out, ROWS_PER_CHUNK)
     return out.permute(0, 3, 1, 2)
 
 
@@ -269,8 +271,8 @@ def erp_to_rig(erp: Tensor, rig: Rig, out_hw: Sequence[int] | None = None, mode:
     h, w = rig.sizes(out_hw)
     t, c = erp.shape[:2]
     grad = torch.is_grad_enabled() and erp.requires_grad
-    table = None if grad else table_of(erp)
-    out = None if grad else erp.new_empty(rig.num_views * t, h, w, c)
+    table = None if grad else scratch_table_of(erp)
+    out = None if grad else empty_like_huge(erp, rig.num_views * t, h, w, c)
     parts = []
     for i, view in enumerate(rig.views):
         params = tuple(math.radians(a) for a in (view.yaw, view.pitch, view.roll, view.fov))
