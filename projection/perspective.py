@@ -306,8 +306,8 @@ def perspective_to_erp(views: Tensor, yaw, pitch, roll, fov_x, erp_hw: Sequence[
     (yaw, pitch, roll, fov), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
     _check_fov_rad(fov)
     hh, ww = erp_hw
-    out = views.new_zeros(b, hh * ww, c)
-    wmap = views.new_zeros(b, hh * ww)
+    out = empty_like_huge(views, b, hh * ww, c).zero_()
+    wmap = empty_like_huge(views, b, hh * ww).zero_()
     groups = _groups([yaw, pitch, roll, fov])
     cache = len(groups) <= MAX_CACHED_CAMERAS
     for params, idx in groups.items():
@@ -344,7 +344,7 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
     hh, ww = erp_hw
     plan = _cached_stitch_plan(rig, (h, w), erp_hw, mode, weight, views.device, views.dtype)
     grad = torch.is_grad_enabled() and views.requires_grad
-    acc = views.new_zeros(hh * ww, t * c)
+    acc = empty_like_huge(views, hh * ww, t * c).zero_()
     buffer = None
     for i, (pixels, taps) in enumerate(plan.views):
         src = views[i * t : (i + 1) * t]
@@ -352,16 +352,16 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
             table = table_of(src)
         else:
             if buffer is None:
-                buffer = views.new_empty(h, w, t, c)
+                buffer = empty_like_huge(views, h, w, t, c)
             buffer.copy_(src.permute(2, 3, 0, 1))
             table = buffer.view(h * w, t * c)
         vals = bag(table, taps)
         acc = acc.index_add(0, pixels, vals) if grad else acc.index_add_(0, pixels, vals)
-    coverage = plan.coverage.view(1, 1, hh, ww).expand(t, 1, hh, ww).contiguous()
+    coverage = empty_like_huge(views, t, 1, hh, ww).copy_(plan.coverage.view(1, 1, hh, ww).expand(t, 1, hh, ww))
     if grad:
         erp = acc.view(hh, ww, t, c).permute(2, 0, 1, 3)
     else:  # (H*W, T*C) -> (T, H, W, C) in row chunks that stay in cache
-        erp = views.new_empty(t, hh, ww, c)
+        erp = empty_like_huge(views, t, hh, ww, c)
         acc = acc.view(hh, ww, t, c)
         for r0 in range(0, hh, ROWS_PER_CHUNK):
             erp[:, r0 : r0 + ROWS_PER_CHUNK].copy_(acc[r0 : r0 + ROWS_PER_CHUNK].permute(2, 0, 1, 3))
