@@ -48,6 +48,8 @@ ROWS_PER_CHUNK = 16
 # Geometry (rays, trig) is computed in float64 and only the final weights are cast: keeps
 # bfloat16/float16 grids from quantising sample positions.
 GEOMETRY_DTYPE = torch.float64
+# Margin of the float32 coarse footprint pass (camera-space units on unit directions).
+FOOTPRINT_MARGIN = 1e-5
 
 __all__ = ["erp_to_perspective", "perspective_to_erp", "erp_to_rig", "stitch_rig", "check_erp", "WEIGHTINGS"]
 
@@ -132,6 +134,25 @@ def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype,
     return GRID_CACHE.get(key, lambda: _perspective_taps(*params, out_hw, erp_hw, mode, device, dtype), cache)
 
 
+def _erp_directions_t32(erp_hw, device) -> Tensor:
+    """Cached ``(3, H*W)`` float32 equirect pixel directions (the footprint's coarse pass)."""
+    key = ("erp_dirs_t32", tuple(erp_hw), str(device))
+    return GRID_CACHE.get(key, lambda: erp_directions(erp_hw, device, GEOMETRY_DTYPE)
+                          .reshape(-1, 3).T.to(torch.float32).contiguous())
+
+
+def _erp_directions_at(pixels: Tensor, erp_hw) -> Tensor:
+    """``erp_directions(erp_hw, dtype=GEOMETRY_DTYPE)`` at flat pixel indices, ``(N, 3)``
+    (the same formula element by element)."""
+    h, w = erp_hw
+    col = (pixels % w).to(GEOMETRY_DTYPE)
+    row = torch.div(pixels, w, rounding_mode="floor").to(GEOMETRY_DTYPE)
+    lon = ((col + 0.5) / w - 0.5) * (2 * math.pi)
+    lat = (0.5 - (row + 0.5) / h) * math.pi
+    cl = torch.cos(lat)
+    return torch.stack([cl * torch.sin(lon), torch.sin(lat), cl * torch.cos(lon)], -1)
+
+
 def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dtype):
     """Where one view lands on the equirect.
 
@@ -140,19 +161,27 @@ def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dty
     normalised image-plane coordinates), zero outside the view.
     """
     h, w = view_hw
-    d = erp_directions(erp_hw, device, GEOMETRY_DTYPE).reshape(-1, 3)
     rot = rotation_matrix(*[torch.as_tensor(a, dtype=GEOMETRY_DTYPE) for a in (yaw, pitch, roll)]).to(device)
-    c = d @ rot  # world -> camera: R^T d, as row vectors
     tx = math.tan(float(fov) / 2)
     ty = tx * h / w
+    # Coarse pass in float32 over the whole canvas, with a margin far above float32
+    # rounding (~1e-7 on unit vectors): a superset of the footprint.  The exact float64
+    # test below then runs on those candidates only (same result as on every pixel).
+    c32 = rot.T.to(torch.float32) @ _erp_directions_t32(erp_hw, device)  # (3, N): R^T d
+    m = FOOTPRINT_MARGIN
+    z32 = c32[2]
+    cand = (z32 > -m) & (c32[0].abs() <= z32 * tx + m * (1 + tx)) & (c32[1].abs() <= z32 * ty + m * (1 + ty))
+    cand = cand.nonzero().squeeze(1)
+    d = _erp_directions_at(cand, erp_hw)
+    c = d @ rot  # world -> camera: R^T d, as row vectors
     z = c[:, 2]
     front = z > 1e-12
     zs = torch.where(front, z, torch.ones_like(z))
     u = c[:, 0] / zs / tx
     v = c[:, 1] / zs / ty
-    inside = front & (u.abs() < 1) & (v.abs() < 1)
-    pixels = inside.nonzero().squeeze(1)
-    u, v = u[pixels], v[pixels]
+    inside = (front & (u.abs() < 1) & (v.abs() < 1)).nonzero().squeeze(1)
+    pixels = cand[inside]
+    u, v = u[inside], v[inside]
     x = (u + 1) * (w / 2) - 0.5
     y = (1 - v) * (h / 2) - 0.5
     taps = clamp_taps(x, y, (h, w), mode)
