@@ -131,3 +131,24 @@ def test_legacy_non_zip_checkpoint_loads_too(tmp_path):
     torch.save({"ema": sd, "args": argparse.Namespace(model="DiT-XL/2")}, path, _use_new_zipfile_serialization=False)
     loaded, info = load_panodit(path)
     assert info["key"] == "ema" and torch.equal(loaded.final_layer.linear.weight, sd["final_layer.linear.weight"])
+
+
+@pytest.mark.parametrize("data", [b"hello, not a checkpoint", b"", b"\x80\x02}q\x00."], ids=["text", "empty", "bare-pickle"])
+def test_a_file_that_is_no_torch_checkpoint_is_a_clear_error_naming_it(tmp_path, data):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=r"broken\.pt: not a readable torch checkpoint") as info:
+        load_panodit(str(path))
+    assert not isinstance(info.value, ForbiddenPickleError)   # nothing was refused: the file is broken
+
+
+def test_sft_files_listed_by_comfyui_are_read_as_safetensors(tmp_path):
+    # ComfyUI lists .sft (short for .safetensors) in every model folder.
+    from safetensors.torch import save_file
+
+    model = tiny_model(3)
+    path = str(tmp_path / "panodit.sft")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    loaded, info = load_panodit(path)
+    assert info["variant"] == "tiny"
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
