@@ -31,7 +31,7 @@ from ..pipelines.argus import (
     place_frames_on_sphere,
     resize_long_side,
 )
-from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows
+from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows, window_seed
 from ..pipelines.camera_path import (
     CameraPath,
     constant_path,
@@ -363,7 +363,7 @@ class Pano360ArgusLongVideo(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="[T,H,W], 1 where the input frame covers the sphere."),
                 io.Image.Input("frames", tooltip="The perspective frames [T,h,w,C] (CLIP tokens)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed; window i uses seed + i."),
+                             tooltip="Seed; window i uses seed + i (wrapping at 2^64)."),
                 io.Int.Input("steps", default=25, min=1, max=1000, tooltip="Sampling steps per window (Argus: 25)."),
                 io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, tooltip="Guidance scale (Argus: 3)."),
                 io.Combo.Input("sampler_name", options=_host.sampler_names(), default="euler",
@@ -400,11 +400,11 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         def sample_window(cond_erp, cond_mask, cond_frames, i):
             cond = argus_conditioning(enc_image, enc_latent, cond_erp, cond_mask, cond_frames, noise_aug=noise_aug,
                                       fps=fps, motion_bucket_id=motion_bucket_id,
-                                      generator=torch.Generator().manual_seed(seed + i))
+                                      generator=torch.Generator().manual_seed(window_seed(seed, i)))
             positive, negative = _conditioning_lists(cond)
             n, _, H, W = cond_erp.shape
             empty = torch.zeros([n, 4, H // 8, W // 8])
-            return _host.sample_latent(model, seed + i, steps, cfg, sampler_name, scheduler, positive, negative, empty)
+            return _host.sample_latent(model, window_seed(seed, i), steps, cfg, sampler_name, scheduler, positive, negative, empty)
 
         def decode(latents):
             return seam_blended_decode(vae.decode, latents, blend_ratio).movedim(-1, 1)
