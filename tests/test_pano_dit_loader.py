@@ -152,3 +152,15 @@ def test_sft_files_listed_by_comfyui_are_read_as_safetensors(tmp_path):
     loaded, info = load_panodit(path)
     assert info["variant"] == "tiny"
     assert torch.equal(loaded.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_convert_command_reports_a_refused_checkpoint_without_a_traceback(tmp_path, caplog):
+    marker = tmp_path / "executed"
+    _Exploit.marker = str(marker)
+    src, dst = str(tmp_path / "evil.pt"), str(tmp_path / "out.safetensors")
+    torch.save({"ema": tiny_model(0).state_dict(), "args": _Exploit()}, src)
+    parser = argparse.ArgumentParser()
+    pano_dit_convert.add_arguments(parser)
+    assert pano_dit_convert.run(parser.parse_args([src, dst])) == 2
+    assert "evil.pt: refused to load" in caplog.text
+    assert not marker.exists() and not os.path.exists(dst) and not os.path.exists(dst + ".partial")
