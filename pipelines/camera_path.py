@@ -233,7 +233,13 @@ def path_from_megasam_npz(path_or_file, mode: Literal["exact", "argus"] = "exact
     fovx = 2·atan2(cx, f) as in Argus's ``inference.py`` (the principal point stands in for half
     the image width).
     """
-    with np.load(path_or_file) as data:
+    try:
+        data = np.load(path_or_file, allow_pickle=False)
+    except (ValueError, EOFError) as err:  # text, truncated, or an object array (never unpickled)
+        raise ValueError(f"megasam npz: not an .npz archive of arrays ({err.__class__.__name__})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"megasam npz: not an .npz archive (a single {type(data).__name__} array)")
+    with data:
         missing = [k for k in ("cam_c2w", "intrinsic") if k not in data.files]
         if missing:
             raise ValueError(f"megasam npz: missing arrays {missing}; has {data.files}")
