@@ -134,8 +134,10 @@ def load_state_dict(path: str, key: str = "auto") -> tuple[dict[str, Tensor], st
         used = nested[0] if nested else "state_dict"
     elif key in nested:
         used = key
+    elif not nested:
+        raise ValueError(f"{path}: key {key!r} not in checkpoint; it is a plain state dict (one set of weights): use 'auto'")
     else:
-        raise ValueError(f"{path}: key {key!r} not in checkpoint; it has {sorted(map(str, ckpt))}")
+        raise ValueError(f"{path}: key {key!r} not in checkpoint; it has {nested}")
     sd = ckpt[used] if used in CHECKPOINT_KEYS else ckpt
     bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
     if bad:

@@ -73,7 +73,8 @@ class Pano360PanoDiTLoader(io.ComfyNode):
                     options=["auto", *CHECKPOINT_KEYS],
                     default="auto",
                     tooltip="Which weights of a training checkpoint: auto = EMA when present (as the original "
-                    "sampler), else the raw model. Ignored for plain state dicts and safetensors.",
+                    "sampler), else the raw model. Plain state dicts and safetensors hold one set of weights: "
+                    "use auto.",
                 ),
                 io.Combo.Input(
                     "weight_dtype",

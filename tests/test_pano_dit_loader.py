@@ -121,7 +121,11 @@ def test_variant_detected_from_xl2_shapes():
 def test_missing_key_choice_is_named(tmp_path):
     path = str(tmp_path / "plain.pt")
     torch.save(tiny_model(0).state_dict(), path)
-    with pytest.raises(ValueError, match="key 'ema' not in checkpoint"):
+    with pytest.raises(ValueError, match="key 'ema' not in checkpoint; it is a plain state dict .*use 'auto'"):
+        load_state_dict(path, key="ema")
+    path = str(tmp_path / "model_only.pt")
+    torch.save({"model": tiny_model(0).state_dict(), "opt": {}}, path)
+    with pytest.raises(ValueError, match=r"key 'ema' not in checkpoint; it has \['model'\]$"):
         load_state_dict(path, key="ema")
 
 
