@@ -176,7 +176,8 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, roll_at: str = "", **_) -> bool | str:
+    def validate_inputs(cls, roll_at: str = "") -> bool | str:
+        # No **kwargs: ComfyUI 0.3.64 would then skip its min/max/list checks of every input.
         try:
             parse_fractions(roll_at)
         except ValueError as exc:
