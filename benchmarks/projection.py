@@ -4,7 +4,8 @@
 
 Cases (bilinear, float32, issue 2): e2p of a 16-frame 512x1024 video into the videopanda8 rig
 (8 views of 512x512, view-major IMAGE batch out); the inverse stitch (views -> 512x1024,
-uniform average); e2c and c2e at 1024x2048 (faces of 512).  Inputs are in each library's
+uniform average); 25 frames of 384x512, each at its own pose, placed on 512x1024 (Argus's
+conditioning; nothing cached per frame); e2c and c2e at 1024x2048 (faces of 512).  Inputs are in each library's
 native layout: ComfyUI's IMAGE ``[B,H,W,C]`` for Pano360 and pytorch360convert
 (``channels_first=False``), ``[H,W,C]`` numpy for py360convert.  Every result is also
 checked against the analytic truth of a smooth test signal ("error" = mean abs error), so
@@ -44,12 +45,21 @@ def _import_pack():
 
 
 _import_pack()
-from pano360.projection import cubemap_to_erp, erp_to_cubemap, erp_to_rig, rig_preset, stitch_rig  # noqa: E402
+from pano360.projection import (  # noqa: E402
+    View,
+    cubemap_to_erp,
+    erp_to_cubemap,
+    erp_to_rig,
+    perspective_to_erp,
+    rig_preset,
+    stitch_rig,
+)
 from pano360.projection.conventions import view_to_py360convert  # noqa: E402
 
 # Issue 2's sizes; --quick shrinks them for a smoke test (not for the record).
-FULL = {"T": 16, "H": 512, "VIEW": 512, "CUBE_H": 1024, "FACE": 512}
-QUICK = {"T": 2, "H": 64, "VIEW": 64, "CUBE_H": 64, "FACE": 32}
+# P*: Argus placement, PT frames of PHxPW each at its own pose (no cached geometry).
+FULL = {"T": 16, "H": 512, "VIEW": 512, "CUBE_H": 1024, "FACE": 512, "PT": 25, "PH": 384, "PW": 512}
+QUICK = {"T": 2, "H": 64, "VIEW": 64, "CUBE_H": 64, "FACE": 32, "PT": 3, "PH": 24, "PW": 32}
 
 
 # --------------------------------------------------------------------------- analytic signal
@@ -199,6 +209,9 @@ def run(repeats: int, sizes: dict) -> tuple[list[dict], dict]:
                  "bytes": video.numel() * 4 * (1 + 8 * VIEW * VIEW / (H * W)),
                  "note": "py360convert and pytorch360convert have no perspective-to-equirect"})
 
+    # per-frame placement (Argus) -----------------------------------------------------
+    rows.append(_placement_row(repeats, sizes, H))
+
     # e2c / c2e ----------------------------------------------------------------------
     big_np = signal(erp_dirs(CUBE_H)).astype(np.float32)  # [1024, 2048, 3]
     big = torch.from_numpy(big_np)[None]
@@ -238,6 +251,53 @@ def run(repeats: int, sizes: dict) -> tuple[list[dict], dict]:
     env = {"py360convert": py360convert.__version__ if hasattr(py360convert, "__version__") else "?",
            "pytorch360convert": getattr(p3c, "__version__", None) or getattr(p3c, "version", "?")}
     return rows, env
+
+
+def _placement_row(repeats: int, sizes: dict, H: int) -> dict:
+    """Each frame placed on its own equirect canvas at its own pose (Argus's conditioning):
+    ``perspective_to_erp`` against the direct recipe (per-frame grid + ``grid_sample`` + mask)."""
+    PT, PH, PW = sizes["PT"], sizes["PH"], sizes["PW"]
+    W = 2 * H
+    poses = [View(14.4 * t - 180, 30 * math.sin(t), 5 * math.cos(t), 75.0, PW, PH) for t in range(PT)]
+    frames = torch.from_numpy(np.stack([signal(view_dirs(v)) for v in poses]).astype(np.float32))  # IMAGE
+    yaw, pitch, roll, fov = (torch.tensor([math.radians(getattr(v, k)) for v in poses])
+                             for k in ("yaw", "pitch", "roll", "fov"))
+    truth0 = signal(erp_dirs(H))
+
+    def ours():
+        erp, weight = perspective_to_erp(frames.movedim(-1, 1), yaw, pitch, roll, fov, (H, W))
+        return erp.movedim(1, -1), weight[:, 0] > 0
+
+    def recipe():
+        d = torch.from_numpy(erp_dirs(H)).float()
+        x = frames.movedim(-1, 1)
+        outs, masks = [], []
+        for t, v in enumerate(poses):
+            a = [math.radians(v.yaw), math.radians(v.pitch), math.radians(v.roll)]
+            rx = np.array([[1, 0, 0], [0, math.cos(a[1]), math.sin(a[1])], [0, -math.sin(a[1]), math.cos(a[1])]])
+            rz = np.array([[math.cos(a[2]), math.sin(a[2]), 0], [-math.sin(a[2]), math.cos(a[2]), 0], [0, 0, 1]])
+            c = d @ torch.from_numpy(yaw_matrix(a[0]) @ rx @ rz).float()  # world -> camera
+            tx = math.tan(math.radians(v.fov) / 2)
+            z = c[..., 2]
+            u, w = c[..., 0] / z / tx, -c[..., 1] / z / (tx * PH / PW)
+            m = (z > 0) & (u.abs() < 1) & (w.abs() < 1)
+            s = torch.nn.functional.grid_sample(x[t:t + 1], torch.stack([u, w], -1)[None], mode="bilinear",
+                                                padding_mode="border", align_corners=False)[0]
+            outs.append(s * m)
+            masks.append(m)
+        return torch.stack(outs).movedim(1, -1), torch.stack(masks)
+
+    def error(r):
+        img, m = r[0][0].numpy(), r[1][0].numpy()
+        return float(np.abs(img - truth0)[m].mean())
+
+    times = {}
+    t, r = timed(ours, repeats)
+    times["pano360"] = (t, error(r))
+    t, r = timed(recipe, repeats)
+    times["torch grid_sample, grid built per frame"] = (t, error(r))
+    return {"op": f"place: {PT} frames {PH}x{PW}, each at its own pose -> {H}x{W}, bilinear (Argus)",
+            "times": times, "bytes": PT * 4 * (3 * PH * PW + 4 * H * W)}
 
 
 def _stitch_grids(rig, view_hw, H):
@@ -315,7 +375,10 @@ def table(runs: dict, env: dict, threads: int, load: str) -> str:
     if thp:
         lines += ["THP: the same run in a process started with `THP_MEM_ALLOC_ENABLE=1` (torch's allocator then "
                   "asks for transparent huge pages, which removes most of the page-fault cost of fresh "
-                  "100-400 MB outputs; it cannot be switched on inside a running process).", ""]
+                  "100-400 MB outputs; it cannot be switched on inside a running process). Pano360 gives the same "
+                  "hint itself (`madvise(MADV_HUGEPAGE)` on the large CPU buffers it writes, "
+                  "`projection/_sampling.py: empty_like_huge`), so its default-run times already include most "
+                  "of that gain; the peers' do not.", ""]
     return "\n".join(lines)
 
 

@@ -13,6 +13,8 @@ the centre of column ``j``).
 
 from __future__ import annotations
 
+import ctypes
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -37,6 +39,48 @@ GRID_CACHE_BYTES = 1 << 30
 # A batch with more distinct cameras than this (a camera path, a sweep) builds its taps
 # without caching them, so it neither thrashes the cache nor evicts the rig grids.
 MAX_CACHED_CAMERAS = 4
+
+
+# Fresh CPU buffers at least this large are allocated with a transparent-huge-page hint.
+HUGEPAGE_MIN_BYTES = 16 << 20
+_HUGE = 1 << 21  # 2 MiB, the x86-64 / arm64 huge page
+_MADV_HUGEPAGE = 14
+
+
+def _load_madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise = _load_madvise()
+
+
+def empty_like_huge(like: Tensor, *shape: int) -> Tensor:
+    """``like.new_empty(shape)``, asking Linux for transparent huge pages on a large CPU buffer.
+
+    The first write to a fresh 100-400 MB torch buffer costs more in 4 KiB page faults
+    than the resampling itself (shared/specs/projection-performance.md: ~0.15 s per
+    400 MB, ~0.03 s with huge pages).  torch only asks for huge pages when the process is
+    started with ``THP_MEM_ALLOC_ENABLE=1``; this gives the same hint (``madvise
+    MADV_HUGEPAGE``) for the buffers the conversions write, before they are touched.
+    The hint only changes how pages are backed, never the contents; where it is not
+    available (other OS, THP disabled, not CPU) it is skipped silently.
+    """
+    out = like.new_empty(shape)
+    nbytes = out.numel() * out.element_size()
+    if _madvise is not None and out.device.type == "cpu" and nbytes >= HUGEPAGE_MIN_BYTES:
+        start = (out.data_ptr() + _HUGE - 1) & ~(_HUGE - 1)
+        stop = (out.data_ptr() + nbytes) & ~(_HUGE - 1)
+        if stop > start:
+            _madvise(start, stop - start, _MADV_HUGEPAGE)  # advice only: failure is harmless
+    return out
 
 
 def check_mode(mode: str) -> str:
@@ -228,6 +272,19 @@ def table_of(src: Tensor) -> Tensor:
     values for the whole batch, so a tap reads one contiguous run (one copy)."""
     b, c, h, w = src.shape
     return src.permute(2, 3, 0, 1).reshape(h * w, b * c)
+
+
+def scratch_table_of(src: Tensor) -> Tensor:
+    """:func:`table_of` for the no-grad fast paths: the view when the layout allows it,
+    else one copy into a huge-page buffer (see :func:`empty_like_huge`)."""
+    b, c, h, w = src.shape
+    perm = src.permute(2, 3, 0, 1)
+    try:
+        return perm.view(h * w, b * c)
+    except RuntimeError:
+        table = empty_like_huge(src, h, w, b, c)
+        table.copy_(perm)
+        return table.view(h * w, b * c)
 
 
 def gather(src: Tensor, taps: Taps) -> Tensor:

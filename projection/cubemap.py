@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, _1d_taps, _combine, bag, check_mode, gather_table_into
+from ._sampling import GRID_CACHE, Taps, _1d_taps, _combine, bag, check_mode, empty_like_huge, gather_table_into
 from .geometry import CUBE_FACE_NAMES, CUBE_FACES, check_erp_hw, erp_directions, rotation_matrix, rig_preset
 from .perspective import GEOMETRY_DTYPE, ROWS_PER_CHUNK, check_erp, erp_to_rig
 
@@ -163,6 +163,6 @@ def cubemap_to_erp(faces, erp_h: int, layout: str = "stack", mode: str = "biline
     if torch.is_grad_enabled() and cube.requires_grad:
         vals = bag(table, taps)
         return vals.view(erp_hw[0], erp_hw[1], t, c).permute(2, 3, 0, 1)
-    out = cube.new_empty(t, erp_hw[0], erp_hw[1], c)
+    out = empty_like_huge(cube, t, erp_hw[0], erp_hw[1], c)
     gather_table_into(table, t, c, taps, out, ROWS_PER_CHUNK)
     return out.permute(0, 3, 1, 2)

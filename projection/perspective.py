@@ -24,9 +24,11 @@ from ._sampling import (
     bag,
     check_mode,
     clamp_taps,
+    empty_like_huge,
     erp_taps,
     gather,
     gather_table_into,
+    scratch_table_of,
     table_of,
 )
 from .geometry import (
@@ -46,6 +48,8 @@ ROWS_PER_CHUNK = 16
 # Geometry (rays, trig) is computed in float64 and only the final weights are cast: keeps
 # bfloat16/float16 grids from quantising sample positions.
 GEOMETRY_DTYPE = torch.float64
+# Margin of the float32 coarse footprint pass (camera-space units on unit directions).
+FOOTPRINT_MARGIN = 1e-5
 
 __all__ = ["erp_to_perspective", "perspective_to_erp", "erp_to_rig", "stitch_rig", "check_erp", "WEIGHTINGS"]
 
@@ -130,6 +134,25 @@ def _cached_perspective_taps(params: tuple, out_hw, erp_hw, mode, device, dtype,
     return GRID_CACHE.get(key, lambda: _perspective_taps(*params, out_hw, erp_hw, mode, device, dtype), cache)
 
 
+def _erp_directions_t32(erp_hw, device) -> Tensor:
+    """Cached ``(3, H*W)`` float32 equirect pixel directions (the footprint's coarse pass)."""
+    key = ("erp_dirs_t32", tuple(erp_hw), str(device))
+    return GRID_CACHE.get(key, lambda: erp_directions(erp_hw, device, GEOMETRY_DTYPE)
+                          .reshape(-1, 3).T.to(torch.float32).contiguous())
+
+
+def _erp_directions_at(pixels: Tensor, erp_hw) -> Tensor:
+    """``erp_directions(erp_hw, dtype=GEOMETRY_DTYPE)`` at flat pixel indices, ``(N, 3)``
+    (the same formula element by element)."""
+    h, w = erp_hw
+    col = (pixels % w).to(GEOMETRY_DTYPE)
+    row = torch.div(pixels, w, rounding_mode="floor").to(GEOMETRY_DTYPE)
+    lon = ((col + 0.5) / w - 0.5) * (2 * math.pi)
+    lat = (0.5 - (row + 0.5) / h) * math.pi
+    cl = torch.cos(lat)
+    return torch.stack([cl * torch.sin(lon), torch.sin(lat), cl * torch.cos(lon)], -1)
+
+
 def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dtype):
     """Where one view lands on the equirect.
 
@@ -138,19 +161,27 @@ def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dty
     normalised image-plane coordinates), zero outside the view.
     """
     h, w = view_hw
-    d = erp_directions(erp_hw, device, GEOMETRY_DTYPE).reshape(-1, 3)
     rot = rotation_matrix(*[torch.as_tensor(a, dtype=GEOMETRY_DTYPE) for a in (yaw, pitch, roll)]).to(device)
-    c = d @ rot  # world -> camera: R^T d, as row vectors
     tx = math.tan(float(fov) / 2)
     ty = tx * h / w
+    # Coarse pass in float32 over the whole canvas, with a margin far above float32
+    # rounding (~1e-7 on unit vectors): a superset of the footprint.  The exact float64
+    # test below then runs on those candidates only (same result as on every pixel).
+    c32 = rot.T.to(torch.float32) @ _erp_directions_t32(erp_hw, device)  # (3, N): R^T d
+    m = FOOTPRINT_MARGIN
+    z32 = c32[2]
+    cand = (z32 > -m) & (c32[0].abs() <= z32 * tx + m * (1 + tx)) & (c32[1].abs() <= z32 * ty + m * (1 + ty))
+    cand = cand.nonzero().squeeze(1)
+    d = _erp_directions_at(cand, erp_hw)
+    c = d @ rot  # world -> camera: R^T d, as row vectors
     z = c[:, 2]
     front = z > 1e-12
     zs = torch.where(front, z, torch.ones_like(z))
     u = c[:, 0] / zs / tx
     v = c[:, 1] / zs / ty
-    inside = front & (u.abs() < 1) & (v.abs() < 1)
-    pixels = inside.nonzero().squeeze(1)
-    u, v = u[pixels], v[pixels]
+    inside = (front & (u.abs() < 1) & (v.abs() < 1)).nonzero().squeeze(1)
+    pixels = cand[inside]
+    u, v = u[inside], v[inside]
     x = (u + 1) * (w / 2) - 0.5
     y = (1 - v) * (h / 2) - 0.5
     taps = clamp_taps(x, y, (h, w), mode)
@@ -253,8 +284,8 @@ def _apply_erp_taps(erp: Tensor, taps: Taps, out_hw) -> Tensor:
     h, w = out_hw
     if torch.is_grad_enabled() and erp.requires_grad:
         return gather(erp, taps).view(h, w, b, c).permute(2, 3, 0, 1)
-    out = erp.new_empty(b, h, w, c)
-    gather_table_into(table_of(erp), b, c, taps, out, ROWS_PER_CHUNK)
+    out = empty_like_huge(erp, b, h, w, c)
+    gather_table_into(scratch_table_of(erp), b, c, taps, out, ROWS_PER_CHUNK)
     return out.permute(0, 3, 1, 2)
 
 
@@ -269,8 +300,8 @@ def erp_to_rig(erp: Tensor, rig: Rig, out_hw: Sequence[int] | None = None, mode:
     h, w = rig.sizes(out_hw)
     t, c = erp.shape[:2]
     grad = torch.is_grad_enabled() and erp.requires_grad
-    table = None if grad else table_of(erp)
-    out = None if grad else erp.new_empty(rig.num_views * t, h, w, c)
+    table = None if grad else scratch_table_of(erp)
+    out = None if grad else empty_like_huge(erp, rig.num_views * t, h, w, c)
     parts = []
     for i, view in enumerate(rig.views):
         params = tuple(math.radians(a) for a in (view.yaw, view.pitch, view.roll, view.fov))
@@ -304,8 +335,8 @@ def perspective_to_erp(views: Tensor, yaw, pitch, roll, fov_x, erp_hw: Sequence[
     (yaw, pitch, roll, fov), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
     _check_fov_rad(fov)
     hh, ww = erp_hw
-    out = views.new_zeros(b, hh * ww, c)
-    wmap = views.new_zeros(b, hh * ww)
+    out = empty_like_huge(views, b, hh * ww, c).zero_()
+    wmap = empty_like_huge(views, b, hh * ww).zero_()
     groups = _groups([yaw, pitch, roll, fov])
     cache = len(groups) <= MAX_CACHED_CAMERAS
     for params, idx in groups.items():
@@ -342,7 +373,7 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
     hh, ww = erp_hw
     plan = _cached_stitch_plan(rig, (h, w), erp_hw, mode, weight, views.device, views.dtype)
     grad = torch.is_grad_enabled() and views.requires_grad
-    acc = views.new_zeros(hh * ww, t * c)
+    acc = empty_like_huge(views, hh * ww, t * c).zero_()
     buffer = None
     for i, (pixels, taps) in enumerate(plan.views):
         src = views[i * t : (i + 1) * t]
@@ -350,16 +381,16 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
             table = table_of(src)
         else:
             if buffer is None:
-                buffer = views.new_empty(h, w, t, c)
+                buffer = empty_like_huge(views, h, w, t, c)
             buffer.copy_(src.permute(2, 3, 0, 1))
             table = buffer.view(h * w, t * c)
         vals = bag(table, taps)
         acc = acc.index_add(0, pixels, vals) if grad else acc.index_add_(0, pixels, vals)
-    coverage = plan.coverage.view(1, 1, hh, ww).expand(t, 1, hh, ww).contiguous()
+    coverage = empty_like_huge(views, t, 1, hh, ww).copy_(plan.coverage.view(1, 1, hh, ww).expand(t, 1, hh, ww))
     if grad:
         erp = acc.view(hh, ww, t, c).permute(2, 0, 1, 3)
     else:  # (H*W, T*C) -> (T, H, W, C) in row chunks that stay in cache
-        erp = views.new_empty(t, hh, ww, c)
+        erp = empty_like_huge(views, t, hh, ww, c)
         acc = acc.view(hh, ww, t, c)
         for r0 in range(0, hh, ROWS_PER_CHUNK):
             erp[:, r0 : r0 + ROWS_PER_CHUNK].copy_(acc[r0 : r0 + ROWS_PER_CHUNK].permute(2, 0, 1, 3))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, MAX_CACHED_CAMERAS, Taps, bag, check_mode, erp_taps, table_of
+from ._sampling import GRID_CACHE, MAX_CACHED_CAMERAS, Taps, bag, check_mode, empty_like_huge, erp_taps, scratch_table_of, table_of
 from .geometry import directions_to_erp_xy, erp_directions, rotation_matrix
 from .perspective import GEOMETRY_DTYPE, _batched_angles, _groups, check_erp
 
@@ -33,7 +33,7 @@ def rotate_erp(erp: Tensor, yaw, pitch, roll, mode: str = "bilinear") -> Tensor:
     b, c, h, w = erp.shape
     (yaw, pitch, roll), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll})
     grad = torch.is_grad_enabled() and erp.requires_grad
-    out = erp.new_empty(b, h, w, c) if not grad else None
+    out = empty_like_huge(erp, b, h, w, c) if not grad else None
     parts = []
     groups = _groups([yaw, pitch, roll])
     for params, idx in groups.items():
@@ -41,7 +41,7 @@ def rotate_erp(erp: Tensor, yaw, pitch, roll, mode: str = "bilinear") -> Tensor:
         taps = GRID_CACHE.get(key, lambda: _rotation_taps(params, erp_hw, mode, erp.device, erp.dtype),
                               len(groups) <= MAX_CACHED_CAMERAS)
         src = erp[idx]
-        vals = bag(table_of(src), taps).view(h, w, len(idx), c).permute(2, 0, 1, 3)
+        vals = bag(table_of(src) if grad else scratch_table_of(src), taps).view(h, w, len(idx), c).permute(2, 0, 1, 3)
         if grad:
             parts.append((idx, vals))
         else:
