@@ -345,10 +345,17 @@ class Server:
             resp.raise_for_status()
             return await resp.read()
 
-    async def interrupt(self, prompt_id: str) -> None:
-        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, OSError):
-            async with self.session.post(f"{self.url}/interrupt", json={"prompt_id": prompt_id}):
-                pass
+    async def cancel(self, prompt_id: str) -> None:
+        """Stop a prompt wherever it is: delete it from the pending queue (``POST /queue``), and
+        interrupt it if it is running (``POST /interrupt`` only acts on the running prompt), so an
+        abandoned prompt never runs later next to its retry.  Best effort: errors are logged."""
+        for path, body in (("/queue", {"delete": [prompt_id]}), ("/interrupt", {"prompt_id": prompt_id})):
+            try:
+                async with self.session.post(f"{self.url}{path}", json=body) as resp:
+                    if resp.status != 200:
+                        log.warning("POST %s%s for prompt %s: HTTP %d", self.url, path, prompt_id, resp.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                log.warning("POST %s%s for prompt %s failed: %s", self.url, path, prompt_id, exc)
 
 
 def history_error(entry: Mapping[str, Any] | None) -> str:
@@ -647,7 +654,7 @@ class _Batch:
         node = ""
         while True:
             if self.config.job_timeout and time.monotonic() - started > self.config.job_timeout:
-                await server.interrupt(pid)
+                await server.cancel(pid)
                 raise AttemptFailed(f"timed out after {self.config.job_timeout:g} s on {server.url}")
             try:
                 event = await asyncio.wait_for(events.get(), self.config.poll_interval)

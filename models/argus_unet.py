@@ -57,6 +57,9 @@ __all__ = [
 # over block_out_channels (320, 640, 1280, 1280); ComfyUI SVD_img2vid.unet_extra_config
 # num_head_channels = 64.
 SVD_HEAD_CHANNELS = 64
+# What diffusers uses for fields a config.json leaves out (UNetSpatioTemporalConditionModel.__init__).
+DIFFUSERS_DEFAULT_BLOCK_OUT_CHANNELS = (320, 640, 1280, 1280)
+DIFFUSERS_DEFAULT_NUM_ATTENTION_HEADS = (5, 10, 20, 20)
 
 # Prefixes a UNet saved from a full SGM/ComfyUI checkpoint carries.
 SGM_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
@@ -312,8 +315,8 @@ def head_channels_from_config(config: Mapping) -> int:
     ComfyUI's UNet is built with a fixed head width, diffusers with a head count per level, so
     the widths must agree across levels.
     """
-    channels = list(config["block_out_channels"])
-    heads = config.get("num_attention_heads", 16)  # diffusers' default for this class is (5,10,20,20)
+    channels = list(config.get("block_out_channels", DIFFUSERS_DEFAULT_BLOCK_OUT_CHANNELS))
+    heads = config.get("num_attention_heads", DIFFUSERS_DEFAULT_NUM_ATTENTION_HEADS)
     heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(channels)
     widths = {c // h for c, h in zip(channels, heads)}
     if len(widths) != 1 or any(c % h for c, h in zip(channels, heads)):

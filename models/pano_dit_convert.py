@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import pickle
 
 from .pano_dit_loader import CHECKPOINT_KEYS, convert_to_safetensors
 
@@ -27,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = convert_to_safetensors(args.src, args.dst, key=args.key)
+    try:
+        info = convert_to_safetensors(args.src, args.dst, key=args.key)
+    except (OSError, ValueError, pickle.UnpicklingError) as exc:  # incl. ForbiddenPickleError
+        log.error("convert-panodit: %s", exc)
+        return 2
     log.info("wrote %s: %s weights ('%s') from %s", args.dst, info["variant"], info["key"], args.src)
     return 0

@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_KEYS = ("ema", "model")  # preference order: fast-DiT download.find_model returns "ema" first
 SAFETENSORS_EXT = ".safetensors"
+# Read as safetensors; ".sft" is the short form ComfyUI lists (folder_paths.supported_pt_extensions).
+SAFETENSORS_EXTS = (SAFETENSORS_EXT, ".sft")
+# What torch.load raises on a file that is not a torch checkpoint at all (truncated, empty, text,
+# a bare pickle without torch's header): KeyError / EOFError from the legacy reader,
+# RuntimeError "Invalid magic number", UnpicklingError "invalid load key".
+_UNREADABLE_ERRORS = (KeyError, EOFError, RuntimeError, pickle.UnpicklingError)
 
 # Extra globals (beyond torch's weights-only defaults: tensors, storages, OrderedDict,
 # primitive containers) that an official checkpoint pickles.
@@ -69,7 +75,11 @@ def _torch_load_restricted(path: str) -> object:
     try:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
+    except _UNREADABLE_ERRORS as exc:
+        if not (isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc)):
+            raise ValueError(
+                f"{path}: not a readable torch checkpoint ({type(exc).__name__}: {str(exc)[:200] or 'no detail'})"
+            ) from None
         found = _GLOBAL_RE.findall(str(exc))
         name = found[0] if found else "an unsupported object"
         allowed = ", ".join(f"{g.__module__}.{g.__qualname__}" for g in ALLOWED_GLOBALS)
@@ -88,10 +98,14 @@ def read_checkpoint(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PanoDiT checkpoint not found: {path}")
-    if path.endswith(SAFETENSORS_EXT):
+    if path.lower().endswith(SAFETENSORS_EXTS):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path, device="cpu")
+        try:
+            return load_file(path, device="cpu")
+        except SafetensorError as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
     obj = _torch_load_restricted(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
@@ -120,8 +134,10 @@ def load_state_dict(path: str, key: str = "auto") -> tuple[dict[str, Tensor], st
         used = nested[0] if nested else "state_dict"
     elif key in nested:
         used = key
+    elif not nested:
+        raise ValueError(f"{path}: key {key!r} not in checkpoint; it is a plain state dict (one set of weights): use 'auto'")
     else:
-        raise ValueError(f"{path}: key {key!r} not in checkpoint; it has {sorted(map(str, ckpt))}")
+        raise ValueError(f"{path}: key {key!r} not in checkpoint; it has {nested}")
     sd = ckpt[used] if used in CHECKPOINT_KEYS else ckpt
     bad = [k for k, v in sd.items() if not isinstance(v, Tensor)]
     if bad:
@@ -219,6 +235,10 @@ def convert_to_safetensors(src: str, dst: str, key: str = "auto") -> dict:
         "pano360.train_args": json.dumps(info["args"], default=str),
     }
     tmp = dst + ".partial"
-    save_file(sd, tmp, metadata=metadata)
-    os.replace(tmp, dst)  # nothing half-written on failure
+    try:
+        save_file(sd, tmp, metadata=metadata)
+        os.replace(tmp, dst)  # nothing half-written on failure
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return info

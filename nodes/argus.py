@@ -31,7 +31,7 @@ from ..pipelines.argus import (
     place_frames_on_sphere,
     resize_long_side,
 )
-from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows
+from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows, window_seed
 from ..pipelines.camera_path import (
     CameraPath,
     constant_path,
@@ -51,6 +51,10 @@ CAMERA_PATH = io.Custom("PANO360_CAMERA_PATH")
 # models/argus/<name>/unet/... (diffusers folders) or single files; the files of
 # models/diffusion_models are listed under it too.
 ARGUS_FOLDER = "argus"
+
+# Perspective Video -> Equirect output size limits (px): a 64 px wide sphere up to 8K.
+ERP_WIDTH_RANGE = (64, 8192)
+ERP_HEIGHT_RANGE = (32, 4096)
 
 PATH_SOURCES = ("manual_fov", "keyframes", "argus_motion_txt", "megasam_npz", "realestate10k_txt", "estimate_from_video")
 
@@ -123,6 +127,20 @@ class Pano360CameraPath(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, source="manual_fov", keyframes=None):
+        """Keyframe text is checked before the queue runs (a linked keyframes input is checked in
+        execute).  No ``**kwargs``, and only inputs without ranges: ComfyUI 0.3.64 skips its own
+        min/max/list checks for every input a validate_inputs accepts (execution.validate_inputs)."""
+        if source not in PATH_SOURCES:
+            return f"source: expected one of {', '.join(PATH_SOURCES)}, got {source!r}"
+        if source == "keyframes" and isinstance(keyframes, str):
+            try:
+                path_from_keyframes(keyframes, 1)
+            except ValueError as err:
+                return f"keyframes: {err}"
+        return True
+
+    @classmethod
     def fingerprint_inputs(cls, source, file="", fov_file="", **kw):
         """Re-run when a camera file changes on disk (its modification time), not only when the
         widget text changes."""
@@ -182,9 +200,9 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
             inputs=[
                 io.Image.Input("frames", tooltip="The perspective video frames [T,H,W,C], 0..1."),
                 CAMERA_PATH.Input("camera_path", tooltip="Per-frame rotation and FOV (Camera Path node). " + ANGLE_CONVENTION),
-                io.Int.Input("width", default=ARGUS_ERP_HW[1], min=64, max=8192, step=16,
+                io.Int.Input("width", default=ARGUS_ERP_HW[1], min=ERP_WIDTH_RANGE[0], max=ERP_WIDTH_RANGE[1], step=16,
                              tooltip="Equirect width in pixels (2 × height). Argus generates 1024 × 512."),
-                io.Int.Input("height", default=ARGUS_ERP_HW[0], min=32, max=4096, step=8,
+                io.Int.Input("height", default=ARGUS_ERP_HW[0], min=ERP_HEIGHT_RANGE[0], max=ERP_HEIGHT_RANGE[1], step=8,
                              tooltip="Equirect height in pixels. Argus generates 512 (a multiple of 8 for the VAE)."),
                 io.Int.Input("input_long_side", default=ARGUS_INPUT_LONG_SIDE, min=0, max=8192,
                              tooltip="Frames are first resized so their longer side is this many pixels (antialiased), "
@@ -197,7 +215,11 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width, height, **kw):
+    def validate_inputs(cls, width, height):
+        # ComfyUI skips its min/max checks for inputs named here, so the ranges are checked too.
+        if not (ERP_WIDTH_RANGE[0] <= width <= ERP_WIDTH_RANGE[1] and ERP_HEIGHT_RANGE[0] <= height <= ERP_HEIGHT_RANGE[1]):
+            return (f"width must be in {ERP_WIDTH_RANGE[0]}..{ERP_WIDTH_RANGE[1]} and height in "
+                    f"{ERP_HEIGHT_RANGE[0]}..{ERP_HEIGHT_RANGE[1]}, got {width}×{height}")
         if width != 2 * height:
             return f"width must be 2 × height for an equirect, got {width}×{height}"
         return True
@@ -363,7 +385,7 @@ class Pano360ArgusLongVideo(io.ComfyNode):
                 io.Mask.Input("mask", tooltip="[T,H,W], 1 where the input frame covers the sphere."),
                 io.Image.Input("frames", tooltip="The perspective frames [T,h,w,C] (CLIP tokens)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed; window i uses seed + i."),
+                             tooltip="Seed; window i uses seed + i (wrapping at 2^64)."),
                 io.Int.Input("steps", default=25, min=1, max=1000, tooltip="Sampling steps per window (Argus: 25)."),
                 io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, tooltip="Guidance scale (Argus: 3)."),
                 io.Combo.Input("sampler_name", options=_host.sampler_names(), default="euler",
@@ -384,9 +406,11 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window, overlap, **kw):
-        if overlap >= window:
-            return f"overlap must be smaller than window, got overlap {overlap} and window {window}"
+    def validate_inputs(cls, window, overlap):
+        # No **kwargs: ComfyUI would then skip its min/max/list checks of every input (steps,
+        # sampler_name, ...); window and overlap, named here, are range-checked by plan_windows' rules.
+        if window < 2 or not 0 <= overlap < window:
+            return f"need window >= 2 and 0 <= overlap < window, got overlap {overlap} and window {window}"
         return True
 
     @classmethod
@@ -400,11 +424,11 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         def sample_window(cond_erp, cond_mask, cond_frames, i):
             cond = argus_conditioning(enc_image, enc_latent, cond_erp, cond_mask, cond_frames, noise_aug=noise_aug,
                                       fps=fps, motion_bucket_id=motion_bucket_id,
-                                      generator=torch.Generator().manual_seed(seed + i))
+                                      generator=torch.Generator().manual_seed(window_seed(seed, i)))
             positive, negative = _conditioning_lists(cond)
             n, _, H, W = cond_erp.shape
             empty = torch.zeros([n, 4, H // 8, W // 8])
-            return _host.sample_latent(model, seed + i, steps, cfg, sampler_name, scheduler, positive, negative, empty)
+            return _host.sample_latent(model, window_seed(seed, i), steps, cfg, sampler_name, scheduler, positive, negative, empty)
 
         def decode(latents):
             return seam_blended_decode(vae.decode, latents, blend_ratio).movedim(-1, 1)

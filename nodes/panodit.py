@@ -73,7 +73,8 @@ class Pano360PanoDiTLoader(io.ComfyNode):
                     options=["auto", *CHECKPOINT_KEYS],
                     default="auto",
                     tooltip="Which weights of a training checkpoint: auto = EMA when present (as the original "
-                    "sampler), else the raw model. Ignored for plain state dicts and safetensors.",
+                    "sampler), else the raw model. Plain state dicts and safetensors hold one set of weights: "
+                    "use auto.",
                 ),
                 io.Combo.Input(
                     "weight_dtype",
@@ -175,7 +176,8 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, roll_at: str = "", **_) -> bool | str:
+    def validate_inputs(cls, roll_at: str = "") -> bool | str:
+        # No **kwargs: ComfyUI 0.3.64 would then skip its min/max/list checks of every input.
         try:
             parse_fractions(roll_at)
         except ValueError as exc:

@@ -28,11 +28,15 @@ __all__ = [
     "crossfade_weights",
     "join_latents",
     "generate_long_video",
+    "window_seed",
 ]
 
 # Argus inference defaults: num_frames 25 per window (SVD-XT length), blend_frames 5.
 ARGUS_WINDOW = 25
 ARGUS_OVERLAP = 5
+# ComfyUI seeds are unsigned 64-bit (KSampler's seed widget max 0xffffffffffffffff), the range
+# torch.Generator.manual_seed accepts.
+SEED_MODULUS = 2**64
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,11 @@ def plan_windows(num_frames: int, window: int = ARGUS_WINDOW, overlap: int = ARG
         start = out[-1].stop - overlap
         out.append(Window(start, min(start + window, num_frames), overlap))
     return tuple(out)
+
+
+def window_seed(seed: int, index: int) -> int:
+    """The seed of window ``index``: ``seed + index``, wrapped into the 64-bit seed range."""
+    return (seed + index) % SEED_MODULUS
 
 
 def crossfade_weights(overlap: int, dtype=torch.float32, device=None) -> torch.Tensor:

@@ -233,7 +233,13 @@ def path_from_megasam_npz(path_or_file, mode: Literal["exact", "argus"] = "exact
     fovx = 2·atan2(cx, f) as in Argus's ``inference.py`` (the principal point stands in for half
     the image width).
     """
-    with np.load(path_or_file) as data:
+    try:
+        data = np.load(path_or_file, allow_pickle=False)
+    except (ValueError, EOFError) as err:  # text, truncated, or an object array (never unpickled)
+        raise ValueError(f"megasam npz: not an .npz archive of arrays ({err.__class__.__name__})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"megasam npz: not an .npz archive (a single {type(data).__name__} array)")
+    with data:
         missing = [k for k in ("cam_c2w", "intrinsic") if k not in data.files]
         if missing:
             raise ValueError(f"megasam npz: missing arrays {missing}; has {data.files}")
@@ -315,13 +321,14 @@ def path_from_keyframes(spec: str, num_frames: int, fov_deg: float = DEFAULT_FOV
 ESTIMATE_PYRAMID_MIN_SIZE = 24  # px, the short side of the coarsest level
 ESTIMATE_ITERATIONS = 10  # Gauss–Newton steps per level (at most)
 CONVERGED_STEP = 1e-6  # rad (0.00006°): stop a level when the update is this small
-HUBER_K = 1.345
+HUBER_K = 1.345  # Huber threshold in robust standard deviations (95 % efficiency, Huber 1981)
+MAD_TO_SIGMA = 1.4826  # median absolute deviation -> standard deviation of a Gaussian (1 / Φ⁻¹(3/4))
 # Central differences for the Jacobian (grid_sample has no forward-mode AD): 1e-3 rad is a
 # tenth of a pixel at these sizes and well above float32 rounding of the residuals.
 JACOBIAN_STEP = 1e-3
 # Images and residuals in float32 (half the memory traffic of float64); the rotation
 # chain and the Euler reading are done in float64.
-ESTIMATE_DTYPE = torch.float32  # Huber threshold in robust standard deviations (95 % efficiency)
+ESTIMATE_DTYPE = torch.float32
 
 
 def _skew_exp(w: torch.Tensor) -> torch.Tensor:
@@ -385,7 +392,7 @@ def _align_pair(prev: torch.Tensor, cur: torch.Tensor, fov_x: float, w0: torch.T
             r = res[0]
             J = ((res[1:4] - res[4:7]) / (2 * JACOBIAN_STEP)).T  # (C*N, 3) central differences
             ok = valid[0].repeat(p.shape[0])
-            scale = 1.4826 * r[ok].abs().median().clamp_min(1e-6)  # MAD -> sigma
+            scale = MAD_TO_SIGMA * r[ok].abs().median().clamp_min(1e-6)
             a = r.abs() / (HUBER_K * scale)
             wt = torch.where(a <= 1, torch.ones_like(a), 1 / a) * ok
             JtW = J.T * wt

@@ -100,6 +100,20 @@ def test_megasam_npz_fov_from_principal_point():
     assert path.yaw[2] == pytest.approx(0.3) and path.yaw[1] == 0.0
 
 
+@pytest.mark.parametrize("content", ["npy", "text"])
+def test_a_file_that_is_no_npz_archive_is_a_value_error(tmp_path, content):
+    # The node turns ValueError into an error naming its 'file' input; a plain .npy or a text
+    # file must not escape as TypeError or suggest loading pickles.
+    path = tmp_path / "poses.npz"
+    if content == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros((4, 4, 4)))
+    else:
+        path.write_text("not an archive")
+    with pytest.raises(ValueError, match="megasam npz: .*not an .npz archive"):
+        path_from_megasam_npz(str(path))
+
+
 def test_realestate10k_world_to_camera_rows():
     R = FLIP_Y @ _pack_R(np.array([-0.4, 0.2, 0.0])) @ FLIP_Y  # camera-to-world, OpenCV axes
     w2c = np.concatenate([R.T, np.zeros((3, 1))], 1)

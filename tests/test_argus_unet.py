@@ -107,3 +107,16 @@ def test_head_width_from_config():
     assert head_channels_from_config(TINY_SVD_CONFIG) == 16
     with pytest.raises(ValueError, match="unequal head widths"):
         head_channels_from_config({"block_out_channels": [32, 64], "num_attention_heads": [2, 2]})
+
+
+def test_head_width_of_a_config_that_relies_on_diffusers_defaults():
+    # diffusers fills absent fields from UNetSpatioTemporalConditionModel.__init__'s defaults:
+    # block_out_channels (320, 640, 1280, 1280), num_attention_heads (5, 10, 20, 20) -> SVD's 64.
+    diffusers = pytest.importorskip("diffusers")
+    import inspect
+
+    defaults = inspect.signature(diffusers.UNetSpatioTemporalConditionModel.__init__).parameters
+    channels, heads = defaults["block_out_channels"].default, defaults["num_attention_heads"].default
+    assert channels[0] // heads[0] == 64   # the independent reference: diffusers' own defaults
+    assert head_channels_from_config({}) == 64
+    assert head_channels_from_config({"block_out_channels": list(channels)}) == 64

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pano360.pipelines.argus_windows import (
+    window_seed,
     Window,
     crossfade_weights,
     generate_long_video,
@@ -75,3 +76,12 @@ def test_bad_window_arguments_are_named():
     with pytest.raises(ValueError, match="num_frames"):
         plan_windows(0)
     assert plan_windows(3, window=2, overlap=1) == (Window(0, 2, 0), Window(1, 3, 1))
+
+
+def test_window_seeds_count_up_and_wrap_at_the_64_bit_seed_range():
+    # ComfyUI seeds go up to 2**64 - 1; seed + i must stay a valid torch seed for every window.
+    assert [window_seed(7, i) for i in range(3)] == [7, 8, 9]
+    top = 0xFFFFFFFFFFFFFFFF
+    assert [window_seed(top, i) for i in range(3)] == [top, 0, 1]
+    for i in range(3):
+        torch.Generator().manual_seed(window_seed(top, i))   # would raise "Overflow" for top + 1

@@ -121,7 +121,11 @@ def test_variant_detected_from_xl2_shapes():
 def test_missing_key_choice_is_named(tmp_path):
     path = str(tmp_path / "plain.pt")
     torch.save(tiny_model(0).state_dict(), path)
-    with pytest.raises(ValueError, match="key 'ema' not in checkpoint"):
+    with pytest.raises(ValueError, match="key 'ema' not in checkpoint; it is a plain state dict .*use 'auto'"):
+        load_state_dict(path, key="ema")
+    path = str(tmp_path / "model_only.pt")
+    torch.save({"model": tiny_model(0).state_dict(), "opt": {}}, path)
+    with pytest.raises(ValueError, match=r"key 'ema' not in checkpoint; it has \['model'\]$"):
         load_state_dict(path, key="ema")
 
 
@@ -131,3 +135,36 @@ def test_legacy_non_zip_checkpoint_loads_too(tmp_path):
     torch.save({"ema": sd, "args": argparse.Namespace(model="DiT-XL/2")}, path, _use_new_zipfile_serialization=False)
     loaded, info = load_panodit(path)
     assert info["key"] == "ema" and torch.equal(loaded.final_layer.linear.weight, sd["final_layer.linear.weight"])
+
+
+@pytest.mark.parametrize("data", [b"hello, not a checkpoint", b"", b"\x80\x02}q\x00."], ids=["text", "empty", "bare-pickle"])
+def test_a_file_that_is_no_torch_checkpoint_is_a_clear_error_naming_it(tmp_path, data):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=r"broken\.pt: not a readable torch checkpoint") as info:
+        load_panodit(str(path))
+    assert not isinstance(info.value, ForbiddenPickleError)   # nothing was refused: the file is broken
+
+
+def test_sft_files_listed_by_comfyui_are_read_as_safetensors(tmp_path):
+    # ComfyUI lists .sft (short for .safetensors) in every model folder.
+    from safetensors.torch import save_file
+
+    model = tiny_model(3)
+    path = str(tmp_path / "panodit.sft")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    loaded, info = load_panodit(path)
+    assert info["variant"] == "tiny"
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_convert_command_reports_a_refused_checkpoint_without_a_traceback(tmp_path, caplog):
+    marker = tmp_path / "executed"
+    _Exploit.marker = str(marker)
+    src, dst = str(tmp_path / "evil.pt"), str(tmp_path / "out.safetensors")
+    torch.save({"ema": tiny_model(0).state_dict(), "args": _Exploit()}, src)
+    parser = argparse.ArgumentParser()
+    pano_dit_convert.add_arguments(parser)
+    assert pano_dit_convert.run(parser.parse_args([src, dst])) == 2
+    assert "evil.pt: refused to load" in caplog.text
+    assert not marker.exists() and not os.path.exists(dst) and not os.path.exists(dst + ".partial")

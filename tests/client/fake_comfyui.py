@@ -2,7 +2,7 @@
 
 Speaks the subset of ComfyUI 0.3.64's protocol the client uses (shared/specs/comfyui-host.md
 §5): ``POST /prompt`` (client-chosen ``prompt_id``, ``node_errors``), ``GET /history[/id]``,
-``GET /queue``, ``GET /view``, ``POST /upload/image``, ``POST /interrupt``,
+``GET /queue``, ``POST /queue`` (``delete``), ``GET /view``, ``POST /upload/image``, ``POST /interrupt``,
 ``GET /object_info[/class]``, and ``/ws?clientId=`` with ``status``, ``execution_start``,
 ``executing``, ``progress``, ``executed``, ``execution_success``, ``execution_error``.
 It executes one prompt at a time like ComfyUI, and counts submissions per prompt id.
@@ -33,6 +33,7 @@ class FakeComfyUI:
         self.drops_left = drop_mid_job
         self.submissions: collections.Counter[str] = collections.Counter()
         self.executed: list[str] = []
+        self.interrupted: set[str] = set()
         self.history: dict[str, dict] = {}
         self.pending: list[tuple[str, dict, str]] = []
         self.running: tuple[str, dict, str] | None = None
@@ -52,6 +53,7 @@ class FakeComfyUI:
         app.router.add_get("/history", self.get_history_all)
         app.router.add_get("/history/{pid}", self.get_history)
         app.router.add_get("/queue", self.get_queue)
+        app.router.add_post("/queue", self.post_queue)
         app.router.add_get("/view", self.get_view)
         app.router.add_post("/upload/image", self.post_upload)
         app.router.add_post("/interrupt", self.post_interrupt)
@@ -131,7 +133,19 @@ class FakeComfyUI:
         self.uploads[name] = data
         return web.json_response({"name": name, "subfolder": "", "type": "input"})
 
+    async def post_queue(self, request):
+        """ComfyUI's ``POST /queue``: ``{"delete": [prompt ids]}`` drops pending prompts."""
+        body = await request.json()
+        drop = set(map(str, body.get("delete") or []))
+        self.pending = [t for t in self.pending if t[0] not in drop]
+        return web.Response()
+
     async def post_interrupt(self, request):
+        """ComfyUI's ``POST /interrupt``: with a ``prompt_id``, only that prompt if it is running."""
+        body = await request.json() if request.can_read_body else {}
+        pid = body.get("prompt_id")
+        if self.running and (pid is None or self.running[0] == pid):
+            self.interrupted.add(self.running[0])
         return web.Response()
 
     async def get_object_info_all(self, request):
@@ -185,6 +199,12 @@ class FakeComfyUI:
             await self._send(cid, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid})
             for step in range(self.steps):
                 await asyncio.sleep(self.step_delay)
+                if pid in self.interrupted:
+                    await self._send(cid, "execution_interrupted", {"prompt_id": pid, "node_id": node_id})
+                    self.history[pid] = {"prompt": [0, pid, prompt, {}, []], "outputs": {},
+                                         "status": {"status_str": "error", "completed": False,
+                                                    "messages": [["execution_interrupted", {"prompt_id": pid}]]}}
+                    return
                 await self._send(cid, "progress", {"value": step + 1, "max": self.steps, "node": node_id,
                                                    "prompt_id": pid})
                 if self.drops_left > 0:   # crash: the connection drops and the job is gone

@@ -134,6 +134,22 @@ def test_a_job_that_keeps_losing_its_connection_fails_clearly_after_the_bound(tm
     assert message.startswith("failed after 2 attempts:") and "lost prompt" in message
 
 
+def test_timed_out_jobs_never_run_later_running_or_still_queued(tmp_path):
+    # One prompt runs while the other waits in the server's queue; both time out. Interrupting
+    # only stops the running one, so the queued one must be deleted from the queue, or it runs
+    # later next to its retry (a duplicate execution).
+    async def main():
+        async with FakeComfyUI(OBJECT_INFO, steps=10, step_delay=0.05) as server:
+            result = await run_batch(WORKFLOW, seed_jobs(2), config(tmp_path, [server], max_queued=2, retries=0,
+                                                                    job_timeout=0.3, poll_interval=0.05))
+            await asyncio.sleep(1.5)   # longer than one prompt: anything left in the queue would run now
+            return result, server
+
+    result, server = run(main())
+    assert len(result.failed) == 2 and all("timed out" in m for m in result.failed.values())
+    assert server.executed == [] and server.pending == []
+
+
 def test_execution_errors_are_retried_then_reported_with_the_node(tmp_path):
     async def main():
         fail = lambda prompt: "out of memory"

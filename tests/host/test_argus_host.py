@@ -8,6 +8,7 @@ is how the tiny configuration below loads.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import pathlib
@@ -183,6 +184,10 @@ def test_camera_path_node_names_the_bad_input(comfy_in_process):
     assert text.splitlines()[5].startswith("4 50.000")
     with pytest.raises(NodeInputError, match="'keyframes'"):
         comfy_in_process.run_node(Pano360CameraPath, source="keyframes", **dict(kw, keyframes="0:zoom=2"))
+    assert "unknown name 'zoom'" in Pano360CameraPath.validate_inputs(source="keyframes", keyframes="0:zoom=2")
+    assert "not a number" in Pano360CameraPath.validate_inputs(source="keyframes", keyframes="0:yaw=left")
+    assert Pano360CameraPath.validate_inputs(source="keyframes", keyframes="0:yaw=0; 24:yaw=90,fov=60") is True
+    assert Pano360CameraPath.validate_inputs(source="manual_fov", keyframes="0:zoom=2") is True   # not used
     with pytest.raises(NodeInputError, match="'file'"):
         comfy_in_process.run_node(Pano360CameraPath, source="megasam_npz", **dict(kw, file="no_such.npz"))
     with pytest.raises(NodeInputError, match="'video'"):
@@ -286,3 +291,26 @@ def test_camera_path_reruns_when_its_file_changes(comfy_in_process, tmp_path):
     first = Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=str(f), fov_file="")
     os.utime(f, (1, 1))
     assert Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=str(f), fov_file="") != first
+
+
+def test_comfyui_still_range_checks_inputs_of_nodes_with_validate_inputs(comfy_in_process, monkeypatch):
+    # ComfyUI 0.3.64 (execution.validate_inputs) skips its own min/max/list checks for every
+    # input a node's validate_inputs accepts, and for all inputs when it takes **kwargs.
+    import inspect
+
+    import execution
+    import nodes as comfy_nodes
+
+    from pano360.nodes import argus, panodit
+    from pano360.nodes.argus import Pano360CameraPath
+
+    for node in argus.NODES + panodit.NODES:
+        if "validate_inputs" in vars(node):
+            assert inspect.getfullargspec(node.validate_inputs).varkw is None, node.__name__
+
+    monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, "Pano360CameraPath", Pano360CameraPath)
+    inputs = dict(source="manual_fov", fov_deg=500.0, num_frames=25, keyframes="", file="", fov_file="",
+                  pose_conversion="exact", estimate_fov=False, yaw_offset_deg=0.0)
+    ok, errors, _ = asyncio.run(execution.validate_inputs("p", {"1": {"class_type": "Pano360CameraPath",
+                                                                      "inputs": inputs}}, "1", {}))
+    assert not ok and [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [("value_bigger_than_max", "fov_deg")]
