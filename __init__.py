@@ -15,9 +15,9 @@ WEB_DIRECTORY = "./web"
 
 async def comfy_entrypoint():
     """V3 entry point: returns the extension that lists every Pano360 node."""
-    from .nodes import Pano360Extension
+    from .nodes import make_extension
 
-    return Pano360Extension()
+    return make_extension()
 
 
 __all__ = ["WEB_DIRECTORY", "comfy_entrypoint"]

@@ -1,28 +1,34 @@
 """Pano360's ComfyUI nodes (V3 API).
 
-One module per topic; each lists its node classes in ``NODES``.  This package imports
-ComfyUI (through ``_host``) and is only imported by ComfyUI via ``comfy_entrypoint``
-or by tests that run against a real ComfyUI.
+One module per topic; each lists its node classes in ``NODES``.  The topic modules import
+ComfyUI (through ``_host``); this package file itself does not, so host-free helpers such
+as ``nodes._common`` stay importable (and testable) without ComfyUI.  ComfyUI reaches the
+nodes through ``comfy_entrypoint`` -> :func:`make_extension`.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from ._host import ComfyExtension, io
-
 # Topic modules, in the order their nodes appear in the node library.
 TOPICS = ("projection", "output", "multiview", "seam", "panodit", "lookbeyond", "argus")
 
 
-def all_nodes() -> list[type[io.ComfyNode]]:
-    nodes: list[type[io.ComfyNode]] = []
+def all_nodes() -> list[type]:
+    """Every Pano360 node class (``io.ComfyNode`` subclasses), in library order."""
+    nodes: list[type] = []
     for topic in TOPICS:
         module = importlib.import_module(f".{topic}", __name__)
         nodes.extend(module.NODES)
     return nodes
 
 
-class Pano360Extension(ComfyExtension):
-    async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return all_nodes()
+def make_extension():
+    """The V3 ``ComfyExtension`` listing every Pano360 node."""
+    from ._host import ComfyExtension
+
+    class Pano360Extension(ComfyExtension):
+        async def get_node_list(self) -> list[type]:
+            return all_nodes()
+
+    return Pano360Extension()

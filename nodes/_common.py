@@ -46,3 +46,34 @@ def mask_to_bhw(mask: torch.Tensor, node_id: str, input_name: str) -> torch.Tens
     if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
         raise NodeInputError(node_id, input_name, "a MASK [B,H,W] or [H,W]", describe(mask))
     return mask.unsqueeze(0) if mask.ndim == 2 else mask
+
+
+def widget_errors(schema, **values) -> str | None:
+    """ComfyUI's own widget checks for the inputs a node's ``validate_inputs`` names.
+
+    ComfyUI 0.3.64 skips its min/max/choice checks for every input that ``validate_inputs``
+    accepts (``execution.validate_inputs``), so a node that checks, say, ``width`` against
+    ``height`` must re-check ``width``'s range itself.  ``schema`` is the node's
+    ``define_schema()``.  A value of ``None`` is a linked input (its value is only known when
+    the node runs, where ``execute`` checks it) and is skipped.  Returns the first message, or
+    None when every named value is acceptable.
+    """
+    specs = {spec.id: spec for spec in schema.inputs}
+    for name, value in values.items():
+        if value is None:
+            continue
+        spec = specs[name]
+        low, high = getattr(spec, "min", None), getattr(spec, "max", None)
+        options = getattr(spec, "options", None)
+        if low is not None and value < low:
+            return f"{schema.node_id}: input '{name}': expected at least {low}, got {value}"
+        if high is not None and value > high:
+            return f"{schema.node_id}: input '{name}': expected at most {high}, got {value}"
+        if options is not None and value not in options:
+            return f"{schema.node_id}: input '{name}': expected one of {list(options)}, got {value!r}"
+    return None
+
+
+def known(*values) -> bool:
+    """True when none of the values is a linked input (``None`` during validation)."""
+    return all(v is not None for v in values)

@@ -291,3 +291,17 @@ def share_model_folder(name: str, other: str) -> None:
     for path in _folder_paths.get_folder_paths(other):
         if path not in _folder_paths.get_folder_paths(name):
             _folder_paths.add_model_folder_path(name, path)
+
+
+def input_file(relative: str) -> str:
+    """The real path of ``relative`` inside ComfyUI's input folder (subfolders allowed).
+
+    Anything that resolves outside it (an absolute path elsewhere, ``..``, a symlink out) is
+    refused with ValueError: a prompt queued through the API must not read arbitrary files
+    of the server.  Existence is the caller's check.
+    """
+    root = os.path.realpath(_folder_paths.get_input_directory())
+    full = os.path.realpath(os.path.join(root, relative))
+    if not relative or os.path.commonpath([root, full]) != root:
+        raise ValueError(f"expected a file inside ComfyUI's input folder {root}, got {relative!r}")
+    return full

@@ -43,7 +43,8 @@ from ..pipelines.camera_path import (
 )
 from ..pipelines.seam import ARGUS_BLEND_RATIO, seam_blended_decode
 from . import _host
-from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw, mask_to_bhw
+from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw, known,
+                      mask_to_bhw, widget_errors)
 from ._host import io, log, progress_callback
 
 CATEGORY = "Pano360/argus"
@@ -63,10 +64,14 @@ _host.share_model_folder(ARGUS_FOLDER, "diffusion_models")
 
 
 def _input_file(node: str, name: str, value: str) -> str:
-    """An absolute path, or one relative to ComfyUI's input folder; NodeInputError if absent."""
-    path = value if os.path.isabs(value) else os.path.join(_host.input_directory(), value)
-    if not value or not os.path.isfile(path):
-        raise NodeInputError(node, name, "an existing file (absolute, or relative to ComfyUI's input folder)", repr(value))
+    """A file inside ComfyUI's input folder (a path relative to it); NodeInputError otherwise."""
+    expected = "an existing file inside ComfyUI's input folder (a path relative to it)"
+    try:
+        path = _host.input_file(value)
+    except ValueError:
+        raise NodeInputError(node, name, expected, repr(value)) from None
+    if not os.path.isfile(path):
+        raise NodeInputError(node, name, expected, repr(value))
     return path
 
 
@@ -104,7 +109,8 @@ class Pano360CameraPath(io.ComfyNode):
                                         "roll, fov; linear in between. " + ANGLE_CONVENTION),
                 io.String.Input("file", default="",
                                 tooltip="For the file sources: path of the motion txt (3 rows pitch, yaw, roll in radians), "
-                                        "MegaSaM npz, or RealEstate10K txt; absolute or relative to ComfyUI's input folder."),
+                                        "MegaSaM npz, or RealEstate10K txt; a path relative to ComfyUI's input folder "
+                                        "(files outside it are refused)."),
                 io.String.Input("fov_file", default="",
                                 tooltip="For argus_motion_txt: the fov txt ('fovx fovy' in degrees). Empty uses fov_deg."),
                 io.Combo.Input("pose_conversion", options=["exact", "argus"], default="exact",
@@ -131,7 +137,7 @@ class Pano360CameraPath(io.ComfyNode):
         """Keyframe text is checked before the queue runs (a linked keyframes input is checked in
         execute).  No ``**kwargs``, and only inputs without ranges: ComfyUI 0.3.64 skips its own
         min/max/list checks for every input a validate_inputs accepts (execution.validate_inputs)."""
-        if source not in PATH_SOURCES:
+        if source is not None and source not in PATH_SOURCES:
             return f"source: expected one of {', '.join(PATH_SOURCES)}, got {source!r}"
         if source == "keyframes" and isinstance(keyframes, str):
             try:
@@ -146,8 +152,11 @@ class Pano360CameraPath(io.ComfyNode):
         widget text changes."""
         stamps = []
         for value in (file, fov_file):
-            path = value if os.path.isabs(value) else os.path.join(_host.input_directory(), value)
-            stamps.append(os.path.getmtime(path) if value and os.path.isfile(path) else None)
+            try:
+                path = _host.input_file(value)
+            except ValueError:  # empty or outside the input folder: execute reports it
+                path = None
+            stamps.append(os.path.getmtime(path) if path and os.path.isfile(path) else None)
         return (source, *stamps)
 
     @classmethod
@@ -215,12 +224,12 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, width, height):
-        # ComfyUI skips its min/max checks for inputs named here, so the ranges are checked too.
-        if not (ERP_WIDTH_RANGE[0] <= width <= ERP_WIDTH_RANGE[1] and ERP_HEIGHT_RANGE[0] <= height <= ERP_HEIGHT_RANGE[1]):
-            return (f"width must be in {ERP_WIDTH_RANGE[0]}..{ERP_WIDTH_RANGE[1]} and height in "
-                    f"{ERP_HEIGHT_RANGE[0]}..{ERP_HEIGHT_RANGE[1]}, got {width}×{height}")
-        if width != 2 * height:
+    def validate_inputs(cls, width=None, height=None):
+        # ComfyUI skips its min/max checks for inputs named here, so the ranges are checked too;
+        # a linked input arrives as None and is checked when the node runs.
+        if message := widget_errors(cls.define_schema(), width=width, height=height):
+            return message
+        if known(width, height) and width != 2 * height:
             return f"width must be 2 × height for an equirect, got {width}×{height}"
         return True
 
@@ -406,10 +415,13 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window, overlap):
+    def validate_inputs(cls, window=None, overlap=None):
         # No **kwargs: ComfyUI would then skip its min/max/list checks of every input (steps,
-        # sampler_name, ...); window and overlap, named here, are range-checked by plan_windows' rules.
-        if window < 2 or not 0 <= overlap < window:
+        # sampler_name, ...); window and overlap, named here, are range-checked here. A linked
+        # input arrives as None and is checked when the node runs.
+        if message := widget_errors(cls.define_schema(), window=window, overlap=overlap):
+            return message
+        if known(window, overlap) and (window < 2 or not 0 <= overlap < window):
             return f"need window >= 2 and 0 <= overlap < window, got overlap {overlap} and window {window}"
         return True
 

@@ -73,7 +73,8 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, folder_prefix: str | None = "lookbeyond/loop", **_) -> bool | str:
+    def validate_inputs(cls, folder_prefix: str | None = "lookbeyond/loop") -> bool | str:
+        # No **kwargs: ComfyUI 0.3.64 would then skip its min/max/choice checks of every input.
         # A linked input arrives as None (its value is not known before the run): execute checks it.
         if folder_prefix is None or _prefix_ok(folder_prefix):
             return True

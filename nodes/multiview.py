@@ -29,7 +29,7 @@ from ..pipelines.multiview import (
 from ..pipelines.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
 from ..projection import Rig, rig_preset
 from . import _host
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, describe, known, widget_errors
 from ._host import io
 
 RIG = io.Custom("PANO360_RIG")
@@ -121,10 +121,6 @@ def window_seed(seed: int, k: int) -> int:
     return (seed + k) % (SEED_MAX + 1)
 
 
-def _known(*values) -> bool:
-    """Whether every widget value is known at validation time: ComfyUI passes None for a
-    widget turned into a linked input (execution.get_input_data, 0.3.64)."""
-    return all(v is not None for v in values)
 
 
 def _rig(rig: Rig | None) -> Rig:
@@ -312,7 +308,9 @@ class Pano360MultiViewSampler(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, sync_start=0.0, sync_end=1.0):
         # A linked input arrives as None (its value is not known before the run): execute checks it.
-        if _known(sync_start, sync_end) and sync_start > sync_end:
+        if message := widget_errors(cls.define_schema(), sync_start=sync_start, sync_end=sync_end):
+            return message
+        if known(sync_start, sync_end) and sync_start > sync_end:
             return f"Pano360MultiViewSampler: input 'sync_start': expected <= sync_end ({sync_end}), got {sync_start}"
         return True
 
@@ -410,9 +408,12 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, window=PAPER_WINDOW, overlap=PAPER_OVERLAP, sync_start=0.0, sync_end=1.0):
         # A linked input arrives as None (its value is not known before the run): execute checks it.
-        if _known(window, overlap) and overlap >= window:
+        if message := widget_errors(cls.define_schema(), window=window, overlap=overlap,
+                                    sync_start=sync_start, sync_end=sync_end):
+            return message
+        if known(window, overlap) and overlap >= window:
             return f"Pano360AutoregressiveExtender: input 'overlap': expected < window ({window}), got {overlap}"
-        if _known(sync_start, sync_end) and sync_start > sync_end:
+        if known(sync_start, sync_end) and sync_start > sync_end:
             return (f"Pano360AutoregressiveExtender: input 'sync_start': expected <= sync_end ({sync_end}), "
                     f"got {sync_start}")
         return True

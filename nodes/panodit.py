@@ -176,8 +176,11 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, roll_at: str = "") -> bool | str:
+    def validate_inputs(cls, roll_at: str | None = "") -> bool | str:
         # No **kwargs: ComfyUI 0.3.64 would then skip its min/max/list checks of every input.
+        # A linked input arrives as None and is checked when the node runs.
+        if roll_at is None:
+            return True
         try:
             parse_fractions(roll_at)
         except ValueError as exc:
@@ -286,7 +289,9 @@ class Pano360TextFeatureFromNpy(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, path: str) -> bool | str:
+    def validate_inputs(cls, path: str | None = None) -> bool | str:
+        if path is None:  # a linked input: checked when the node runs
+            return True
         try:
             _input_path(path)
         except ValueError as exc:
@@ -318,12 +323,9 @@ class Pano360TextFeatureFromNpy(io.ComfyNode):
 
 def _input_path(path: str) -> str:
     """Resolve ``path`` inside ComfyUI's input folder; refuse anything outside it."""
-    root = os.path.realpath(_host.input_directory())
-    full = os.path.realpath(os.path.join(root, path))
-    if os.path.commonpath([root, full]) != root:
-        raise ValueError(f"path must stay inside the input folder, got {path!r}")
+    full = _host.input_file(path)
     if not full.endswith(".npy") or not os.path.isfile(full):
-        raise ValueError(f"path: no .npy file {path!r} in the input folder {root}")
+        raise ValueError(f"path: no .npy file {path!r} in the input folder {_host.input_directory()}")
     return full
 
 

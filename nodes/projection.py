@@ -25,7 +25,7 @@ from ..projection import (
     rotate_erp,
     stitch_rig,
 )
-from ._common import ANGLE_CONVENTION, NodeInputError, describe, image_to_bchw
+from ._common import ANGLE_CONVENTION, NodeInputError, describe, image_to_bchw, widget_errors
 from ._host import io
 
 CATEGORY = "Pano360/projection"
@@ -108,6 +108,8 @@ class Pano360Rig(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, preset="videopanda8", custom_json=""):
         # A linked input arrives as None (its value is not known before the run): not checked here.
+        if message := widget_errors(cls.define_schema(), preset=preset):
+            return message
         if preset == "custom_json" and custom_json is not None:
             try:
                 rig_from_json(custom_json)
@@ -174,6 +176,8 @@ class Pano360EquirectToPerspective(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, width=0, height=0):
         # A linked input arrives as None (its value is not known before the run): execute checks it.
+        if message := widget_errors(cls.define_schema(), width=width, height=height):
+            return message
         if width is not None and height is not None and (width == 0) != (height == 0):
             return "Pano360EquirectToPerspective: inputs 'width'/'height': set both or neither (0 keeps the rig's)"
         return True

@@ -281,16 +281,35 @@ def test_loader_lists_argus_and_diffusion_models_files(comfy_in_process):
         shutil.rmtree(argus_dir.parent, ignore_errors=True)
 
 
-def test_camera_path_reruns_when_its_file_changes(comfy_in_process, tmp_path):
+def test_camera_path_reruns_when_its_file_changes(comfy_in_process):
     import os
+    import pathlib
+
+    import folder_paths
 
     from pano360.nodes.argus import Pano360CameraPath
 
-    f = tmp_path / "motion.txt"
+    f = pathlib.Path(folder_paths.get_input_directory()) / "motion_fingerprint.txt"
     f.write_text("0 0\n0 0\n0 0\n")
-    first = Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=str(f), fov_file="")
-    os.utime(f, (1, 1))
-    assert Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=str(f), fov_file="") != first
+    try:
+        first = Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=f.name, fov_file="")
+        os.utime(f, (1, 1))
+        assert Pano360CameraPath.fingerprint_inputs(source="argus_motion_txt", file=f.name, fov_file="") != first
+    finally:
+        f.unlink()
+
+
+def test_camera_path_refuses_files_outside_the_input_folder(comfy_in_process, tmp_path):
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.argus import Pano360CameraPath
+
+    outside = tmp_path / "secret.txt"
+    outside.write_text("0 0\n0 0\n0 0\n")
+    kw = dict(fov_deg=90.0, num_frames=2, keyframes="", fov_file="", pose_conversion="exact",
+              estimate_fov=False, yaw_offset_deg=0.0)
+    for value in (str(outside), "../" * 12 + str(outside).lstrip("/")):
+        with pytest.raises(NodeInputError, match="inside ComfyUI's input folder"):
+            comfy_in_process.run_node(Pano360CameraPath, source="argus_motion_txt", file=value, **kw)
 
 
 def test_comfyui_still_range_checks_inputs_of_nodes_with_validate_inputs(comfy_in_process, monkeypatch):

@@ -12,7 +12,8 @@ import asyncio
 import pytest
 
 # One stub node with an output of every type the prompts below link from.
-SOURCE_TYPES = ("IMAGE", "PANO360_RIG", "INT", "STRING", "FLOAT", "LATENT", "MODEL", "CONDITIONING")
+SOURCE_TYPES = ("IMAGE", "PANO360_RIG", "INT", "STRING", "FLOAT", "LATENT", "MODEL", "CONDITIONING",
+                "PANO360_CAMERA_PATH", "CLIP_VISION", "VAE", "MASK", "PANO360_PANODIT")
 
 
 def _slot(kind: str) -> list:
@@ -118,3 +119,57 @@ def test_values_skipped_by_validation_are_checked_when_the_node_runs(comfy_in_pr
     with pytest.raises(NodeInputError, match=r"Pano360EquirectToPerspective: input 'width/height'"):
         run(Pano360EquirectToPerspective, panorama=torch.zeros(1, 8, 16, 3), rig=rig, mode="bilinear",
             width=32, height=0)
+
+
+def test_perspective_to_equirect_accepts_linked_sizes_and_range_checks_named_ones(validate):
+    from pano360.nodes.argus import Pano360PerspectiveToEquirect
+
+    base = {"frames": _slot("IMAGE"), "camera_path": _slot("PANO360_CAMERA_PATH"), "input_long_side": 512}
+    assert validate(Pano360PerspectiveToEquirect, {**base, "width": _slot("INT"), "height": 512}) == (True, [])
+    assert validate(Pano360PerspectiveToEquirect, {**base, "width": 1024, "height": _slot("INT")}) == (True, [])
+    ok, details = validate(Pano360PerspectiveToEquirect, {**base, "width": 1000, "height": 512})
+    assert not ok and "2 × height" in " ".join(details)
+    ok, details = validate(Pano360PerspectiveToEquirect, {**base, "width": 16384, "height": 8192})
+    assert not ok and "'width'" in " ".join(details)   # ComfyUI's own max, re-checked for a named input
+
+
+def test_argus_long_video_accepts_a_linked_window(validate):
+    from pano360.nodes.argus import Pano360ArgusLongVideo
+
+    inputs = {
+        "model": _slot("MODEL"), "clip_vision": _slot("CLIP_VISION"), "vae": _slot("VAE"),
+        "equirect": _slot("IMAGE"), "mask": _slot("MASK"), "frames": _slot("IMAGE"), "seed": 0, "steps": 2,
+        "cfg": 3.0, "sampler_name": "euler", "scheduler": "karras", "window": _slot("INT"), "overlap": 5,
+        "fps": 5, "motion_bucket_id": 127, "noise_aug": 0.02, "blend_ratio": 16.0,
+    }
+    assert validate(Pano360ArgusLongVideo, inputs) == (True, [])
+    ok, details = validate(Pano360ArgusLongVideo, {**inputs, "window": 5})
+    assert not ok and "overlap" in " ".join(details)
+
+
+def test_panodit_string_checks_accept_linked_text(validate):
+    from pano360.nodes.panodit import Pano360PanoDiTSampler, Pano360TextFeatureFromNpy
+
+    inputs = {"panodit": _slot("PANO360_PANODIT"), "text": _slot("CONDITIONING"), "steps": 10, "seed": 0,
+              "seam_rolls": True, "roll_at": _slot("STRING"), "roll_width": 0.25, "output_orientation": "input"}
+    assert validate(Pano360PanoDiTSampler, inputs) == (True, [])
+    ok, _ = validate(Pano360PanoDiTSampler, {**inputs, "roll_at": "0.5, banana"})
+    assert not ok
+    assert validate(Pano360TextFeatureFromNpy, {"path": _slot("STRING")}) == (True, [])
+
+
+def test_named_inputs_keep_comfyui_range_checks(validate):
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+    from pano360.nodes.multiview import Pano360MultiViewSampler
+    from pano360.nodes.projection import Pano360EquirectToPerspective
+
+    base = {"panorama": _slot("IMAGE"), "rig": _slot("PANO360_RIG"), "mode": "bilinear"}
+    ok, details = validate(Pano360EquirectToPerspective, {**base, "width": 10**6, "height": 10**6})
+    assert not ok and "at most" in " ".join(details)
+    loop = {"panorama": _slot("IMAGE"), "num_frames": 12, "fov": 500.0, "size": 64, "cameras_between": 0,
+            "folder_prefix": "lookbeyond/loop", "save": False}
+    ok, _ = validate(Pano360LookBeyondPerspectiveLoop, loop)   # fov 500 > max: ComfyUI's own check runs
+    assert not ok
+    schema = Pano360MultiViewSampler.define_schema()
+    assert Pano360MultiViewSampler.validate_inputs(sync_start=-1.0, sync_end=1.0) != True  # noqa: E712
+    assert schema.node_id in Pano360MultiViewSampler.validate_inputs(sync_start=2.0, sync_end=3.0)

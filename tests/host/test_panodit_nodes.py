@@ -93,7 +93,7 @@ def test_wrong_pooled_width_and_bad_inputs_are_named(comfy_dirs):
     np.save(comfy_dirs / "input" / "wrong.npy", np.zeros((1, 768), np.float32))
     with pytest.raises(NodeInputError, match=r"\(1,1024\)"):
         nodes.Pano360TextFeatureFromNpy.execute("wrong.npy")
-    assert "inside the input folder" in nodes.Pano360TextFeatureFromNpy.validate_inputs("../../etc/passwd.npy")
+    assert "inside ComfyUI's input folder" in nodes.Pano360TextFeatureFromNpy.validate_inputs("../../etc/passwd.npy")
 
 
 def test_lookbeyond_panorama_workflow_runs_on_a_tiny_panodit(comfy_server, sd15_checkpoint):
