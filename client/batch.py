@@ -153,24 +153,45 @@ class Manifest:
         write_json_atomic(self.path, self.data)
 
 
-@contextlib.contextmanager
-def batch_lock(out_dir: Path):
-    """One batch process per output folder (a stale lock of a dead process is taken over)."""
-    path = out_dir / LOCK_NAME
+def _lock_holder(path: Path) -> int | None:
+    """The live process holding the lock file, or None when the file is absent or stale."""
     try:
         pid = int(path.read_text().strip())
     except (OSError, ValueError):
-        pid = None
-    if pid and pid != os.getpid():
+        return None
+    if pid == os.getpid():
+        return pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, owned by another user
+        return pid
+    return pid
+
+
+@contextlib.contextmanager
+def batch_lock(out_dir: Path):
+    """One batch process per output folder.
+
+    The lock file is created with O_EXCL, so of two batches started at the same moment only
+    one gets it; a lock left by a dead process (SIGKILL, power loss) is taken over.
+    """
+    path = out_dir / LOCK_NAME
+    for _ in range(2):  # second try after removing a stale lock
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            raise BatchError(f"another batch (pid {pid}) is running on {out_dir}") from None
-        else:
-            raise BatchError(f"another batch (pid {pid}) is running on {out_dir}")
-    path.write_text(str(os.getpid()))
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None and holder != os.getpid():
+                raise BatchError(f"another batch (pid {holder}) is running on {out_dir}") from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        break
+    else:
+        raise BatchError(f"could not take the batch lock {path}: another batch took it at the same moment")
     try:
         yield
     finally:

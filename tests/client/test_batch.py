@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import os
 import socket
 
 import pytest
@@ -303,3 +304,26 @@ def test_sigkilled_client_process_leaves_a_resumable_manifest(tmp_path):
         asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+def test_batch_lock_is_exclusive_and_takes_over_a_dead_holder(tmp_path):
+    import subprocess
+    import sys
+
+    from pano360.client.batch import LOCK_NAME, BatchError, batch_lock
+
+    with batch_lock(tmp_path):
+        assert (tmp_path / LOCK_NAME).read_text() == str(os.getpid())
+    assert not (tmp_path / LOCK_NAME).exists()
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(str(alive.pid))
+        with pytest.raises(BatchError, match=f"pid {alive.pid}"):
+            with batch_lock(tmp_path):
+                pass
+    finally:
+        alive.kill()
+        alive.wait()
+    with batch_lock(tmp_path):  # the holder is dead now: its lock is taken over
+        assert (tmp_path / LOCK_NAME).read_text() == str(os.getpid())
