@@ -13,6 +13,7 @@ import pathlib
 import pytest
 import torch
 
+from _tiny_models import TINY_SVD_CONFIG
 from pano360.models.argus_unet import (
     convert_diffusers_svd_unet_keys,
     head_channels_from_config,
@@ -22,21 +23,6 @@ from pano360.models.argus_unet import (
 
 DATA = pathlib.Path(__file__).resolve().parent / "data"
 
-TINY_SVD_CONFIG = dict(
-    sample_size=8,
-    in_channels=8,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-    block_out_channels=(32, 64),
-    addition_time_embed_dim=8,
-    projection_class_embeddings_input_dim=24,
-    layers_per_block=1,
-    cross_attention_dim=16,
-    transformer_layers_per_block=1,
-    num_attention_heads=(2, 4),
-    num_frames=3,
-)
 
 
 def _golden(name: str) -> dict[str, list[int]]:

@@ -16,22 +16,8 @@ import shutil
 
 import pytest
 import torch
+from _tiny_models import TINY_SVD_CONFIG
 
-TINY_SVD_CONFIG = dict(
-    sample_size=8,
-    in_channels=8,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-    block_out_channels=(32, 64),
-    addition_time_embed_dim=8,
-    projection_class_embeddings_input_dim=24,
-    layers_per_block=1,
-    cross_attention_dim=16,
-    transformer_layers_per_block=1,
-    num_attention_heads=(2, 4),
-    num_frames=3,
-)
 OUTPUT_TOL = 1e-4  # float32, same maths in a different operation order
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import shutil
-import subprocess
-import tempfile
 import time
-import urllib.request
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+from _chromium import CHROMIUM, headless_page  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 STARTUP_TIMEOUT_S = 120.0   # the frontend bundle is large; a busy 2-core machine is slow
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`)")
@@ -56,77 +52,21 @@ def _bundled():
     return {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "workflows" / "api").glob("*.json"))}
 
 
-class _Browser:
-    """Headless Chromium on one page, driven over the DevTools protocol."""
-
-    def __init__(self, url: str):
-        from websockets.sync.client import connect
-
-        self.profile = tempfile.mkdtemp(prefix="pano360-chromium-")
-        self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--remote-debugging-port=0", f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = pathlib.Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.is_file() or not port_file.read_text().strip():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise RuntimeError("chromium did not start")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        pages = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
-        page = next(p for p in pages if p.get("type") == "page")
-        self.ws = connect(page["webSocketDebuggerUrl"], max_size=256 * 1024 * 1024, open_timeout=10)
-        self.next_id = 0
-        self.call("Page.navigate", url=url)
-
-    def call(self, method: str, timeout: float = 60.0, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-
-    def evaluate(self, expression: str, timeout: float = 60.0):
-        result = self.call("Runtime.evaluate", timeout=timeout, expression=expression, returnByValue=True,
-                           awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"page error: {result['exceptionDetails']}")
-        return result.get("result", {}).get("value")
-
-    def close(self):
-        try:
-            self.ws.close()
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            shutil.rmtree(self.profile, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def frontend(comfy_server):
-    browser = _Browser(comfy_server.url + "/")
-    try:
+    with headless_page(1280, 800) as browser:
+        browser.call("Page.navigate", url=comfy_server.url + "/")
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             ready = browser.evaluate("!!(window.app && window.app.graph && window.app.canvas && "
                                      "window.LiteGraph && Object.keys(window.LiteGraph.registered_node_types)"
-                                     ".length > 100)")
+                                     ".length > 100)", timeout=60.0)
             if ready:
                 break
             time.sleep(0.5)
         else:
             pytest.fail("the ComfyUI frontend did not come up in headless Chromium")
         yield browser
-    finally:
-        browser.close()
 
 
 def _frontend_prompt(browser, ui: dict) -> tuple[dict, dict]:
@@ -134,7 +74,7 @@ def _frontend_prompt(browser, ui: dict) -> tuple[dict, dict]:
     script = ("(async () => { await window.app.loadGraphData(" + json.dumps(ui) + ", true, true, null);"
               " const p = await window.app.graphToPrompt();"
               " return JSON.stringify({output: p.output, graph: window.app.graph.serialize()}); })()")
-    result = json.loads(browser.evaluate(script))
+    result = json.loads(browser.evaluate(script, timeout=60.0))
     return result["output"], result["graph"]
 
 
