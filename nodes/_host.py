@@ -143,10 +143,19 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-# --- multi-view sampling (helper `multiview`) ---------------------------------------------
+# --- sampling with ComfyUI's samplers (multi-view, Argus) ------------------------------------
 
 
-# sampler_names() / scheduler_names(): defined below (argus section), used by nodes/multiview.py too.
+def sampler_names() -> list[str]:
+    import comfy.samplers as _samplers
+
+    return list(_samplers.KSampler.SAMPLERS)
+
+
+def scheduler_names() -> list[str]:
+    import comfy.samplers as _samplers
+
+    return list(_samplers.KSampler.SCHEDULERS)
 
 
 def fix_empty_latent(model, samples):
@@ -200,6 +209,21 @@ def sample(model, samples, *, seed: int, steps: int, cfg: float, sampler_name: s
     )
 
 
+def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
+                  positive, negative, latent, node_id: str | None = None):
+    """:func:`sample` on one (possibly empty) latent tensor with its own progress bar, which
+    also honours an interrupt after every step."""
+    bar = _utils.ProgressBar(steps, node_id=node_id)
+
+    def callback(step, x0, x, total_steps):
+        check_interrupt()
+        bar.update_absolute(step + 1, total_steps)
+
+    return sample(model, fix_empty_latent(model, latent), seed=seed, steps=steps, cfg=cfg,
+                  sampler_name=sampler_name, scheduler=scheduler, positive=positive, negative=negative,
+                  callback=callback)
+
+
 # --- output (helper `output`) -------------------------------------------------------------
 
 
@@ -210,7 +234,7 @@ def metadata_disabled() -> bool:
     return bool(args.disable_metadata)
 
 
-# ---- argus: SVD UNet from a converted state dict, and plain sampling ------------------------
+# ---- argus: SVD UNet from a converted state dict ------------------------
 
 
 def load_svd_unet_state_dict(sd: dict, head_channels: int = 64, dtype=None, source: str = "unet"):
@@ -252,36 +276,6 @@ def load_svd_unet_state_dict(sd: dict, head_channels: int = 64, dtype=None, sour
     model = model.to(offload)
     model.load_model_weights(sd, "")
     return _patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
-
-
-def sampler_names() -> list[str]:
-    import comfy.samplers as _samplers
-
-    return list(_samplers.KSampler.SAMPLERS)
-
-
-def scheduler_names() -> list[str]:
-    import comfy.samplers as _samplers
-
-    return list(_samplers.KSampler.SCHEDULERS)
-
-
-def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                  positive, negative, latent, node_id: str | None = None):
-    """ComfyUI's KSampler (denoise 1) on one latent tensor ``[B,C,H,W]``; returns the samples.
-    Drives the node's progress bar and honours an interrupt after every step."""
-    import comfy.sample as _sample
-
-    latent = _sample.fix_empty_latent_channels(model, latent)
-    noise = _sample.prepare_noise(latent, seed)
-    bar = _utils.ProgressBar(steps, node_id=node_id)
-
-    def callback(step, x0, x, total_steps):
-        check_interrupt()
-        bar.update_absolute(step + 1, total_steps)
-
-    return _sample.sample(model, noise, steps, cfg, sampler_name, scheduler, positive, negative, latent,
-                          denoise=1.0, callback=callback, seed=seed)
 
 
 def share_model_folder(name: str, other: str) -> None:
