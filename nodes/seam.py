@@ -13,7 +13,7 @@ from ..pipelines.seam import (
     UnetRollWrapper,
     seam_blended_decode,
 )
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, describe, latent_samples
 from ._host import io, log, progress_callback
 
 CATEGORY = "Pano360/seam"
@@ -110,8 +110,8 @@ class Pano360SeamBlendedVAEDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples, vae, blend_ratio: float, batch_chunk: int) -> io.NodeOutput:
-        latent = samples.get("samples") if isinstance(samples, dict) else None
-        if latent is None or latent.ndim not in (4, 5):
+        latent = latent_samples(samples, cls.__name__, "samples")
+        if latent.ndim not in (4, 5):
             raise NodeInputError(cls.__name__, "samples", "a LATENT with 4-D or 5-D 'samples'", describe(samples))
         if latent.shape[-1] % 2:
             raise NodeInputError(cls.__name__, "samples", "an even latent width (it is rolled by half)",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import re
 import sys
 import types
 
@@ -16,6 +17,15 @@ PACK_DIRNAME = "pano360"  # the custom_nodes entry the test server loads this ch
 
 class ComfyImportError(ImportError):
     """ComfyUI or one of its dependencies cannot be imported."""
+
+
+def comfyui_version(comfyui_root: pathlib.Path) -> tuple[int, ...]:
+    """``__version__`` of ``<root>/comfyui_version.py`` as ints, read without importing ComfyUI."""
+    path = pathlib.Path(comfyui_root) / "comfyui_version.py"
+    match = re.search(r'__version__\s*=\s*["\']([0-9.]+)', path.read_text()) if path.is_file() else None
+    if match is None:
+        raise ComfyImportError(f"{path}: no __version__ found; is {comfyui_root} a ComfyUI folder?")
+    return tuple(int(x) for x in match.group(1).split("."))
 
 
 def import_comfy(comfyui_root: pathlib.Path, base: pathlib.Path | None = None) -> types.SimpleNamespace:

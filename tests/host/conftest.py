@@ -1,13 +1,18 @@
-"""Host tests: Pano360 inside a real ComfyUI (0.3.64), in process and over HTTP.
+"""Host tests: Pano360 inside a real ComfyUI (0.3.64 or 0.33), in process and over HTTP.
 
 ComfyUI is found through ``$COMFYUI_ROOT`` or, when this checkout sits in
 ``<ComfyUI>/custom_nodes/<pack>``, through the parent folders.  Without one, every
 test in this folder is skipped with the reason (see docs/testing.md); a test module
 that needs no ComfyUI sets ``HOST_FREE = True``.
 
+With ``PANO360_HOST_STRICT=1`` (CI sets it) nothing here may skip: a missing ComfyUI
+fails every test, and any test that would skip is reported as failed with its reason.
+
 Fixtures
 --------
 ``comfyui_root``       the ComfyUI folder (a ``pathlib.Path``).
+``comfy_version``      its version as a tuple of ints, e.g. ``(0, 33, 0)`` (from
+                       ``comfyui_version.py``, read without importing ComfyUI).
 ``comfy_in_process``   ComfyUI importable in this process (``--cpu`` defaults, a temp
                        base directory), so ``pano360.nodes.*`` import and a node's
                        ``execute`` can be called directly.
@@ -15,8 +20,9 @@ Fixtures
                        this checkout as its only custom node and every folder it writes
                        in a temp base directory; yields a :class:`ComfyClient`.
 ``comfy_server_factory`` ``start()`` another independent server (for multi-server tests).
-``sd15_checkpoint``    a random SD1.5-shaped checkpoint (built once, cached outside the
-                       repository) that the server lists in ``models/checkpoints``.
+``sd15_checkpoint``    the file name of a tiny random SD1.5 checkpoint (built once,
+                       cached outside the repository) that the server lists in
+                       ``models/checkpoints``; ``sd15_checkpoint_path`` is its full path.
 
 Nothing here writes into the ComfyUI folder except Python's own bytecode cache
 (``__pycache__``) when ComfyUI's modules are imported.
@@ -27,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import inspect
 import json
 import os
 import pathlib
@@ -53,9 +58,9 @@ SHARED = ROOT.parent / "shared"  # same names as tests/conftest.py (pytest share
 PACK_DIRNAME = comfy_env.PACK_DIRNAME
 SERVER_START_TIMEOUT_S = 180.0  # ~10 s on an idle 2-core machine; generous for a busy one
 HTTP_TIMEOUT_S = 60.0
-SD15_FILENAME = "pano360_random_sd15.safetensors"
 SD15_BUILD_TIMEOUT_S = 600.0
-HOW_TO = "set COMFYUI_ROOT=/path/to/ComfyUI (0.3.64); see docs/testing.md"
+HOW_TO = "set COMFYUI_ROOT=/path/to/ComfyUI (0.3.64 or 0.33); see docs/testing.md"
+STRICT = os.environ.get("PANO360_HOST_STRICT", "") not in ("", "0")
 
 
 # ------------------------------------------------------------------ finding ComfyUI
@@ -89,6 +94,7 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
 
 
 COMFYUI_ROOT, NOT_FOUND_REASON = find_comfyui_root()
+COMFYUI_VERSION = comfy_env.comfyui_version(COMFYUI_ROOT) if COMFYUI_ROOT is not None else None
 
 
 def pytest_configure(config):
@@ -96,21 +102,48 @@ def pytest_configure(config):
     config.addinivalue_line("filterwarnings", "ignore:torchaudio extension:UserWarning")
 
 
+def pytest_report_header(config):
+    if COMFYUI_ROOT is None:
+        return f"pano360 host tests: {NOT_FOUND_REASON}"
+    version = ".".join(map(str, COMFYUI_VERSION))
+    return f"pano360 host tests: ComfyUI {version} at {COMFYUI_ROOT}{' (strict: no skips)' if STRICT else ''}"
+
+
+def _in_host_dir(item) -> bool:
+    return HOST_DIR in pathlib.Path(str(item.fspath)).resolve().parents
+
+
 def pytest_collection_modifyitems(config, items):
-    if COMFYUI_ROOT is not None:
+    if COMFYUI_ROOT is not None or STRICT:  # strict: the comfyui_root fixture fails instead
         return
     skip = pytest.mark.skip(reason=NOT_FOUND_REASON)
     for item in items:
-        path = pathlib.Path(str(item.fspath)).resolve()
-        if HOST_DIR in path.parents and not getattr(getattr(item, "module", None), "HOST_FREE", False):
+        if _in_host_dir(item) and not getattr(getattr(item, "module", None), "HOST_FREE", False):
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Strict mode: a host test that skips is a failure (CI must never pass by skipping)."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail") and _in_host_dir(item):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under PANO360_HOST_STRICT=1 (host tests must run): {reason}"
 
 
 @pytest.fixture(scope="session")
 def comfyui_root() -> pathlib.Path:
     if COMFYUI_ROOT is None:
-        pytest.skip(NOT_FOUND_REASON)
+        (pytest.fail if STRICT else pytest.skip)(NOT_FOUND_REASON)
     return COMFYUI_ROOT
+
+
+@pytest.fixture(scope="session")
+def comfy_version(comfyui_root) -> tuple[int, ...]:
+    """The ComfyUI version under test, e.g. ``(0, 3, 64)`` or ``(0, 33, 0)``."""
+    return COMFYUI_VERSION
 
 
 def _make_base_directory(base: pathlib.Path) -> pathlib.Path:
@@ -131,24 +164,84 @@ def comfy_in_process(comfyui_root, tmp_path_factory):
     """ComfyUI's modules importable here, configured as ``main.py --cpu`` with a temp base dir.
 
     Returns a namespace: ``root``, ``base`` (temp base directory), ``folder_paths``,
-    ``model_management``, ``utils`` (``comfy.utils``), ``io`` (``comfy_api.latest.io``)
-    and ``run_node(node_cls, **inputs) -> io.NodeOutput``, which calls a V3 node the way
-    the executor does (a class clone with hidden inputs, ``unique_id`` "1").
+    ``model_management``, ``utils`` (``comfy.utils``), ``io`` (``comfy_api.latest.io``),
+    ``version`` (a tuple of ints) and
+    ``run_node(node_cls, unique_id="1", *, hidden=None, **inputs) -> io.NodeOutput``, which
+    runs a node through ComfyUI's own executor functions (see :func:`run_node`).
     """
     base = _make_base_directory(tmp_path_factory.mktemp("comfy_inproc"))
     try:
         env = comfy_env.import_comfy(comfyui_root, base)
     except comfy_env.ComfyImportError as error:
-        pytest.skip(str(error))
-
-    def run_node(node_cls, unique_id: str = "1", **inputs):
-        clone = node_cls.PREPARE_CLASS_CLONE({"unique_id": unique_id})
-        if inspect.iscoroutinefunction(node_cls.execute):
-            return asyncio.run(clone.EXECUTE_NORMALIZED_ASYNC(**inputs))
-        return clone.EXECUTE_NORMALIZED(**inputs)
-
+        (pytest.fail if STRICT else pytest.skip)(str(error))
+    env.version = COMFYUI_VERSION
     env.run_node = run_node
+    env.cancel_after_progress = lambda updates=1: _cancel_after_progress(env, updates)
     return env
+
+
+@contextlib.contextmanager
+def _cancel_after_progress(env, updates: int = 1):
+    """Press Cancel (``interrupt_current_processing``) when a node has sent ``updates``
+    progress updates through ComfyUI's ProgressBar hook, as a user does while the bar
+    moves; the flag is cleared again on exit.  (Setting the flag *before* a node runs
+    would stop ComfyUI's executor at the node's start, testing nothing of the node.)"""
+    utils, mm = env.utils, env.model_management
+    previous = utils.PROGRESS_BAR_HOOK
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append(value)
+        if len(seen) == updates:
+            mm.interrupt_current_processing(True)
+
+    utils.set_progress_bar_global_hook(hook)
+    try:
+        yield seen
+    finally:
+        utils.set_progress_bar_global_hook(previous)
+        mm.interrupt_current_processing(False)
+
+
+# Hidden inputs a test may give run_node, and where ComfyUI's executor takes each from.
+_HIDDEN_KEYS = {"prompt": "prompt", "extra_pnginfo": "extra_pnginfo"}
+
+
+def run_node(node_cls, unique_id: str = "1", *, hidden: dict | None = None, **inputs):
+    """Run one node with literal input values the way ``execution.execute`` does, on
+    either ComfyUI version: ``execution.get_input_data`` sorts the values into the node's
+    inputs and builds the hidden inputs (0.3.64: a dict; 0.33: the V3Data with dynamic
+    input paths), then ``execution._async_map_node_over_list`` clones the class with them
+    (``PREPARE_CLASS_CLONE``), nests dynamic inputs (0.33) and calls the node inside
+    ComfyUI's ``CurrentNodeContext``; async nodes are awaited.  Both functions take the
+    same positional arguments on both versions (only the last one's name changed).
+
+    ``hidden``: ``{"prompt": <API prompt>, "extra_pnginfo": {...}}`` (what the server
+    takes from ``POST /prompt``); ``unique_id`` is the node id.  Returns the node's
+    ``io.NodeOutput``.  Link values (``["node id", slot]``) cannot be given here.
+    """
+    import execution
+    from comfy_execution.graph import DynamicPrompt
+
+    hidden = {str(k).lower(): v for k, v in (hidden or {}).items()}
+    unknown = sorted(set(hidden) - set(_HIDDEN_KEYS))
+    if unknown:
+        raise TypeError(f"run_node: unknown hidden inputs {unknown}; known: {sorted(_HIDDEN_KEYS)}")
+    dynprompt = DynamicPrompt(hidden.get("prompt") or {})
+    extra_data = {"extra_pnginfo": hidden["extra_pnginfo"]} if "extra_pnginfo" in hidden else {}
+    data, missing, hidden_data = execution.get_input_data(inputs, node_cls, str(unique_id), None, dynprompt, extra_data)
+    if missing:
+        raise TypeError(f"run_node takes values, not links: {sorted(missing)}")
+
+    async def call():
+        results = await execution._async_map_node_over_list(
+            "pano360-tests", str(unique_id), node_cls, data, node_cls.FUNCTION, True, None, None, hidden_data)
+        return await execution.resolve_map_node_over_list_results(results)
+
+    results = asyncio.run(call())
+    if len(results) != 1:
+        raise AssertionError(f"run_node: expected one call of {node_cls.__name__}, got {len(results)}")
+    return results[0]
 
 
 # ------------------------------------------------------------------ server
@@ -394,26 +487,42 @@ def comfy_server(comfy_server_factory) -> ComfyClient:
 # ------------------------------------------------------------------ random-weight models
 
 
-@pytest.fixture(scope="session")
-def sd15_checkpoint(comfyui_root) -> str:
-    """File name (in ``models/checkpoints``) of a random SD1.5-shaped checkpoint.
+def model_cache_dir() -> pathlib.Path:
+    """``$PANO360_TEST_CACHE/models`` (default ``~/.cache/pano360-tests/models``): the random
+    models, shared by every session and both ComfyUI versions (the files are identical)."""
+    return _model_cache_dir() / "models"
 
-    Built once with ComfyUI's own classes by ``make_random_models.py`` into
-    ``$PANO360_TEST_CACHE`` (default ``~/.cache/pano360-tests``)/models/checkpoints, which
-    the ``comfy_server`` fixture lists through ``--extra-model-paths-config``.  About 2 GB
-    and 20-60 s the first time; a file lock keeps parallel sessions from building twice.
-    """
-    folder = _model_cache_dir() / "models" / "checkpoints"
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint_path(comfyui_root) -> pathlib.Path:
+    """Full path of the tiny random SD1.5 checkpoint (see ``sd15_checkpoint``)."""
+    import make_random_models
+
+    folder = model_cache_dir() / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SD15_FILENAME
+    path = folder / make_random_models.FILENAMES["sd15"]
     with open(folder / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
+        if not make_random_models.is_current(path):
             result = subprocess.run(
                 [sys.executable, str(HOST_DIR / "make_random_models.py"), "--comfyui", str(comfyui_root),
-                 "--model", "sd15", "--out", str(path)],
+                 "--model", "sd15", "--out-dir", str(folder)],
                 capture_output=True, text=True, timeout=SD15_BUILD_TIMEOUT_S,
             )
             if result.returncode != 0:
                 pytest.fail(f"building the random SD1.5 checkpoint failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return SD15_FILENAME
+    return path
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint(sd15_checkpoint_path) -> str:
+    """File name (in ``models/checkpoints``) of a tiny random SD1.5 checkpoint.
+
+    Built once with ComfyUI's own classes by ``make_random_models.py`` (260 MiB, a few
+    seconds; ``CheckpointLoaderSimple`` detects it as SD15 / EPS) into
+    ``$PANO360_TEST_CACHE`` (default ``~/.cache/pano360-tests``)/models/checkpoints, which
+    the ``comfy_server`` fixture lists through ``--extra-model-paths-config``.  A file
+    lock keeps parallel sessions from building twice; a file from an older builder is
+    rebuilt.
+    """
+    return sd15_checkpoint_path.name
