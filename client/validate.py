@@ -80,7 +80,7 @@ def _check_value(node_id: str, schema: NodeSchema, spec: InputSpec, value: Any) 
     elif spec.type == "STRING":
         if not isinstance(value, str):
             return issue("invalid_value", f"expected a string, got {value!r}")
-    elif spec.type == "COMBO":
+    elif spec.is_combo:
         choices = spec.choices or ()
         folder = schema.model_folder(spec.name)
         if folder is not None:
@@ -124,12 +124,13 @@ def validate_prompt(api: Mapping[str, Any], schemas: SchemaSet,
         if not isinstance(inputs, Mapping):
             issues.append(Issue(node_id, class_type, None, "invalid_prompt", "'inputs' must be a mapping"))
             continue
-        names = [s.name for s in schema.inputs]
+        expanded = schema.expand(inputs, defaults=False)   # dynamic combos bring their chosen option's inputs
+        names = [s.name for s in expanded]
         for name in inputs:
             if name not in names:
                 issues.append(Issue(node_id, class_type, name, "unknown_input",
                                     f"{class_type} has no input {name!r}; its inputs are {', '.join(names)}"))
-        for spec in schema.inputs:
+        for spec in expanded:
             if spec.name not in inputs:
                 if spec.required:
                     issues.append(Issue(node_id, class_type, spec.name, "required_input_missing",
@@ -174,7 +175,7 @@ def models_needed(api: Mapping[str, Any], schemas: SchemaSet) -> list[ModelNeed]
         schema = schemas.get(node.get("class_type"))
         if schema is None:
             continue
-        for spec in schema.widgets:
+        for spec in schema.widgets_for(node.get("inputs", {})):
             value = node.get("inputs", {}).get(spec.name)
             folder = schema.model_folder(spec.name)
             if folder and isinstance(value, str):
