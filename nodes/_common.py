@@ -14,10 +14,22 @@ ANGLE_CONVENTION = (
 )
 
 
+# ComfyUI's executor runs a V3 node as a class clone named "<class>Clone"
+# (comfy_api.internal.shallow_clone_class, 0.3.64 and 0.33), so ``cls.__name__`` inside
+# ``execute`` is not the node's id.
+EXECUTOR_CLONE_SUFFIX = "Clone"
+
+
+def node_name(node_id: str) -> str:
+    """The node id a message should show for ``cls.__name__`` seen inside ``execute``."""
+    return node_id.removesuffix(EXECUTOR_CLONE_SUFFIX) if node_id.startswith("Pano360") else node_id
+
+
 class NodeInputError(ValueError):
     """A bad input, named by node and input, with what was expected."""
 
     def __init__(self, node_id: str, input_name: str, expected: str, got: str):
+        node_id = node_name(node_id)
         self.node_id, self.input_name = node_id, input_name
         super().__init__(f"{node_id}: input '{input_name}': expected {expected}, got {got}")
 

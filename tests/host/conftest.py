@@ -91,6 +91,8 @@ COMFYUI_VERSION = comfy_env.comfyui_version(COMFYUI_ROOT) if COMFYUI_ROOT is not
 def pytest_configure(config):
     # the expected, once-per-process notice of prepare_comfyui.py's torchaudio guard
     config.addinivalue_line("filterwarnings", "ignore:torchaudio extension:UserWarning")
+    config.addinivalue_line("markers", "comfy_min_version(version): the test needs a ComfyUI feature new in "
+                            "`version` (a tuple such as (0, 33)); on older hosts it is deselected, not skipped")
 
 
 def pytest_report_header(config):
@@ -105,6 +107,12 @@ def _in_host_dir(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    if COMFYUI_VERSION is not None:  # tests of features the host under test does not have
+        too_new = [item for item in items
+                   if (marker := item.get_closest_marker("comfy_min_version")) and COMFYUI_VERSION < tuple(marker.args[0])]
+        if too_new:
+            config.hook.pytest_deselected(items=too_new)
+            items[:] = [item for item in items if item not in too_new]
     if COMFYUI_ROOT is not None or STRICT:  # strict: the comfyui_root fixture fails instead
         return
     skip = pytest.mark.skip(reason=NOT_FOUND_REASON)
