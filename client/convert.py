@@ -25,6 +25,7 @@ file always gives byte-identical UI JSON) and stores ``control_after_generate`` 
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any, Mapping, Sequence
 
@@ -37,8 +38,12 @@ MODE_BYPASS = 4
 UI_VERSION = 0.4
 
 # Layout of generated UI workflows (pixels of the LiteGraph canvas).
-COLUMN_WIDTH = 420
+COLUMN_GAP = 80
 NODE_WIDTH = 340
+# The frontend widens a node to fit its title: about 7.2 px per character in 1.27 and
+# 7.6 in 1.49 (14 px sans-serif) plus the collapse dot; estimated on the safe side.
+TITLE_CHAR_WIDTH = 8.0
+TITLE_PADDING = 30
 ORIGIN = (40.0, 40.0)
 ROW_GAP = 40
 TITLE_HEIGHT = 30
@@ -229,7 +234,7 @@ def _node_height(schema: NodeSchema, given: Mapping[str, Any]) -> int:
     widgets = [s for s in expanded if s.is_widget]
     sockets = sum(1 for s in expanded if not s.is_widget)
     rows = sum(1 + len(w.extras) for w in widgets)
-    multiline = sum(1 for w in widgets if w.type == "STRING" and w.options.get("multiline"))
+    multiline = sum(1 for w in widgets if w.widget_type == "STRING" and w.options.get("multiline"))
     return (TITLE_HEIGHT + SLOT_HEIGHT * max(sockets, len(schema.outputs), 1) + WIDGET_HEIGHT * rows
             + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline)
 
@@ -298,13 +303,29 @@ def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workf
                   if entry is not None]
         if models:
             properties["models"] = models
-        ui_node = {"id": int(node_id), "type": schema.class_type, "pos": [ORIGIN[0] + COLUMN_WIDTH * col, y],
-                   "size": [NODE_WIDTH, height], "flags": {}, "order": order, "mode": 0,
+        shown = [(node.get("_meta") or {}).get("title")] or []
+        if not shown[0]:   # the frontend shows the display name, which may differ between versions
+            shown = [other[schema.class_type].display_name or schema.class_type
+                     for other in (schemas, *layout_schemas) if schema.class_type in other]
+        width = max(NODE_WIDTH, *(math.ceil(TITLE_CHAR_WIDTH * len(t) + TITLE_PADDING) for t in shown))
+        ui_node = {"id": int(node_id), "type": schema.class_type, "pos": [col, y],
+                   "size": [width, height], "flags": {}, "order": order, "mode": 0,
                    "inputs": inputs, "outputs": [], "properties": properties, "widgets_values": widgets_values}
         title = (node.get("_meta") or {}).get("title")
         if title:
             ui_node["title"] = title
         ui_nodes[node_id] = ui_node
+
+    # columns side by side, each as wide as its widest node (nodes carry their column in pos[0])
+    column_width: dict[int, float] = {}
+    for ui_node in ui_nodes.values():
+        column_width[ui_node["pos"][0]] = max(column_width.get(ui_node["pos"][0], 0), ui_node["size"][0])
+    column_x, x = {}, ORIGIN[0]
+    for col in sorted(column_width):
+        column_x[col] = x
+        x += column_width[col] + COLUMN_GAP
+    for ui_node in ui_nodes.values():
+        ui_node["pos"][0] = column_x[ui_node["pos"][0]]
 
     for node_id, ui_node in ui_nodes.items():
         schema = schemas[api[node_id]["class_type"]]

@@ -130,8 +130,14 @@ class InputSpec:
     grows: tuple["InputSpec", ...] = ()
 
     @property
+    def widget_type(self) -> str:
+        """The widget an input shows: its type, or ``widgetType`` for an input that accepts
+        several types (``"FLOAT,INT"`` with ``widgetType`` ``FLOAT``, ComfyUI 0.33)."""
+        return str(self.options.get("widgetType") or self.type)
+
+    @property
     def is_widget(self) -> bool:
-        return self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+        return self.widget_type in WIDGET_TYPES and not self.options.get("forceInput", False)
 
     @property
     def is_combo(self) -> bool:
@@ -147,7 +153,7 @@ class InputSpec:
             return self.options["default"]
         if self.is_combo:
             return self.choices[0] if self.choices else None
-        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.type)
+        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.widget_type)
 
     def sub_inputs(self, value: Any) -> tuple["InputSpec", ...]:
         """The inputs the dynamic combo's option ``value`` brings (empty otherwise)."""
@@ -160,7 +166,7 @@ class InputSpec:
     def has_control(self) -> bool:
         if not self.is_widget:
             return False
-        if self.type == "INT":
+        if self.widget_type == "INT":
             flag = self.options.get("control_after_generate")
             return bool(flag) if flag is not None else self.name in LEGACY_SEED_NAMES
         return self.is_combo and bool(self.options.get("control_after_generate"))

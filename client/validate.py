@@ -65,19 +65,20 @@ def _check_value(node_id: str, schema: NodeSchema, spec: InputSpec, value: Any) 
         return [Issue(node_id, schema.class_type, spec.name, kind, message, severity)]
 
     opts = spec.options
-    if spec.type in ("INT", "FLOAT"):
+    kind = spec.widget_type
+    if kind in ("INT", "FLOAT"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return issue("invalid_value", f"expected a number ({spec.type}), got {value!r}")
-        if spec.type == "INT" and isinstance(value, float) and not value.is_integer():
+            return issue("invalid_value", f"expected a number ({kind}), got {value!r}")
+        if kind == "INT" and isinstance(value, float) and not value.is_integer():
             return issue("invalid_value", f"expected an integer, got {value!r}")
         if "min" in opts and value < opts["min"]:
             return issue("value_smaller_than_min", f"{value} is below the minimum {opts['min']}")
         if "max" in opts and value > opts["max"]:
             return issue("value_bigger_than_max", f"{value} is above the maximum {opts['max']}")
-    elif spec.type == "BOOLEAN":
+    elif kind == "BOOLEAN":
         if not isinstance(value, bool):
             return issue("invalid_value", f"expected true or false, got {value!r}")
-    elif spec.type == "STRING":
+    elif kind == "STRING":
         if not isinstance(value, str):
             return issue("invalid_value", f"expected a string, got {value!r}")
     elif spec.is_combo:
