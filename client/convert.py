@@ -45,11 +45,17 @@ NODE_WIDTH = 340
 TITLE_CHAR_WIDTH = 8.0
 TITLE_PADDING = 30
 ORIGIN = (40.0, 40.0)
-ROW_GAP = 40
+# Vertical room between nodes: the title bar (30) above each node plus what Nodes 2.0
+# (the Vue renderer, frontend >= 1.41) adds to a node's height (up to ~25 px measured).
+ROW_GAP = 60
 TITLE_HEIGHT = 30
 SLOT_HEIGHT = 22
 WIDGET_HEIGHT = 26
 MULTILINE_HEIGHT = 90
+# An image/video upload combo shows a preview under the node (Nodes 2.0 reserves it
+# at once, the canvas renderer once a file is chosen): about 256 px.
+MEDIA_PREVIEW_HEIGHT = 260
+MEDIA_UPLOADS = ("image_upload", "video_upload", "animated_image_upload")
 # Namespace for the deterministic workflow ids of generated UI files.
 _WORKFLOW_NAMESPACE = uuid.UUID("6f1c3b2a-5d0e-4c9b-9a51-360000000360")
 
@@ -235,8 +241,9 @@ def _node_height(schema: NodeSchema, given: Mapping[str, Any]) -> int:
     sockets = sum(1 for s in expanded if not s.is_widget)
     rows = sum(1 + len(w.extras) for w in widgets)
     multiline = sum(1 for w in widgets if w.widget_type == "STRING" and w.options.get("multiline"))
+    media = any(w.options.get(k) for w in widgets for k in MEDIA_UPLOADS)
     return (TITLE_HEIGHT + SLOT_HEIGHT * max(sockets, len(schema.outputs), 1) + WIDGET_HEIGHT * rows
-            + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline)
+            + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline + MEDIA_PREVIEW_HEIGHT * media)
 
 
 def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workflow",

@@ -13,6 +13,9 @@ import types
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the checkout
 PACK_DIRNAME = "pano360"  # the custom_nodes entry the test server loads this checkout as
+# The version of the ComfyUI under test, found by tests/host/conftest.py (None: none found);
+# test modules read it at collection time (e.g. to parametrize by what the host has).
+DETECTED_VERSION: tuple[int, ...] | None = None
 
 
 class ComfyImportError(ImportError):

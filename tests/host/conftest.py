@@ -86,6 +86,7 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
 
 COMFYUI_ROOT, NOT_FOUND_REASON = find_comfyui_root()
 COMFYUI_VERSION = comfy_env.comfyui_version(COMFYUI_ROOT) if COMFYUI_ROOT is not None else None
+comfy_env.DETECTED_VERSION = COMFYUI_VERSION
 
 
 def pytest_configure(config):

@@ -21,9 +21,11 @@ from typing import Iterator
 from _chromium import DevTools, headless_page
 
 READY_TIMEOUT_S = 180.0   # the frontend bundle is large; a busy 2-core machine is slow
-# Settings every test page starts with: no first-run template browser, no update or
-# release notices, no confirm on closing a workflow.
+# Settings every test page starts with (the server keeps settings between pages): the
+# classic renderer, no first-run template browser, no release notices, no confirm on
+# closing a workflow.
 BASE_SETTINGS = {
+    "Comfy.VueNodes.Enabled": False,   # the classic canvas renderer unless a test asks for Nodes 2.0
     "Comfy.TutorialCompleted": True,
     "Comfy.Workflow.ConfirmDelete": False,
     "Comfy.Window.UnloadConfirmation": False,

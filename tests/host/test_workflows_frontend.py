@@ -29,11 +29,13 @@ import shutil
 import pytest
 
 from _chromium import CHROMIUM  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
+import comfy_env
 from frontend import open_frontend
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / "workflows"
 UI_FILES = sorted(p for p in WORKFLOWS.glob("*.json") if (WORKFLOWS / "api" / p.name).is_file())
+COMFYUI_VERSION = comfy_env.DETECTED_VERSION   # set by conftest.py before collection
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`)")
 
@@ -110,6 +112,23 @@ def _without_meta(api: dict) -> dict:
 def page(comfy_server):
     with open_frontend(comfy_server) as page:
         yield page
+
+
+# Nodes 2.0 (the Vue node renderer) is a supported mode from frontend 1.41 (ComfyUI 0.33
+# ships 1.49); frontend 1.27 (ComfyUI 0.3.64) has it only as an unfinished experiment.
+NODES_2_FRONTEND = (1, 41)
+RENDERERS = ["classic", "nodes-2.0"] if (COMFYUI_VERSION or (0,)) >= (0, 33) else ["classic"]
+
+
+@pytest.fixture(scope="module", params=RENDERERS)
+def any_page(request, comfy_server, page):
+    """The classic renderer (the ``page`` fixture), then (ComfyUI >= 0.33) Nodes 2.0."""
+    if request.param == "classic":
+        yield page
+        return
+    with open_frontend(comfy_server, {"Comfy.VueNodes.Enabled": True}) as vue_page:
+        assert vue_page.frontend_version >= NODES_2_FRONTEND, vue_page.frontend_version
+        yield vue_page
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +222,15 @@ def _pack_console_problems(messages) -> list:
 
 
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
-def test_bundled_ui_workflow_loads_clean(page, schemas, comfy_version, screenshots, ui_file):
+def test_bundled_ui_workflow_loads_clean(any_page, schemas, comfy_version, screenshots, ui_file):
+    """With the classic renderer and with Nodes 2.0 (node sizes differ between them)."""
     from pano360.client.model_sources import PUBLIC_MODELS
     from pano360.client.validate import models_needed
 
+    page = any_page
+    mode = "nodes2" if page.evaluate("!!window.app.ui.settings.getSettingValue('Comfy.VueNodes.Enabled')") else "classic"
+    screenshots = screenshots / mode
+    screenshots.mkdir(exist_ok=True)
     api = json.loads((WORKFLOWS / "api" / ui_file.name).read_text())
     ui = json.loads(ui_file.read_text())
     page.clear_seen()
