@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Mapping
 
-from .files import write_bytes_atomic
+from ..media.atomic import write_bytes
 from .schema import SchemaSet
 
 SIZE = (512, 512)
@@ -105,5 +105,5 @@ def write(path: Path, name: str, api: Mapping, schemas: SchemaSet) -> bool:
     data = buffer.getvalue()
     if Path(path).is_file() and Path(path).read_bytes() == data:
         return False
-    write_bytes_atomic(Path(path), data)
+    write_bytes(Path(path), data, replace=True)
     return True

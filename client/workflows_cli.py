@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import thumbnails
 from .convert import ConversionError, api_to_ui, ui_to_api
-from .files import write_json_atomic
+from ..media.atomic import write_json
 from .model_sources import NOT_PUBLIC, PUBLIC_MODELS
 from .schema import (PACK_ROOT, SCHEMA_DIR, SchemaError, SchemaSet, fetch_object_info, recorded_schema_sets,
                      recorded_versions, schema_files, strip_object_info)
@@ -150,7 +150,7 @@ def build_workflow(api_file: Path, schemas: SchemaSet, layout_schemas=()) -> Pat
     api = json.loads(api_file.read_text(encoding="utf-8"))
     ui = api_to_ui(api, schemas, name=api_file.stem, layout_schemas=tuple(layout_schemas))
     out = ui_path(api_file)
-    write_json_atomic(out, ui)
+    write_json(out, ui, replace=True)
     thumbnails.write(thumbnail_path(api_file), api_file.stem, api, schemas)
     return out
 
@@ -257,7 +257,7 @@ def _run_schemas(args) -> int:
         data = {k: v for k, v in data.items() if k.startswith(args.prefix)}
     if args.strip_prose:
         data = strip_object_info(data)
-    write_json_atomic(Path(args.out), dict(sorted(data.items())))
+    write_json(Path(args.out), dict(sorted(data.items())), replace=True)
     log.info("wrote %d node schemas to %s", len(data), args.out)
     return 0
 

@@ -30,8 +30,8 @@ def test_progress_callback_drives_comfy_progress_bar(host, progress_events):
     """What every ComfyUI version sends: the first and the final step, in order, for the
     node; 0.33's ProgressBar throttles the steps in between (PROGRESS_THROTTLE_*)."""
     callback = host.progress_callback(4, node_id="7")
-    for step in range(4):
-        callback(step)
+    for done in range(1, 5):
+        callback(done, 4)
     assert progress_events[0] == (1, 4, "7") and progress_events[-1] == (4, 4, "7")
     values = [value for value, _, _ in progress_events]
     assert values == sorted(set(values)) and set(values) <= {1, 2, 3, 4}
@@ -46,19 +46,19 @@ def test_progress_callback_reports_every_step_without_throttling(host, progress_
         if hasattr(utils, name):
             monkeypatch.setattr(utils, name, 0)
     callback = host.progress_callback(4, node_id="7")
-    for step in range(4):
-        callback(step)
+    for done in range(1, 5):
+        callback(done, 4)
     assert progress_events == [(1, 4, "7"), (2, 4, "7"), (3, 4, "7"), (4, 4, "7")]
 
 
 def test_progress_callback_honours_interrupt_between_steps(host, progress_events, comfy_in_process):
     mm = comfy_in_process.model_management
     callback = host.progress_callback(3)
-    callback(0)
+    callback(1, 3)
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(host.InterruptProcessingException):
-            callback(1)
+            callback(2, 3)
     finally:
         mm.interrupt_current_processing(False)
     assert progress_events == [(1, 3, None)]  # the interrupted step reports nothing
