@@ -29,6 +29,10 @@ JPEG_QUALITY = 85
 PACK_PREFIX = "Pano360"
 
 
+# Characters Pillow's built-in font has no glyph for, as text it can draw.
+_NO_GLYPH = str.maketrans({"→": "->", "←": "<-", "×": "x"})
+
+
 def title_of(name: str) -> str:
     """``videopanda_text_to_360video`` -> ``videopanda text to 360video`` (the default font
     has no arrow glyph)."""
@@ -91,7 +95,7 @@ def render(name: str, api: Mapping, schemas: SchemaSet):
     for line in _wrap(draw, title_of(name), title_font, width)[:2]:
         draw.text((left, y), line, font=title_font, fill=TEXT)
         y += 38
-    nodes = " · ".join(pack_node_names(api, schemas))
+    nodes = " · ".join(pack_node_names(api, schemas)).translate(_NO_GLYPH)
     for line in _wrap(draw, nodes, small_font, width)[:4]:
         draw.text((left, y + 6), line, font=small_font, fill=SUBTEXT)
         y += 24
