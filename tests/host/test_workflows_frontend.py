@@ -140,12 +140,12 @@ def schemas(comfy_server):
 
 @pytest.fixture(scope="module")
 def screenshots(tmp_path_factory, comfy_version):
-    folder = tmp_path_factory.mktemp(f"frontend-screenshots-{'.'.join(map(str, comfy_version))}")
+    name = f"frontend-screenshots-{'.'.join(map(str, comfy_version))}"
+    folder = tmp_path_factory.mktemp(name)
     yield folder
     keep = os.environ.get("PANO360_SCREENSHOTS")
     if keep:
-        target = pathlib.Path(keep) / folder.name.rstrip("0123456789")
-        shutil.copytree(folder, target, dirs_exist_ok=True)
+        shutil.copytree(folder, pathlib.Path(keep) / name, dirs_exist_ok=True)
 
 
 def _check_round_trip(page, schemas, api: dict, ui: dict, name: str) -> None:
