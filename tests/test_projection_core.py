@@ -410,5 +410,9 @@ def test_grid_cache_is_bounded_in_bytes():
         cache.get(i, lambda: torch.zeros(250))  # 1000 bytes each
     assert len(cache) == 3 and cache.nbytes == 3000
     assert [k for k, _ in cache.items()] == [7, 8, 9]
-    big = cache.get("big", lambda: torch.zeros(2000))  # alone over budget: kept, others evicted
-    assert [k for k, _ in cache.items()] == ["big"] and cache.get("big", lambda: None) is big
+    # Issue 18: an entry alone over the budget is returned but never kept, and evicts nothing
+    # (before, it was kept and evicted everything else).
+    big = cache.get("big", lambda: torch.zeros(2000))
+    assert big.numel() == 2000
+    assert [k for k, _ in cache.items()] == [7, 8, 9] and cache.nbytes == 3000
+    assert cache.get("big", lambda: "rebuilt") == "rebuilt"

@@ -44,7 +44,7 @@ def _footprint_every_pixel(yaw, pitch, roll, fov, view_hw, erp_hw):
 def test_footprint_coarse_pass_keeps_exactly_the_float64_footprint():
     import math
 
-    from pano360.projection import perspective as P
+    from pano360.projection import placement as P
 
     erp_hw = (64, 128)
     cams = [(0.3, 0.1, -0.2, math.radians(75), (12, 16)), (2.9, math.pi / 2, 0.0, math.radians(100), (16, 16)),
