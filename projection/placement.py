@@ -49,7 +49,7 @@ from ._sampling import (
     write_rows,
 )
 from .coordinates import GEOMETRY_DTYPE, camera_plane, camera_rotation, half_extents, plane_to_view_xy
-from .geometry import Rig, check_erp_hw, check_grid, erp_directions
+from .geometry import Rig, check_erp_hw, check_grid, directions_to_erp_xy, erp_lon_lat
 from .perspective import (
     batched_angles,
     camera_args,
@@ -66,9 +66,8 @@ WEIGHTINGS = ("uniform", "feather")
 FOOTPRINT_MARGIN = 1e-5
 # Canvas pixels per band of the coarse pass in perspective_to_erp (~30 MB of float32 work).
 FOOTPRINT_BAND_PIXELS = 1 << 20
-# Canvases up to this many pixels keep their float32 pixel directions in the grid cache
-# (48 MB at the limit); larger ones compute them band by band.
-CANVAS_DIRS_CACHE_PIXELS = 1 << 22
+# Points sampled along each edge of a view's frustum to bound its footprint on the canvas.
+BORDER_SAMPLES = 1025
 # The stitcher gathers a view's frames for at most this many bytes of footprint at once.
 STITCH_APPLY_BYTES = 16 << 20
 
@@ -84,49 +83,93 @@ def check_weight(weight: str) -> str:
 # --------------------------------------------------------------------------- footprints
 
 
-def _canvas_dirs32(erp_hw, erp_grid: str, r0: int, r1: int, device) -> Tensor:
-    """``(3, (r1 - r0) * W)`` float32 directions of canvas rows ``r0:r1`` (the coarse pass)."""
+def _bounds(rot: Tensor, tx: float, ty: float, erp_hw, erp_grid: str) -> tuple[int, int, Tensor]:
+    """Rows ``r0:r1`` and the ascending column indices of a box on the canvas that contains
+    the view's footprint (with a margin), from dense samples of the frustum's border.
+
+    Each border edge is a great-circle arc; between samples its equirect position moves by at
+    most the largest step between neighbouring samples, which (plus two pixels) is the margin.
+    A view that contains a pole reaches that pole's row across every column.
+    """
     h, w = erp_hw
-    if h * w <= CANVAS_DIRS_CACHE_PIXELS:
-        key = ("erp_dirs_t32", tuple(erp_hw), erp_grid, str(device))
-        full = GRID_CACHE.get(key, lambda: erp_directions(erp_hw, device, GEOMETRY_DTYPE, grid=erp_grid)
-                              .reshape(-1, 3).T.to(torch.float32).contiguous())
-        return full[:, r0 * w : r1 * w]
-    return erp_directions(erp_hw, device, GEOMETRY_DTYPE, grid=erp_grid, rows=(r0, r1)).reshape(-1, 3).T \
-        .to(torch.float32)
+    s = torch.linspace(-1, 1, BORDER_SAMPLES, dtype=GEOMETRY_DTYPE, device=rot.device)
+    one = torch.ones_like(s)
+    loop = torch.cat([torch.stack([s, one], -1), torch.stack([one, -s], -1),  # top, right edge
+                      torch.stack([-s, -one], -1), torch.stack([-one, s], -1)])  # bottom, left: one closed loop
+    rays = torch.stack([loop[:, 0] * tx, loop[:, 1] * ty, torch.ones_like(loop[:, 0])], -1)
+    d = rays @ rot.T
+    x, y = directions_to_erp_xy(d, erp_hw, erp_grid)
+    lon = torch.atan2(d[:, 0], d[:, 2])
+    step = torch.diff(torch.cat([lon, lon[:1]]))
+    step = torch.remainder(step + math.pi, 2 * math.pi) - math.pi  # unwrap around the closed loop
+    winding = float(step.sum())
+    dy = torch.diff(torch.cat([y, y[:1]])).abs().max()
+    margin = float(dy) + 2
+    poles = []
+    for sign in (1.0, -1.0):
+        c = rot[1] * sign  # camera coordinates of the pole (0, sign, 0): R^T p = row 1 of R
+        if c[2] > 0 and abs(c[0] / c[2]) <= tx and abs(c[1] / c[2]) <= ty:
+            poles.append(sign)
+    r0 = 0 if 1.0 in poles else max(0, math.floor(float(y.min()) - margin))
+    r1 = h if -1.0 in poles else min(h, math.ceil(float(y.max()) + margin) + 1)
+    if poles or abs(winding) > math.pi:  # the border winds around a pole: every longitude
+        return r0, r1, torch.arange(w, device=rot.device)
+    unwrapped = lon[0] + torch.cat([step.new_zeros(1), torch.cumsum(step[:-1], 0)])
+    # 360 degrees of longitude span W columns (centres) or W - 1 (corners: columns 0 and W - 1
+    # both lie on the seam); column x = lon / per_col + centre
+    period = w if erp_grid == "centres" else w - 1
+    per_col = 2 * math.pi / period
+    centre = (w / 2 - 0.5) if erp_grid == "centres" else (w - 1) / 2
+    dx = float(step.abs().max()) / per_col + 2
+    first = math.floor(centre + float(unwrapped.min()) / per_col - dx)
+    last = math.ceil(centre + float(unwrapped.max()) / per_col + dx)
+    if last - first + 1 >= period:
+        return r0, r1, torch.arange(w, device=rot.device)
+    cols = torch.remainder(torch.arange(first, last + 1, device=rot.device), period)
+    if erp_grid == "corners" and bool((cols == 0).any()):
+        cols = torch.cat([cols, cols.new_tensor([w - 1])])
+    return r0, r1, torch.unique(cols)
+
+
+def _erp_trig(erp_hw, grid: str, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Float64 ``cos lat, sin lat`` per row and ``sin lon, cos lon`` per column (cached)."""
+    def build():
+        lon, lat = erp_lon_lat(erp_hw, device, GEOMETRY_DTYPE, grid=grid)
+        return torch.cos(lat), torch.sin(lat), torch.sin(lon), torch.cos(lon)
+    return GRID_CACHE.get(("erp_trig", tuple(erp_hw), grid, str(device)), build)
 
 
 def _erp_directions_at(pixels: Tensor, erp_hw, grid: str = "centres") -> Tensor:
     """``erp_directions(erp_hw, dtype=GEOMETRY_DTYPE, grid=grid)`` at flat pixel indices,
-    ``(N, 3)`` (the same formula element by element)."""
-    h, w = erp_hw
-    col = (pixels % w).to(GEOMETRY_DTYPE)
-    row = torch.div(pixels, w, rounding_mode="floor").to(GEOMETRY_DTYPE)
-    if grid == "centres":
-        lon = ((col + 0.5) / w - 0.5) * (2 * math.pi)
-        lat = (0.5 - (row + 0.5) / h) * math.pi
-    else:
-        lon = col * (2 * math.pi / (w - 1)) - math.pi
-        lat = math.pi / 2 - row * (math.pi / (h - 1))
-    cl = torch.cos(lat)
-    return torch.stack([cl * torch.sin(lon), torch.sin(lat), cl * torch.cos(lon)], -1)
+    ``(N, 3)``: the same products of the same per-row and per-column factors, bit for bit."""
+    w = erp_hw[1]
+    clat, slat, slon, clon = _erp_trig(erp_hw, grid, pixels.device)
+    row, col = torch.div(pixels, w, rounding_mode="floor"), pixels % w
+    cl = clat[row]
+    return torch.stack([cl * slon[col], slat[row], cl * clon[col]], -1)
 
 
 @dataclass(frozen=True)
 class Camera:
-    """One view's placement geometry: camera-to-world rotation and image-plane half extents."""
+    """One view's placement geometry: camera-to-world rotation, image-plane half extents, and
+    a box on the canvas (rows, ascending columns) containing its footprint."""
 
     rot: Tensor
     tx: float
     ty: float
     view_hw: tuple[int, int]
     grid: str
+    rows: tuple[int, int]
+    cols: Tensor
 
     @staticmethod
-    def of(params: tuple, view_hw, grid: str, device) -> "Camera":
+    def of(params: tuple, view_hw, grid: str, erp_hw, erp_grid: str, device) -> "Camera":
+        """The camera of ``params = (yaw, pitch, roll, fov_x, fov_y)`` over an ``erp_hw`` canvas."""
         yaw, pitch, roll, fov_x, fov_y = params
         tx, ty = half_extents(fov_x, fov_y, view_hw, grid)
-        return Camera(camera_rotation(yaw, pitch, roll, device), tx, ty, tuple(view_hw), grid)
+        rot = camera_rotation(yaw, pitch, roll, device)
+        r0, r1, cols = _bounds(rot, tx, ty, erp_hw, erp_grid)
+        return Camera(rot, tx, ty, tuple(view_hw), grid, (r0, r1), cols)
 
 
 def footprint_band(cam: Camera, erp_hw, r0: int, r1: int, mode: str, weight: str, padding: str, erp_grid: str,
@@ -139,11 +182,27 @@ def footprint_band(cam: Camera, erp_hw, r0: int, r1: int, mode: str, weight: str
     """
     w = erp_hw[1]
     rot, tx, ty = cam.rot, cam.tx, cam.ty
-    c32 = rot.T.to(torch.float32) @ _canvas_dirs32(erp_hw, erp_grid, r0, r1, rot.device)  # (3, n): R^T d
-    m = FOOTPRINT_MARGIN
-    z32 = c32[2]
-    cand = (z32 > -m) & (c32[0].abs() <= z32 * tx + m * (1 + tx)) & (c32[1].abs() <= z32 * ty + m * (1 + ty))
-    cand = cand.nonzero().squeeze(1) + r0 * w
+    cols = cam.cols
+    r0, r1 = max(r0, cam.rows[0]), min(r1, cam.rows[1])
+    if r1 <= r0:
+        cand = cols.new_zeros(0)
+    else:
+        # Coarse pass in float32 over the footprint's box, separable in rows and columns:
+        # R^T d with d = (cos lat sin lon, sin lat, cos lat cos lon); a superset of the
+        # footprint thanks to the margin.  The exact float64 test below runs on these only.
+        lon, lat = erp_lon_lat(erp_hw, rot.device, GEOMETRY_DTYPE, grid=erp_grid, rows=(r0, r1))
+        lon = lon[cols]
+        a = (torch.cos(lat)[:, None] * torch.sin(lon)[None, :]).to(torch.float32)
+        b = (torch.cos(lat)[:, None] * torch.cos(lon)[None, :]).to(torch.float32)
+        sl = torch.sin(lat).to(torch.float32)[:, None]
+        r = rot.to(torch.float32)
+        cx = r[0, 0] * a + r[1, 0] * sl + r[2, 0] * b
+        cy = r[0, 1] * a + r[1, 1] * sl + r[2, 1] * b
+        z32 = r[0, 2] * a + r[1, 2] * sl + r[2, 2] * b
+        m = FOOTPRINT_MARGIN
+        keep = (z32 > -m) & (cx.abs() <= z32 * tx + m * (1 + tx)) & (cy.abs() <= z32 * ty + m * (1 + ty))
+        ij = keep.nonzero()
+        cand = (ij[:, 0] + r0) * w + cols[ij[:, 1]]  # ascending: rows, then ascending columns
     pixels, index, tap_weight, view_weight = [], [], [], []
     for s in range(0, cand.numel(), CHUNK_PIXELS):
         p = cand[s : s + CHUNK_PIXELS]
@@ -170,7 +229,7 @@ def _footprint(yaw, pitch, roll, fov, view_hw, erp_hw, mode, weight, device, dty
                padding: str = "border", grid: str = "centres", erp_grid: str = "centres"):
     """The whole-canvas footprint of one view (``footprint_band`` over every row), weights
     cast to ``dtype``: ``(pixels, taps, view_weight)``."""
-    cam = Camera.of((yaw, pitch, roll, fov, fov_y), view_hw, grid, device)
+    cam = Camera.of((yaw, pitch, roll, fov, fov_y), view_hw, grid, erp_hw, erp_grid, device)
     pixels, taps, vw = footprint_band(cam, erp_hw, 0, erp_hw[0], mode, weight, padding, erp_grid)
     return pixels, Taps.make(taps.index, taps.weight, dtype, view_hw[0] * view_hw[1]), vw.to(dtype)
 
@@ -250,7 +309,7 @@ def perspective_to_erp(views: Tensor, yaw, pitch, roll, fov_x, erp_hw: Sequence[
             _place(views_g, ii, hit, out, wmap)
             progress.advance(len(bands))
             continue
-        cam = Camera.of(params, (h, w), grid, views.device)
+        cam = Camera.of(params, (h, w), grid, erp_hw, erp_grid, views.device)
         kept, kept_bytes = ([] if cache else None), 0
         for r0, r1 in bands:
             pixels, taps, vw = footprint_band(cam, erp_hw, r0, r1, mode, weight, padding, erp_grid)
@@ -340,7 +399,7 @@ def stitch_rig(views: Tensor, rig: Rig, erp_hw: Sequence[int], weight: str = "un
     bands = _bands(hh, max(1, FOOTPRINT_BAND_PIXELS // ww))
     wsum = cams = None
     if plan is None:
-        cams = [Camera.of(view_params(v, h, w), (h, w), grid, device) for v in rig.views]
+        cams = [Camera.of(view_params(v, h, w), (h, w), grid, erp_hw, erp_grid, device) for v in rig.views]
         progress = Progress(callback, 2 * nv * len(bands))
         wsum = _stitch_weight_sum(cams, erp_hw, bands, mode, weight, erp_grid, progress)
     else:
