@@ -5,12 +5,12 @@ clockwise, horizontal FOV through the *outer edges* of the border pixels (pixel 
 
 - **py360convert** ``e2p(e_img, fov_deg, u_deg, v_deg, out_hw, in_rot_deg)``: ``u_deg`` =
   yaw, ``v_deg`` = pitch (same signs, README "- Left / + Right", "- Down / + Up");
-  ``in_rot_deg`` = roll (same sign; checked numerically in tests/test_projection_reference.py); its
+  ``in_rot_deg`` = roll (same sign; checked numerically in tests/projection/test_projection_reference.py); its
   FOVs span the *centres* of the border pixels (``linspace(-tan, tan, n)`` in
   ``utils.xyzpers``), so the same rays need ``tan(fov_py / 2) = (1 - 1/n) tan(fov / 2)`` on
   each axis (a ``(h_fov, v_fov)`` pair maps to ``fov`` and ``fov_y``); its equirect grid is
   pixel centres like the pack's.
-- **Argus** (``src/pers2equi.py``, shared/specs/argus-videofrom3d.md 1e): same yaw/pitch/roll
+- **Argus** (``src/pers2equi.py``): same yaw/pitch/roll
   signs, radians, FOV in degrees through the outer pixel edges (``grid_sample``,
   ``align_corners=False``); the equirect grid is corner-aligned (longitude ``linspace(-180,
   180, W)``, latitude ``linspace(90, -90, H)``) and the frame is read with ZERO padding:
