@@ -216,7 +216,8 @@ class Rig:
 VIDEOPANDA_SIDE_FOV = 90.0
 VIDEOPANDA_POLE_FOV = 100.0
 VIDEOPANDA_SIZE = 512
-# Look Beyond: 12 yaws linspace(180, -180, 12), FOV 90, pitch 0, 1024x1024 frames.
+# Look Beyond (Pano2Perspect/panorama2cube.py): 12 yaws linspace(180, -180, 12), FOV 90 (its
+# convention: border pixel centres on the frustum edges), pitch 0, 1024x1024 frames.
 LOOKBEYOND_NUM = 12
 LOOKBEYOND_FOV = 90.0
 LOOKBEYOND_SIZE = 1024
@@ -237,8 +238,13 @@ def _cube6(size: int = 512) -> Rig:
 
 
 def _lookbeyond_loop(size: int = LOOKBEYOND_SIZE, n: int = LOOKBEYOND_NUM, fov: float = LOOKBEYOND_FOV) -> Rig:
+    """Look Beyond's loop; ``fov`` in ITS convention (Equirec2Perspec.py puts the border pixel
+    centres on the frustum edges, ``linspace(-tan, tan, size)``), mapped to the pack's FOV
+    through the pixel edges so the views have exactly its rays (90 -> 90.056 deg at 1024 px)."""
     n = _check_size(n, "n")
+    size = _check_size(size, "size")
     yaws = [180.0] if n == 1 else [180.0 - 360.0 * k / (n - 1) for k in range(n)]
+    fov = fov_corners_to_centres(check_fov(fov), size)
     return Rig("lookbeyond_loop", tuple(View(y, 0.0, 0.0, fov, size, size) for y in yaws))
 
 

@@ -178,6 +178,18 @@ def test_lookbeyond_view_has_its_rays_on_the_pack_grid(fov, theta, phi, hw):
     np.testing.assert_allclose(ours, rays[..., [1, 2, 0]], atol=1e-12, rtol=0)  # pack axes: right, up, forward
 
 
+def test_lookbeyond_loop_rig_has_its_rays():
+    # Issue 17 item 3: the rig passed FOV 90 unchanged, so its frames were half a pixel wider
+    # than Look Beyond's (border rays off by ~1e-2 at 32 px).  Its FOV is now Look Beyond's.
+    from pano360.projection import rig_preset, view_rays
+
+    rig = rig_preset("lookbeyond_loop", size=32)
+    ours = view_rays(rig, relative_to_first=False, dtype=torch.float64).numpy()
+    for k, view in enumerate(rig.views):
+        _, _, rays = lookbeyond_maps(90, view.yaw, 0, 32, 32, (64, 128))
+        np.testing.assert_allclose(ours[k], rays[..., [1, 2, 0]], atol=1e-12, rtol=0)
+
+
 def _rays(view: View) -> np.ndarray:
     from pano360.projection import view_rays
 
