@@ -42,6 +42,7 @@ __all__ = [
     "offload_device",
     "load_models",
     "free_memory",
+    "available_memory",
     "ModelPatcher",
 ]
 
@@ -134,6 +135,16 @@ def load_models(patchers: list, memory_required: int = 0) -> None:
 
 def free_memory() -> None:
     _mm.soft_empty_cache()
+
+
+def available_memory(device=None) -> int:
+    """Bytes ComfyUI's memory manager counts as free on ``device`` (a ``torch.device``; default
+    the CPU, where IMAGE tensors live: the system's available RAM)."""
+    if device is None:
+        import torch
+
+        device = torch.device("cpu")
+    return int(_mm.get_free_memory(device))
 
 
 def __getattr__(name: str):

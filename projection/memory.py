@@ -34,6 +34,7 @@ __all__ = [
     "estimate_rig",
     "footprint_fraction",
     "check_fits",
+    "format_bytes",
 ]
 
 # Temporaries of building the taps of one chunk, per output pixel (float64 rays and angles,
@@ -44,6 +45,9 @@ GEOMETRY_BYTES_PER_PIXEL = {"nearest": 128, "bilinear": 512, "bicubic": 1536}
 # The coarse footprint pass per canvas pixel of a band: float32 directions (cached or built),
 # R^T d, three masks and the candidate list (measured ~60 bytes, rounded up).
 COARSE_BYTES_PER_PIXEL = 96
+# The cube-map taps build per-face coordinates of every pixel (six candidate faces in float64):
+# about twice the perspective chunk's temporaries (measured, benchmarks/projection_memory.py).
+CUBE_GEOMETRY_FACTOR = 2
 # Fixed cost of the process-wide allocations a conversion may touch (the arange/offset
 # buffers, torch's small-allocation pools), rounded up from the smallest measured growth.
 BASE_BYTES = 16 << 20
@@ -61,15 +65,16 @@ class MemoryEstimate:
         return int(sum(self.parts.values()))
 
     def describe(self) -> str:
-        shown = ", ".join(f"{k} {_gib(v)}" for k, v in self.parts.items() if v >= (1 << 20))
-        return f"{self.op} needs about {_gib(self.total)} ({shown})"
+        shown = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.parts.items() if v >= (1 << 20))
+        return f"{self.op} needs about {format_bytes(self.total)} ({shown})"
 
 
 class ProjectionMemoryError(ValueError):
     """A request that would not fit the memory available; the message names the input."""
 
 
-def _gib(n: int) -> str:
+def format_bytes(n: int) -> str:
+    """``n`` bytes as MiB or GiB for messages."""
     return f"{n / (1 << 30):.2f} GiB" if n >= (1 << 30) else f"{n / (1 << 20):.0f} MiB"
 
 
@@ -81,8 +86,8 @@ def check_fits(estimate: MemoryEstimate, available_bytes: int, what: str) -> Non
     """
     if estimate.total > available_bytes:
         raise ProjectionMemoryError(
-            f"{what}: this request would need about {_gib(estimate.total)} of memory, only "
-            f"{_gib(int(available_bytes))} is available ({estimate.describe()}); use a smaller size or fewer frames"
+            f"{what}: this request would need about {format_bytes(estimate.total)} of memory, only "
+            f"{format_bytes(int(available_bytes))} is available ({estimate.describe()}); use a smaller size or fewer frames"
         )
 
 
@@ -158,7 +163,8 @@ def estimate_cubemap_to_erp(frames: int, channels: int, face: int, erp_h: int, m
         "output": frames * channels * eh * ew * s,
         "input copy": 6 * face * face * frames * channels * s,
         "cached taps": _cached_taps(eh * ew, mode, 6 * face * face, dtype),
-        "working set": _geometry(mode, ew) + 2 * ROWS_PER_CHUNK * ew * frames * channels * s + BASE_BYTES,
+        "working set": CUBE_GEOMETRY_FACTOR * _geometry(mode, ew) + 2 * ROWS_PER_CHUNK * ew * frames * channels * s
+        + BASE_BYTES,
     })
 
 
