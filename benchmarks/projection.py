@@ -64,6 +64,8 @@ CV2_FIXED = "OpenCV cv2.remap, fixed-point maps"
 CV2_FLOAT = "OpenCV cv2.remap, float32 maps"
 # Issue 10's target: e2p from a contiguous tensor within 1.3x of the channels-last one.
 LAYOUT_TARGET = 1.3
+# Rounds of the interleaved layout comparison (at least; more than --repeats on a loaded machine).
+LAYOUT_REPEATS = 9
 
 # Issue 2's sizes; --quick shrinks them for a smoke test (not for the record).
 # P*: Argus placement, PT frames of PHxPW each at its own pose (no cached geometry).
@@ -120,6 +122,28 @@ def timed(fn, repeats: int):
         walls.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
     return (statistics.median(walls), statistics.median(cpus)), result
+
+
+def timed_interleaved(fns: list, repeats: int) -> list:
+    """:func:`timed` for several functions run round-robin (one call each per round, the order
+    rotating every round), so a change in the machine's load, and the page faults of a fresh
+    output that depend on what ran just before (a fresh 400 MB buffer costs 0.1-1 s of faults
+    when the kernel has no huge pages to give), fall on all of them alike.  Results copied at
+    the warm-up."""
+    results = []
+    for fn in fns:
+        out = fn()
+        results.append(out.copy() if isinstance(out, np.ndarray) else out)
+    walls, cpus = [[] for _ in fns], [[] for _ in fns]
+    for r in range(repeats):
+        for j in range(len(fns)):
+            k = (j + r) % len(fns)
+            fn = fns[k]
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            walls[k].append(time.perf_counter() - t0)
+            cpus[k].append(time.process_time() - c0)
+    return [((statistics.median(w), statistics.median(c)), r) for w, c, r in zip(walls, cpus, results)]
 
 
 def bandwidth(repeats: int) -> float:
@@ -215,14 +239,14 @@ def run(repeats: int, sizes: dict) -> tuple[list[dict], dict]:
         return out
 
     e2p = {}
-    t, r = timed(ours_e2p, repeats)
+    # The layout comparison (issue 10) runs round-robin, so the four share the machine's load.
+    layouts = timed_interleaved([ours_e2p, ours_e2p_contiguous, cv2_e2p(True), cv2_e2p(False)],
+                                max(repeats, LAYOUT_REPEATS))
+    (t, r), (t_ct, r_ct), (t_fx, r_fx), (t_fl, r_fl) = layouts
     e2p["pano360"] = (t, view_error([r[i * T].numpy() for i in range(rig.num_views)]))
-    t, r = timed(ours_e2p_contiguous, repeats)
-    e2p[CONTIGUOUS] = (t, view_error([r[i * T].permute(1, 2, 0).numpy() for i in range(rig.num_views)]))
-    t, r = timed(cv2_e2p(True), repeats)
-    e2p[CV2_FIXED] = (t, view_error([r[i * T] for i in range(rig.num_views)]))
-    t, r = timed(cv2_e2p(False), repeats)
-    e2p[CV2_FLOAT] = (t, view_error([r[i * T] for i in range(rig.num_views)]))
+    e2p[CONTIGUOUS] = (t_ct, view_error([r_ct[i * T].permute(1, 2, 0).numpy() for i in range(rig.num_views)]))
+    e2p[CV2_FIXED] = (t_fx, view_error([r_fx[i * T] for i in range(rig.num_views)]))
+    e2p[CV2_FLOAT] = (t_fl, view_error([r_fl[i * T] for i in range(rig.num_views)]))
     t, r = timed(py_e2p, repeats)
     e2p["py360convert"] = (t, view_error([r[i][0] for i in range(rig.num_views)]))
     t, r = timed(p3c_e2p, repeats)
@@ -383,7 +407,7 @@ def table(runs: dict, env: dict, threads: int, load: str) -> str:
         "",
         f"`python benchmarks/projection.py --threads {threads}` on {cpu_name()} ({os.cpu_count()} logical CPUs, shared "
         f"with other jobs: load average {load} at the start), torch {torch.__version__}, {threads} torch thread(s) "
-        f"for every library (py360convert is single-threaded numpy/scipy; OpenCV set to the same thread count), "
+        f"for every library (OpenCV set to the same thread count; py360convert samples with OpenCV's remap when OpenCV is installed, as it is here since it became a test dependency, hence its much smaller gap than before), "
         f"OpenCV {env.get('opencv', '?')}, py360convert {env['py360convert']}, "
         f"pytorch360convert {env['pytorch360convert']}, float32, median of the runs after a warm-up.",
         "",

@@ -17,7 +17,6 @@ from _projection_fixtures import smooth_erp
 from pano360.projection import (
     GRID_CACHE,
     MAX_SIDE,
-    Rig,
     View,
     cubemap_to_erp,
     erp_to_cubemap,
@@ -32,7 +31,6 @@ from pano360.projection import (
 from pano360.projection.memory import (
     ProjectionMemoryError,
     check_fits,
-    estimate_erp_to_perspective,
     estimate_erp_to_rig,
     estimate_stitch_rig,
 )
