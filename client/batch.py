@@ -49,7 +49,7 @@ from typing import Any, Callable, Mapping
 
 import aiohttp
 
-from .files import write_bytes_atomic, write_json_atomic
+from ..media.atomic import write_bytes, write_json
 from .marker import MARKER_KEY, PROTOCOL_VERSION, ROUTE, job_marker
 from .schema import SchemaSet, fetch_object_info
 from .sweep import (Axis, Job, SweepError, Target, apply, expand, list_input_files, parse_seeds, parse_set,
@@ -193,7 +193,7 @@ class Manifest:
         return entry
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        write_json(self.path, self.data, replace=True, fsync=True)
 
 
 def _lock_holder(path: Path) -> int | None:
@@ -964,12 +964,12 @@ class _Batch:
                 data = await server.download(item)
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 raise AttemptFailed(f"download of {item['filename']} from {server.url} failed: {exc}") from exc
-            write_bytes_atomic(job_dir / rel, data)
+            write_bytes(job_dir / rel, data, replace=True, fsync=True)
             names.append(str(rel))
         entry.update(state="done", outputs=names, error=None, recovered=files is not None)
-        write_json_atomic(job_dir / "job.json", {"name": entry["name"], "values": entry["values"],
-                                                  "prompt_id": entry["prompt_id"], "server": server.url,
-                                                  "outputs": names})
+        write_json(job_dir / "job.json", replace=True, data={"name": entry["name"], "values": entry["values"],
+                                                              "prompt_id": entry["prompt_id"], "server": server.url,
+                                                              "outputs": names})
         self.manifest.save()
         self.progress.done += 1
         self.progress.update(entry["name"], finished=True)
