@@ -519,24 +519,26 @@ def top_level_boxes(path: str | os.PathLike) -> list[tuple[str, int, int]]:
 
 
 def save_360_video(frames, path: str | os.PathLike, fps: float, crf: int,
-                   meta: SphericalMetadata = SphericalMetadata(), *, callback=None, replace: bool = False) -> str:
+                   meta: SphericalMetadata = SphericalMetadata(), *, callback=None, replace: bool = False,
+                   next_free=None) -> str:
     """Encode equirect ``frames`` (uint8 ``[T, H, W, 3]``, even sizes) to an H.264 MP4
     at ``path`` carrying V1 and V2 spherical metadata.  Returns ``path``.
 
     The file appears only when complete: encoding and injection work on hidden
     temporary files in the same folder, then one rename; on failure nothing is left.
     callback(done, total): after each frame encoded (progress; raising aborts, e.g. Cancel).
-    An existing ``path`` is replaced only with ``replace`` (else ``FileExistsError``).
+    An existing ``path`` is replaced only with ``replace`` (else ``FileExistsError``, or with
+    ``next_free`` the first free name from ``path`` on); returns the path written.
     """
     from .atomic import atomic_path, temp_path_beside
     from .video import write_mp4
 
     encoded = temp_path_beside(path, ".enc.mp4")
     try:
-        with atomic_path(path, ".mp4", replace=replace) as tagged:
+        with (target := atomic_path(path, ".mp4", replace=replace, next_free=next_free)) as tagged:
             write_mp4(frames, encoded, fps, crf, callback=callback, replace=True)
             inject_spherical(encoded, tagged, meta)
     finally:
         if os.path.exists(encoded):
             os.remove(encoded)
-    return os.fspath(path)
+    return target.path
