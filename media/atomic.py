@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Callable, Iterator
+from typing import Callable
 
 __all__ = ["umask", "temp_path_beside", "atomic_path", "atomic_folder", "write_bytes", "write_json",
            "next_free_folder", "next_counter_name", "NameChooser"]

@@ -40,6 +40,17 @@ def image_to_bchw(image: torch.Tensor, node_id: str, input_name: str) -> torch.T
     return image.movedim(-1, 1)
 
 
+def equirect_to_bchw(image: torch.Tensor, node_id: str, input_name: str) -> torch.Tensor:
+    """An equirect IMAGE ``[B,H,W,C]`` -> ``(B,C,H,W)`` view: width = 2 x height, height >= 2."""
+    x = image_to_bchw(image, node_id, input_name)
+    h, w = x.shape[-2], x.shape[-1]
+    if w != 2 * h:
+        raise NodeInputError(node_id, input_name, "an equirect IMAGE with width = 2 x height", f"{w}x{h} (WxH)")
+    if h < 2:
+        raise NodeInputError(node_id, input_name, "an equirect IMAGE at least 2 pixels high", f"{w}x{h} (WxH)")
+    return x
+
+
 def bchw_to_image(x: torch.Tensor) -> torch.Tensor:
     """``(B,C,H,W)`` -> ComfyUI IMAGE ``[B,H,W,C]`` float32, contiguous, clamped to 0..1."""
     return x.movedim(1, -1).clamp(0.0, 1.0).to(torch.float32).contiguous()

@@ -13,7 +13,7 @@ from ..media.atomic import next_counter_name, next_free_folder
 from ..pipelines.lookbeyond.perspective_loop import POSE_HEADER, loop_cameras, write_frame_folders
 from ..projection import erp_to_rig, rig_preset
 from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZE
-from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, image_to_bchw,
+from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
                       node_id, output_path)
 from ._host import io, output_directory, progress_callback
 
@@ -82,10 +82,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                 save: bool, rig=None) -> io.NodeOutput:
         node = node_id(cls)
         check_widgets(cls, num_frames=num_frames, fov=fov, size=size, cameras_between=cameras_between)
-        erp = image_to_bchw(panorama, node, "panorama")
-        if erp.shape[-1] != 2 * erp.shape[-2]:
-            raise NodeInputError(node, "panorama", "an equirect image with width = 2 × height",
-                                 f"{erp.shape[-1]}×{erp.shape[-2]} (W×H)")
+        erp = equirect_to_bchw(panorama, node, "panorama")
         if rig is None:
             rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
         elif not hasattr(rig, "views"):

@@ -21,8 +21,8 @@ from ..media.gpano import GPanoFields, save_jpeg, save_png
 from ..media.images import to_uint8
 from ..media.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
 from ..media.video import DEFAULT_CRF
-from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, image_to_bchw,
-                      node_id, output_path)
+from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
+                      image_to_bchw, node_id, output_path)
 from ._host import (
     input_directory,
     io,
@@ -263,10 +263,7 @@ class Pano360PerspectiveSweep(io.ComfyNode):
         node = node_id(cls)
         check_widgets(cls, path=path, frames=frames, start_yaw=start_yaw, total_yaw=total_yaw, pitch=pitch, fov=fov,
                       easing=easing, width=width, height=height)
-        erp = image_to_bchw(panorama, node, "panorama")
-        if erp.shape[-1] != 2 * erp.shape[-2]:
-            raise NodeInputError(node, "panorama", "equirect frames with width = 2 × height",
-                                 f"{erp.shape[-1]}x{erp.shape[-2]}")
+        erp = equirect_to_bchw(panorama, node, "panorama")
         n = erp.shape[0] if erp.shape[0] > 1 else frames
         try:
             if camera_path is not None:
