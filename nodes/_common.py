@@ -193,6 +193,23 @@ def output_path(root: str, relative: str, node: str, input_name: str) -> str:
     return full
 
 
+def format_bytes(n: float) -> str:
+    """``1234567890`` -> ``"1.2 GB"`` (decimal units, as system monitors show RAM)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def check_fits(need: int, available: int, node: str, input_name: str, what: str, advice: str) -> None:
+    """Refuse, before allocating, work whose peak memory ``need`` exceeds ``available`` bytes:
+    :class:`NodeInputError` naming node and input, the need, what is free, and what to lower."""
+    if need > available:
+        raise NodeInputError(node, input_name, f"{what} that fits in the {format_bytes(available)} free ({advice})",
+                             f"a request needing {format_bytes(need)}")
+
+
 def known(*values) -> bool:
     """True when none of the values is a linked input (``None`` during validation)."""
     return all(v is not None for v in values)

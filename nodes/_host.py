@@ -43,6 +43,7 @@ __all__ = [
     "offload_device",
     "load_models",
     "free_memory",
+    "free_bytes",
     "ModelPatcher",
 ]
 
@@ -135,6 +136,12 @@ def load_models(patchers: list, memory_required: int = 0) -> None:
 
 def free_memory() -> None:
     _mm.soft_empty_cache()
+
+
+def free_bytes(device=None) -> int:
+    """Free memory ComfyUI sees on ``device`` (default: where IMAGE/LATENT outputs live, the
+    intermediate device; system RAM for the CPU), ``model_management.get_free_memory``."""
+    return int(_mm.get_free_memory(device if device is not None else _mm.intermediate_device()))
 
 
 def __getattr__(name: str):

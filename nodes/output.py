@@ -16,15 +16,18 @@ import numpy as np
 import torch
 
 from ..cameras import EASINGS, CameraPath, keyframe_path, render_path, yaw_sweep
+from ..cameras.render import render_peak_bytes
 from ..media.atomic import next_counter_name
 from ..media.gpano import GPanoFields, save_jpeg, save_png
 from ..media.images import to_uint8
 from ..media.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
 from ..media.video import DEFAULT_CRF
-from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
+from ._common import (ANGLE_CONVENTION, NodeInputError, check_fits, check_widgets, describe, equirect_to_bchw,
                       image_to_bchw, node_id, output_path)
 from ._host import (
+    free_bytes,
     input_directory,
+    intermediate_device,
     io,
     metadata_disabled,
     output_directory,
@@ -281,9 +284,17 @@ class Pano360PerspectiveSweep(io.ComfyNode):
         except ValueError as err:
             raise NodeInputError(node, "keyframes" if path == "keyframes" else "path settings",
                                  "a valid camera path", str(err)) from err
+        # The frames go straight into the IMAGE the node returns (no list of chunks concatenated
+        # at the end, no clamped copy): the peak is the output plus one chunk, checked first.
+        channels = erp.shape[1]
+        check_fits(render_peak_bytes(n, (height, width), channels, SWEEP_CHUNK), free_bytes(), node,
+                   "frames" if erp.shape[0] == 1 else "panorama", f"{n} frames of {width}x{height}",
+                   "lower frames, width or height, or render the path in parts")
+        image = torch.empty(n, height, width, channels, dtype=torch.float32, device=intermediate_device())
         steps = -(-n // SWEEP_CHUNK)
-        out = render_path(erp, cam, (height, width), chunk=SWEEP_CHUNK, callback=progress_callback(steps))
-        return io.NodeOutput(bchw_to_image(out))
+        render_path(erp.to(torch.float32), cam, (height, width), chunk=SWEEP_CHUNK, callback=progress_callback(steps),
+                    out=image.movedim(-1, 1))
+        return io.NodeOutput(image.clamp_(0.0, 1.0))
 
 
 class Pano360Preview360(io.ComfyNode):

@@ -18,7 +18,8 @@ __all__ = ["read_megasam_npz", "MAX_POSES"]
 # The most poses a file may hold: a 55-minute video at 30 fps, far beyond MegaSaM's clips and
 # Argus's videos.  Checked from the array header before anything is decompressed: a 2 MB
 # compressed file of 5M poses would otherwise take 640 MB as float64 and gigabytes more as the
-# path built from it (issue 18); at the bound the read peaks at about 110 MB (docs/memory.md).
+# path built from it (issue 18); at the bound, reading and fitting peaks at about 30 MB
+# (benchmarks/sweep_memory.py, docs/cameras.md).
 MAX_POSES = 100_000
 
 
