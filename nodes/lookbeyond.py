@@ -16,6 +16,7 @@ from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZ
 from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
                       node_id, output_path)
 from ._host import io, output_directory, progress_callback
+from .output import comfy_metadata
 
 CATEGORY = "Pano360/lookbeyond"
 RIG_TYPE = "PANO360_RIG"
@@ -62,6 +63,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                 io.String.Output("folder", tooltip="The written folder(s), one per line (empty when save is off)."),
                 io.String.Output("pose_txt", tooltip="The pose.txt text (RealEstate10K format; the first line is a placeholder readers skip)."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
 
@@ -105,7 +107,8 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
             folders = [os.path.join(parent, f"{prefix}_{start + b:05d}") for b in range(batch)]
             written = write_frame_folders(folders, per_pano, frame_ids, pose_text,
                                           callback=progress_callback(batch * len(frame_ids)),
-                                          next_free=next_counter_name)
+                                          next_free=next_counter_name,
+                                          text=comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo))
         return io.NodeOutput(images, "\n".join(written), pose_text)
 
 

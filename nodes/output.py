@@ -100,8 +100,10 @@ def pano_item(filename: str, subfolder: str, folder_type: str, kind: str, stereo
     return {"filename": filename, "subfolder": subfolder, "type": folder_type, "kind": kind, "stereo": stereo}
 
 
-def _png_text(prompt, extra_pnginfo) -> dict[str, str]:
-    """ComfyUI's PNG metadata: ``prompt`` plus each ``extra_pnginfo`` key (``workflow``), as SaveImage."""
+def comfy_metadata(prompt, extra_pnginfo) -> dict[str, str]:
+    """ComfyUI's file metadata: ``prompt`` plus each ``extra_pnginfo`` key (``workflow``, the
+    batch client's marker), JSON text, as SaveImage writes PNG text chunks and SaveVideo
+    writes MP4 tags; nothing under ``--disable-metadata``."""
     if metadata_disabled():
         return {}
     text = {}
@@ -152,7 +154,7 @@ class Pano360Save360Video(io.ComfyNode):
         path = save_360_video(frames, output_path(output_directory(), os.path.join(folder, f"{name}_{counter:05}_.mp4"),
                                                   node, "filename_prefix"),
                               fps, crf, SphericalMetadata(stereo_mode=stereo_mode), callback=_frame_progress(t),
-                              next_free=next_counter_name)
+                              next_free=next_counter_name, tags=comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo))
         file = os.path.basename(path)
         saved = {"filename": file, "subfolder": subfolder, "type": "output"}
         ui = {"images": [saved], "animated": (True,), "pano360": [pano_item(file, subfolder, "output", "video", stereo_mode)]}
@@ -197,7 +199,7 @@ class Pano360Save360Image(io.ComfyNode):
         if format not in ("png", "jpeg"):
             raise NodeInputError(node, "format", "png or jpeg", repr(format))
         fields = GPanoFields(w, h, initial_heading_deg=initial_yaw)
-        text = _png_text(cls.hidden.prompt, cls.hidden.extra_pnginfo) if format == "png" else {}
+        text = comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo) if format == "png" else {}
         folder, name, counter, subfolder = _save_target(filename_prefix, w, h, node)
         saved, paths = [], []
         progress = _frame_progress(b, every=1)

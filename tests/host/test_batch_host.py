@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ WORKFLOW = {
     "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "batch/flat"}},
     "5": {"class_type": "Pano360Save360Image", "inputs": {"images": ["3", 0], "format": "png", "jpeg_quality": 95,
                                                           "initial_yaw": 0.0, "filename_prefix": "batch/pano"}},
+    "6": {"class_type": "RepeatImageBatch", "inputs": {"image": ["3", 0], "amount": 2}},
+    "7": {"class_type": "Pano360Save360Video", "inputs": {"images": ["6", 0], "fps": 8.0, "crf": 30,
+                                                          "stereo_mode": "mono", "filename_prefix": "batch/video"}},
 }
 COLORS = tuple(range(0x101010, 0x101010 + N_JOBS))
 
@@ -57,11 +61,27 @@ def _history(client) -> dict:
     return client.get_json("/history")
 
 
+def _embedded(path) -> dict:
+    """A file's ComfyUI metadata as the standard readers see it: PNG text chunks (PIL), MP4
+    tags (ffmpeg's ffmetadata dump), not the client's byte scan."""
+    if path.suffix == ".png":
+        return dict(Image.open(path).text)
+    import imageio_ffmpeg
+
+    dump = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                          capture_output=True, text=True, check=True).stdout
+    tags = {}
+    for line in dump.splitlines()[1:]:
+        key, value = re.split(r"(?<!\\)=", line, maxsplit=1)
+        tags[key] = re.sub(r"\\(.)", r"\1", value)
+    return tags
+
+
 def _marked_files(base) -> dict[str, list[str]]:
-    """prompt id -> output files whose PNG text names it (read with PIL, not the client's scan)."""
+    """prompt id -> output files whose embedded batch marker names it."""
     found: dict[str, list[str]] = {}
-    for path in sorted((base / "output").rglob("*.png")):
-        job = json.loads(Image.open(path).text.get(marker.MARKER_KEY, "{}"))
+    for path in sorted(p for p in (base / "output").rglob("*") if p.is_file()):
+        job = json.loads(_embedded(path).get(marker.MARKER_KEY, "{}"))
         found.setdefault(job.get("prompt_id"), []).append(path.relative_to(base / "output").as_posix())
     return found
 
@@ -130,7 +150,7 @@ def test_batch_killed_with_jobs_queued_then_server_restart_runs_each_job_once(co
     marked = _marked_files(base)
     for entry in entries:   # one file per saver, written by the one execution of each job
         files = sorted(marked[entry["prompt_id"]])
-        assert [f.split("_")[0] for f in files] == ["batch/flat", "batch/pano"]
+        assert [f.split("_")[0] for f in files] == ["batch/flat", "batch/pano", "batch/video"]
         assert sorted(entry["outputs"]) == files
         for rel in files:
             assert (out / entry["name"] / rel).read_bytes() == (base / "output" / rel).read_bytes()

@@ -104,6 +104,10 @@ def test_outputs_get_the_modes_comfyui_saveimage_gets_in_the_same_run(comfy_serv
     assert len(written) >= 5
     assert {str(p): mode(p) for p in written} == {str(p): file_mode for p in written}
     assert mode(loop) == dir_mode
+    from PIL import Image   # the loop's frames keep the workflow like SaveImage's files (drop one on ComfyUI)
+
+    frame = next(loop.glob("*.png"))
+    assert json.loads(Image.open(frame).text["prompt"])["6"]["class_type"] == "Pano360LookBeyondPerspectiveLoop"
 
 
 def test_two_writers_of_one_name_keep_both_files(comfy_in_process, monkeypatch):
