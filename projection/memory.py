@@ -4,8 +4,9 @@ Every conversion needs its output, sometimes one copy of its input in gather lay
 taps it keeps in the grid cache (only when they fit its budget) and a working set bounded by
 the chunk sizes of :mod:`._sampling` and :mod:`.placement`, whatever the request's size
 (docs/projection.md "Memory" states the model per operation; benchmarks/projection_memory.py
-measures it).  Nodes call these estimates and refuse a request that cannot fit with
-:func:`check_fits`, naming the input, before allocating anything.
+measures it).  Nodes compare these estimates with ComfyUI's free memory
+(``nodes._common.check_fits``) and refuse a request that cannot fit, naming the input, before
+allocating anything.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from .geometry import Rig, View, _check_size, check_erp_hw
 
 __all__ = [
     "MemoryEstimate",
-    "ProjectionMemoryError",
     "estimate_erp_to_perspective",
     "estimate_erp_to_rig",
     "estimate_erp_to_cubemap",
@@ -33,8 +33,7 @@ __all__ = [
     "estimate_stitch_rig",
     "estimate_rig",
     "footprint_fraction",
-    "check_fits",
-    "format_bytes",
+
 ]
 
 # Temporaries of building the taps of one chunk, per output pixel (float64 rays and angles,
@@ -65,30 +64,13 @@ class MemoryEstimate:
         return int(sum(self.parts.values()))
 
     def describe(self) -> str:
-        shown = ", ".join(f"{k} {format_bytes(v)}" for k, v in self.parts.items() if v >= (1 << 20))
-        return f"{self.op} needs about {format_bytes(self.total)} ({shown})"
+        shown = ", ".join(f"{k} {_format_bytes(v)}" for k, v in self.parts.items() if v >= (1 << 20))
+        return f"{self.op} needs about {_format_bytes(self.total)} ({shown})"
 
 
-class ProjectionMemoryError(ValueError):
-    """A request that would not fit the memory available; the message names the input."""
-
-
-def format_bytes(n: int) -> str:
-    """``n`` bytes as MiB or GiB for messages."""
-    return f"{n / (1 << 30):.2f} GiB" if n >= (1 << 30) else f"{n / (1 << 20):.0f} MiB"
-
-
-def check_fits(estimate: MemoryEstimate, available_bytes: int, what: str) -> None:
-    """Raise :class:`ProjectionMemoryError` unless ``estimate`` fits ``available_bytes``.
-
-    what: who asks and which input decides the size, e.g.
-    ``"Pano360EquirectToPerspective: input 'width'"``; it starts the message.
-    """
-    if estimate.total > available_bytes:
-        raise ProjectionMemoryError(
-            f"{what}: this request would need about {format_bytes(estimate.total)} of memory, only "
-            f"{format_bytes(int(available_bytes))} is available ({estimate.describe()}); use a smaller size or fewer frames"
-        )
+def _format_bytes(n: int) -> str:
+    """Decimal MB / GB, as system monitors (and the nodes' messages) show memory."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
 
 
 def _geometry(mode: str, width: int) -> int:

@@ -116,10 +116,10 @@ def test_too_large_requests_are_refused_before_allocating_naming_the_input(nodes
     from pano360.nodes._common import NodeInputError
 
     run = comfy_in_process.run_node
-    monkeypatch.setattr(nodes, "available_memory", lambda device=None: 1 << 30)  # ComfyUI reports 1 GiB free
+    monkeypatch.setattr(nodes, "free_bytes", lambda device=None: 10**9)  # ComfyUI reports 1 GB free
     big = _rig(nodes, run, preset="custom_json", custom_json='[{"width": 16000, "height": 16000}]')
-    with pytest.raises(NodeInputError, match=r"Pano360EquirectToPerspective: input 'rig': expected a size whose "
-                                             r"result fits the free memory \(1\.00 GiB\), got erp_to_rig needs about 2\.9"):
+    with pytest.raises(NodeInputError, match=r"Pano360EquirectToPerspective: input 'rig': expected an erp_to_rig "
+                                             r"request that fits in the 1\.0 GB free .*got a request needing 3\.1 GB"):
         run(nodes.Pano360EquirectToPerspective, panorama=_image(32), rig=big, mode="bilinear", width=0, height=0)
     with pytest.raises(NodeInputError, match=r"Pano360EquirectToPerspective: input 'width'"):
         run(nodes.Pano360EquirectToPerspective, panorama=_image(32), rig=_rig(nodes, run, size=16), mode="bilinear",

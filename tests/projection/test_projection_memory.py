@@ -28,12 +28,7 @@ from pano360.projection import (
     rotate_erp,
     stitch_rig,
 )
-from pano360.projection.memory import (
-    ProjectionMemoryError,
-    check_fits,
-    estimate_erp_to_rig,
-    estimate_stitch_rig,
-)
+from pano360.projection.memory import estimate_erp_to_rig, estimate_stitch_rig
 
 ROOT = Path(__file__).resolve().parents[2]
 # Measured peak RSS may exceed the estimate by allocator rounding and torch's pools.
@@ -57,14 +52,11 @@ def test_every_size_has_an_upper_bound_naming_the_input():
     assert rig_from_json('[{"width": 16000, "height": 16000}]').views[0].width == 16000  # allowed, then estimated
 
 
-def test_estimate_refuses_a_request_that_cannot_fit_naming_the_input():
+def test_estimate_of_a_huge_view_is_its_output_plus_a_bounded_working_set():
     est = estimate_erp_to_rig(1, 3, (512, 1024), 1, (16000, 16000))
     assert est.parts["output"] == 16000 * 16000 * 3 * 4
     assert est.total < est.parts["output"] * 1.1  # geometry is chunked: the output dominates
-    with pytest.raises(ProjectionMemoryError, match=r"^Pano360EquirectToPerspective: input 'rig': .*2\.9\d GiB.*"
-                                                    r"only 2\.00 GiB"):
-        check_fits(est, 2 * GIB, "Pano360EquirectToPerspective: input 'rig'")
-    check_fits(est, 4 * GIB, "unused")  # fits: no error
+    assert est.describe().startswith("erp_to_rig needs about 3.1 GB (output 3.1 GB")
     stitch = estimate_stitch_rig(rig_preset("horizontal_n", n=64, fov=90, size=512), 1, 3, (4096, 8192),
                                  mode="bilinear")
     assert stitch.parts["stitch plan"] <= GRID_CACHE.max_bytes and stitch.total < 4 * GIB
