@@ -71,10 +71,11 @@ class GBuffer:
         return GBuffer(self.face[index], self.point[index], self.depth[index], self.normal[index], self.bary[index])
 
 
-def _hit(mesh: Mesh, face: Tensor, origin: Tensor, rays: Tensor) -> GBuffer:
-    """Exact ray/plane hits of every pixel's face.  face (T,H,W); origin (T,3); rays (T,H,W,3)."""
+def _hit(tri: Tensor, face: Tensor, origin: Tensor, rays: Tensor) -> GBuffer:
+    """Exact ray/plane hits of every pixel's face.  tri (F,3,3) world corners; face (T,H,W);
+    origin (T,3); rays (T,H,W,3)."""
     dtype = rays.dtype
-    tri = mesh.triangles().to(rays.device, dtype)  # (F, 3, 3)
+    tri = tri.to(rays.device, dtype)
     valid = face >= 0
     f = face.clamp(min=0)
     a, b, c = tri[f, 0], tri[f, 1], tri[f, 2]  # (T, H, W, 3)
@@ -103,8 +104,8 @@ def _hit(mesh: Mesh, face: Tensor, origin: Tensor, rays: Tensor) -> GBuffer:
     )
 
 
-def _face_buffer(mesh: Mesh, cams: PosedCameras, hw: tuple[int, int], chunk: int) -> Tensor:
-    tri = mesh.triangles().to(cams.rotation.device, cams.rotation.dtype)
+def _face_buffer(tri: Tensor, cams: PosedCameras, hw: tuple[int, int], chunk: int) -> Tensor:
+    tri = tri.to(cams.rotation.device, cams.rotation.dtype)
     faces = []
     for i in range(cams.num_frames):
         cam_tri = cams.select(i).world_to_camera(tri.reshape(-1, 3))[0].reshape(-1, 3, 3)
@@ -119,10 +120,11 @@ def render_gbuffer(mesh: Mesh, cams: PosedCameras, hw: tuple[int, int], *, chunk
     """Pinhole G-buffers of T views at (H, W); depth is camera-space z.  ``callback(done, total)``
     after each view."""
     out = []
+    tri = mesh.triangles().to(cams.rotation.device, cams.rotation.dtype)
     for i in range(cams.num_frames):
         cam = cams.select(i)
-        face = _face_buffer(mesh, cam, hw, chunk)
-        out.append(_hit(mesh, face, cam.position, camera_rays(cam, hw)))
+        face = _face_buffer(tri, cam, hw, chunk)
+        out.append(_hit(tri, face, cam.position, camera_rays(cam, hw)))
         if callback is not None:
             callback(i + 1, cams.num_frames)
     return _stack(out)
@@ -140,13 +142,14 @@ def render_erp_gbuffer(mesh: Mesh, cams: PosedCameras, erp_hw: tuple[int, int], 
     yaw = torch.tensor([f[0] for f in _CUBE_FACES], dtype=dt, device=dev)
     pitch = torch.tensor([f[1] for f in _CUBE_FACES], dtype=dt, device=dev)
     face_rot = rotation_matrix(yaw, pitch, torch.zeros_like(yaw))  # (6, 3, 3) relative to the camera
+    tri = mesh.triangles().to(dev, dt)
     out = []
     for i in range(cams.num_frames):
         cam = cams.select(i)
         rays = erp_rays(cam, erp_hw)  # (1, H, W, 3) world
         rots = cam.rotation[0] @ face_rot  # (6, 3, 3)
         cube = PosedCameras(rots, cam.position.expand(6, 3), torch.full((6,), math.pi / 2, dtype=dt, device=dev))
-        faces = _face_buffer(mesh, cube, (size, size), chunk)  # (6, S, S)
+        faces = _face_buffer(tri, cube, (size, size), chunk)  # (6, S, S)
         local = torch.einsum("fji,hwj->fhwi", rots, rays[0])  # ray in each cube camera's frame
         best = local[..., 2].argmax(0)  # (H, W): the face the ray looks through most directly
         lc = torch.gather(local, 0, best[None, ..., None].expand(1, h, w, 3))[0]
@@ -162,7 +165,7 @@ def render_erp_gbuffer(mesh: Mesh, cams: PosedCameras, erp_hw: tuple[int, int], 
                 r = (row + dr).clamp(0, size - 1)
                 c = (col + dc).clamp(0, size - 1)
                 face = faces[best.reshape(-1), r, c].reshape(1, h, w)
-                cand = _hit(mesh, face, cam.position, unit)
+                cand = _hit(tri, face, cam.position, unit)
                 ok = cand.mask & (cand.bary >= -_BARY_EPS).all(-1) & (cand.depth > 0)
                 cand = _where(ok, cand, None)
                 best_g = cand if best_g is None else _where(cand.depth < best_g.depth, cand, best_g)
