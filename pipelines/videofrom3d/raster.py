@@ -23,7 +23,7 @@ from torch import Tensor
 
 __all__ = ["clip_near", "rasterize", "DEFAULT_CHUNK"]
 
-DEFAULT_CHUNK = 1 << 22  # candidate (face, pixel) pairs per chunk: ~4M, a few hundred MB at most
+DEFAULT_CHUNK = 1 << 20  # candidate (face, pixel) pairs per chunk: ~1M, about 100 MB of temporaries
 _COVER_EPS = 1e-7  # barycentric tolerance so shared edges leave no cracks
 
 
