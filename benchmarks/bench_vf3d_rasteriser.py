@@ -3,8 +3,9 @@
 1. Frames per second of a 720x480 G-buffer (per-pixel face, exact hit point, depth, normal,
    barycentrics) of the bundled street scene, against two peers that compute the same per-pixel
    first hit: trimesh's ray casting (``trimesh.ray.ray_triangle``, NumPy + an R-tree) and a plain
-   torch brute-force ray caster (Möller–Trumbore over every triangle, in chunks).  The agreement of
-   the face buffers is printed as a check.
+   torch brute-force ray caster (Möller–Trumbore over every triangle, in chunks).  The peers are
+   slow, so they are timed on every ``PEER_ROW_STEP``-th image row and scaled to the full frame;
+   their agreement with our face buffer on those rows is printed as a check.
 2. The preprocessing time of one arc at the official resolutions (46 edge frames at 1080x720, 13
    correspondence views at 360x240, 12 noise warps at 1920x2880 with 16 channels), measured per
    unit and added up, against the model time of one arc (one Flux anchor + one 48-channel
@@ -37,13 +38,14 @@ from pano360.pipelines.videofrom3d.noise_warp import (  # noqa: E402
     resize_flow,
     warp_state,
 )
-from pano360.pipelines.videofrom3d.pinhole import PosedCameras, camera_rays  # noqa: E402
+from pano360.projection.pinhole import camera_rays  # noqa: E402
 from pano360.pipelines.videofrom3d.preprocess import arc_correspondences  # noqa: E402
 from pano360.pipelines.videofrom3d.render import line_art, render_gbuffer, soft_edges  # noqa: E402
 from pano360.pipelines.videofrom3d.scene import procedural_town, street_camera_path  # noqa: E402
 
 HW = (480, 720)
 TRIMESH_CHUNK = 8192  # rays per trimesh call (its candidate arrays grow with rays x triangles)
+PEER_ROW_STEP = 16  # the peers cast every 16th row (30 of 480) and are scaled by 16
 FOV = math.radians(60)
 
 # FLOPs per arc, 2 x params x tokens for the linear layers plus 4 x L^2 x d x layers for attention:
@@ -108,20 +110,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     mesh = procedural_town()
-    yaw, pitch, pos = street_camera_path(46)
-    cams = PosedCameras.from_angles(yaw, pitch, torch.zeros_like(yaw), pos, FOV).to(device)
-    cam = cams.select(10)
+    path = street_camera_path(46, fov_deg=math.degrees(FOV))
+    cam = path.select([10])
 
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
           f"device {device}, scene {mesh.num_faces} triangles")  # noqa: T201
-    ours = cpu_time(lambda: render_gbuffer(mesh, cam, HW), args.repeats)
-    g = render_gbuffer(mesh, cam, HW)
+    ours = cpu_time(lambda: render_gbuffer(mesh, cam, HW, device=device), args.repeats)
+    g = render_gbuffer(mesh, cam, HW, device=device)
+    print(f"| pano360 rasteriser + exact hits | {ours:.3f} s / frame | {1 / ours:.2f} frames / s |")  # noqa: T201
 
     import trimesh
 
     tm = trimesh.Trimesh(mesh.vertices.numpy(), mesh.faces.numpy(), process=False)
-    rays = camera_rays(cam, HW)[0].cpu().double()
-    origins = cam.position.cpu().double().expand(HW[0] * HW[1], 3).numpy()
+    origin = cam.positions(dtype=torch.float64)[0]
+    rays = camera_rays(cam.rotations(), torch.tensor(cam.fov_x, dtype=torch.float64), HW)[0][::PEER_ROW_STEP]
+    origins = origin.expand(rays.shape[0] * rays.shape[1], 3).numpy()
     dirs = rays.reshape(-1, 3).numpy()
     caster = trimesh.ray.ray_triangle.RayMeshIntersector(tm)
 
@@ -132,12 +135,12 @@ def main() -> None:
         return np.concatenate([caster.intersects_first(origins[s : s + step], dirs[s : s + step])
                                for s in range(0, len(dirs), step)])
 
-    t_tm = cpu_time(trimesh_faces, 1)
-    tm_face = torch.from_numpy(trimesh_faces()).reshape(HW)
+    t_tm = cpu_time(trimesh_faces, 1) * PEER_ROW_STEP
+    tm_face = torch.from_numpy(trimesh_faces()).reshape(rays.shape[:2])
     tri = mesh.triangles().double()
-    t_bf = cpu_time(lambda: brute_force_faces(tri, cam.position.cpu().double(), rays), 1)
-    bf_face = brute_force_faces(tri, cam.position.cpu().double(), rays)
-    ours_face = g.face[0].cpu()
+    t_bf = cpu_time(lambda: brute_force_faces(tri, origin, rays), 1) * PEER_ROW_STEP
+    bf_face = brute_force_faces(tri, origin, rays)
+    ours_face = g.face[0].cpu()[::PEER_ROW_STEP]
     print("| renderer (720x480 G-buffer) | CPU s / frame | frames / s | ours faster | face agreement with ours |")  # noqa: T201
     print("|---|---|---|---|---|")  # noqa: T201
     print(f"| pano360 rasteriser + exact hits | {ours:.3f} | {1 / ours:.2f} |  |  |")  # noqa: T201
@@ -147,13 +150,15 @@ def main() -> None:
           f"{float((bf_face == ours_face).float().mean()):.4f} |")  # noqa: T201
 
     # 2. one arc at the official resolutions, per unit
-    t_edge = cpu_time(lambda: soft_edges(line_art(render_gbuffer(mesh, cam, (720, 1080)))), args.repeats)
-    sampled = cams.select(torch.arange(13))
-    t_corres = cpu_time(lambda: arc_correspondences(mesh, sampled), 1) / 13
-    codes, _ = arc_correspondences(mesh, sampled)
+    t_edge = cpu_time(lambda: soft_edges(line_art(render_gbuffer(mesh, cam, (720, 1080), device=device))),
+                      args.repeats)
+    sampled = path.select(range(13))
+    t_corres = cpu_time(lambda: arc_correspondences(mesh, sampled, device=device), 1) / 13
+    codes, _ = arc_correspondences(mesh, sampled, device=device)
     flow = resize_flow(flow_from_correspondence(codes[0]), (240 * VF3D_NOISE.flow_scale, 360 * VF3D_NOISE.flow_scale))
     gen = torch.Generator().manual_seed(0)
     state = initial_state(VF3D_NOISE.channels, *flow.shape[1:], generator=gen)
+    print("timing one noise warp at 1920x2880x16 ...")  # noqa: T201
     t_warp = cpu_time(lambda: warp_state(state, flow, gen), 1)
     pre = 46 * t_edge + 13 * t_corres + 12 * t_warp
     cog, flux = arc_flops()

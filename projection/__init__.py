@@ -15,6 +15,7 @@ from .geometry import (
     rotation_matrix,
     view_rays,
 )
+from .pinhole import camera_rays, erp_rays, project_points, world_to_camera
 from .perspective import WEIGHTINGS, erp_to_perspective, erp_to_rig, perspective_to_erp, stitch_rig
 from .rotate import roll_erp, rotate_erp
 from ._sampling import GRID_CACHE, MODES
@@ -36,6 +37,10 @@ __all__ = [
     "roll_erp",
     "view_rays",
     "plucker_embedding",
+    "world_to_camera",
+    "project_points",
+    "camera_rays",
+    "erp_rays",
     "GRID_CACHE",
     "MODES",
     "WEIGHTINGS",

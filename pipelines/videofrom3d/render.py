@@ -24,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...cameras import CameraPath
+from ...projection.geometry import rotation_matrix
+from ...projection.pinhole import camera_rays, erp_rays, project_points, world_to_camera
 from .mesh import Mesh
-from .pinhole import PosedCameras, camera_rays, erp_rays, project_points
 from .raster import DEFAULT_CHUNK, clip_near, rasterize
 
 __all__ = [
@@ -71,6 +73,32 @@ class GBuffer:
         return GBuffer(self.face[index], self.point[index], self.depth[index], self.normal[index], self.bary[index])
 
 
+@dataclass(frozen=True)
+class _Poses:
+    """A camera path as tensors: rotation (T, 3, 3), position (T, 3), fov_x (T,)."""
+
+    rotation: Tensor
+    position: Tensor
+    fov_x: Tensor
+
+    @classmethod
+    def of(cls, path: CameraPath, device=None, dtype=torch.float64) -> "_Poses":
+        if not path.has_position:
+            raise ValueError(f"camera path ({path.source or 'unnamed'}): rendering a 3D scene needs camera "
+                             "positions (a path with x, y, z per frame)")
+        return cls(path.rotations(device, dtype), path.positions(device, dtype),
+                   torch.tensor(path.fov_x, device=device, dtype=dtype))
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.rotation.shape[0])
+
+    def select(self, index) -> "_Poses":
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return _Poses(self.rotation[index], self.position[index], self.fov_x[index])
+
+
 def _hit(tri: Tensor, face: Tensor, origin: Tensor, rays: Tensor) -> GBuffer:
     """Exact ray/plane hits of every pixel's face.  tri (F,3,3) world corners; face (T,H,W);
     origin (T,3); rays (T,H,W,3)."""
@@ -104,38 +132,39 @@ def _hit(tri: Tensor, face: Tensor, origin: Tensor, rays: Tensor) -> GBuffer:
     )
 
 
-def _face_buffer(tri: Tensor, cams: PosedCameras, hw: tuple[int, int], chunk: int) -> Tensor:
+def _face_buffer(tri: Tensor, cams: _Poses, hw: tuple[int, int], chunk: int) -> Tensor:
     tri = tri.to(cams.rotation.device, cams.rotation.dtype)
     faces = []
     for i in range(cams.num_frames):
-        cam_tri = cams.select(i).world_to_camera(tri.reshape(-1, 3))[0].reshape(-1, 3, 3)
+        cam_tri = world_to_camera(tri.reshape(-1, 3), cams.rotation[i : i + 1], cams.position[i : i + 1])[0]
+        cam_tri = cam_tri.reshape(-1, 3, 3)
         clipped, src = clip_near(cam_tri, NEAR_PLANE)
         screen = project_points(clipped.reshape(1, -1, 3), cams.fov_x[i : i + 1], hw)[0].reshape(-1, 3, 3)
         faces.append(rasterize(screen, hw, src, chunk=chunk)[0])
     return torch.stack(faces)
 
 
-def render_gbuffer(mesh: Mesh, cams: PosedCameras, hw: tuple[int, int], *, chunk: int = DEFAULT_CHUNK,
+def render_gbuffer(mesh: Mesh, path: CameraPath, hw: tuple[int, int], *, device=None, chunk: int = DEFAULT_CHUNK,
                    callback: Callable[[int, int], None] | None = None) -> GBuffer:
-    """Pinhole G-buffers of T views at (H, W); depth is camera-space z.  ``callback(done, total)``
-    after each view."""
+    """Pinhole G-buffers of a path's T views at (H, W) (the path needs positions); depth is
+    camera-space z; float64 on ``device``.  ``callback(done, total)`` after each view."""
+    cams = _Poses.of(path, device)
     out = []
     tri = mesh.triangles().to(cams.rotation.device, cams.rotation.dtype)
     for i in range(cams.num_frames):
         cam = cams.select(i)
         face = _face_buffer(tri, cam, hw, chunk)
-        out.append(_hit(tri, face, cam.position, camera_rays(cam, hw)))
+        out.append(_hit(tri, face, cam.position, camera_rays(cam.rotation, cam.fov_x, hw)))
         if callback is not None:
             callback(i + 1, cams.num_frames)
     return _stack(out)
 
 
-def render_erp_gbuffer(mesh: Mesh, cams: PosedCameras, erp_hw: tuple[int, int], *, chunk: int = DEFAULT_CHUNK,
-                       callback: Callable[[int, int], None] | None = None) -> GBuffer:
-    """Equirect G-buffers (pack sphere convention, the camera's forward at the centre column) of
-    T camera positions/orientations; depth is the distance along the ray."""
-    from ...projection.geometry import rotation_matrix
-
+def render_erp_gbuffer(mesh: Mesh, path: CameraPath, erp_hw: tuple[int, int], *, device=None,
+                       chunk: int = DEFAULT_CHUNK, callback: Callable[[int, int], None] | None = None) -> GBuffer:
+    """Equirect G-buffers (pack sphere convention, each camera's forward at the centre column) of a
+    path's T camera positions and orientations; depth is the distance along the ray."""
+    cams = _Poses.of(path, device)
     h, w = erp_hw
     size = max(8, -(-w // 4))  # cube face: about the panorama's angular resolution
     dev, dt = cams.rotation.device, cams.rotation.dtype
@@ -146,9 +175,9 @@ def render_erp_gbuffer(mesh: Mesh, cams: PosedCameras, erp_hw: tuple[int, int], 
     out = []
     for i in range(cams.num_frames):
         cam = cams.select(i)
-        rays = erp_rays(cam, erp_hw)  # (1, H, W, 3) world
+        rays = erp_rays(cam.rotation, erp_hw)  # (1, H, W, 3) world
         rots = cam.rotation[0] @ face_rot  # (6, 3, 3)
-        cube = PosedCameras(rots, cam.position.expand(6, 3), torch.full((6,), math.pi / 2, dtype=dt, device=dev))
+        cube = _Poses(rots, cam.position.expand(6, 3), torch.full((6,), math.pi / 2, dtype=dt, device=dev))
         faces = _face_buffer(tri, cube, (size, size), chunk)  # (6, S, S)
         local = torch.einsum("fji,hwj->fhwi", rots, rays[0])  # ray in each cube camera's frame
         best = local[..., 2].argmax(0)  # (H, W): the face the ray looks through most directly
@@ -273,11 +302,12 @@ def soft_edges(lines: Tensor, settings: EdgeSettings = EdgeSettings()) -> Tensor
     return x[:, 0]
 
 
-def normal_image(g: GBuffer, cams: PosedCameras, lines: Tensor | None = None) -> Tensor:
+def normal_image(g: GBuffer, path: CameraPath, lines: Tensor | None = None) -> Tensor:
     """Camera-space normals shaded as RGB (x right, y up, z towards the viewer; 0.5 + 0.5·n), black
     where empty, with optional white line art on top (the look of VideoFrom3D's ``normal/`` renders).
     Returns (T, H, W, 3) in [0, 1]."""
-    n_cam = torch.einsum("tji,thwj->thwi", cams.rotation.to(g.normal.dtype), g.normal)
+    rot = path.rotations(g.normal.device, g.normal.dtype)
+    n_cam = torch.einsum("tji,thwj->thwi", rot, g.normal)
     rgb = 0.5 + 0.5 * torch.stack([n_cam[..., 0], n_cam[..., 1], -n_cam[..., 2]], -1)
     rgb = torch.where(g.mask[..., None], rgb, torch.zeros_like(rgb)).float()
     if lines is not None:
@@ -288,10 +318,10 @@ def normal_image(g: GBuffer, cams: PosedCameras, lines: Tensor | None = None) ->
 # ----------------------------------------------------------------------- correspondences
 
 
-def reproject(g: GBuffer, ref: PosedCameras, ref_g: GBuffer, *, rel_tol: float = 1e-2) -> tuple[Tensor, Tensor]:
+def reproject(g: GBuffer, ref: CameraPath, ref_g: GBuffer, *, rel_tol: float = 1e-2) -> tuple[Tensor, Tensor]:
     """Where every pixel's surface point lies in a pinhole reference view, and whether it is seen there.
 
-    g: G-buffer of T views.  ref: T reference cameras (one per view; ``select`` repeats one).
+    g: G-buffer of T views.  ref: a path of T reference cameras (one per view; ``select`` repeats one).
     ref_g: the reference views' pinhole G-buffer (T, H_ref, W_ref), for occlusion.  Returns
     ``(xy (T, H, W, 2) pixel-edge coordinates in the reference view, valid (T, H, W))``; a point is
     valid when it has a surface, lies in front of the reference camera inside its image and is not
@@ -300,8 +330,9 @@ def reproject(g: GBuffer, ref: PosedCameras, ref_g: GBuffer, *, rel_tol: float =
     """
     t, h, w = g.face.shape
     hr, wr = ref_g.face.shape[1:]
+    cams = _Poses.of(ref, g.point.device, g.point.dtype)
     pts = g.point.reshape(t, -1, 3)
-    uvz = project_points(ref.world_to_camera(pts), ref.fov_x, (hr, wr)).reshape(t, h, w, 3)
+    uvz = project_points(world_to_camera(pts, cams.rotation, cams.position), cams.fov_x, (hr, wr)).reshape(t, h, w, 3)
     u, v, z = uvz[..., 0], uvz[..., 1], uvz[..., 2]
     inside = g.mask & (z > NEAR_PLANE) & (u >= 0) & (u < wr) & (v >= 0) & (v < hr)
     u, v = torch.where(inside, u, torch.zeros_like(u)), torch.where(inside, v, torch.zeros_like(v))
@@ -312,12 +343,12 @@ def reproject(g: GBuffer, ref: PosedCameras, ref_g: GBuffer, *, rel_tol: float =
     return uvz[..., :2], visible
 
 
-def forward_flow(g: GBuffer, cams: PosedCameras, *, rel_tol: float = 1e-2) -> tuple[Tensor, Tensor]:
+def forward_flow(g: GBuffer, path: CameraPath, *, rel_tol: float = 1e-2) -> tuple[Tensor, Tensor]:
     """Forward optical flow of a pinhole sequence: for frame t (t < T−1), where each pixel's surface
     point moves in frame t+1.  Returns ``(flow (T−1, 2, H, W) in pixels, valid (T−1, H, W))``;
     valid where the point is seen in frame t+1."""
     h, w = g.face.shape[1:]
-    nxt = cams.select(slice(1, None))
+    nxt = path.select(range(1, path.num_frames))
     xy, valid = reproject(g.select(slice(0, -1)), nxt, g.select(slice(1, None)), rel_tol=rel_tol)
     xs = torch.arange(w, dtype=xy.dtype, device=xy.device) + 0.5
     ys = torch.arange(h, dtype=xy.dtype, device=xy.device)[:, None] + 0.5

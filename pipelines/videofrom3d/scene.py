@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from ...cameras import CameraPath, path_from_arrays
 from .mesh import Mesh, box_mesh, merge_meshes, quad_mesh
 
 __all__ = ["procedural_town", "cone_mesh", "gable_roof_mesh", "street_camera_path", "look_at_angles"]
@@ -78,12 +79,9 @@ def look_at_angles(position, target) -> tuple[float, float]:
     return math.atan2(dx, dz), math.atan2(dy, math.hypot(dx, dz))
 
 
-def street_camera_path(num_frames: int, start=(0.0, 1.7, -6.0), end=(1.5, 2.2, 26.0), look_ahead: float = 12.0,
-                       sway: float = 0.35) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A dolly along the bundled street with a gentle look to the sides.
-
-    Returns ``(yaw, pitch, position)``: (T,), (T,) radians and (T, 3) metres.
-    """
+def street_camera_path(num_frames: int, fov_deg: float = 60.0, start=(0.0, 1.7, -6.0), end=(1.5, 2.2, 26.0),
+                       look_ahead: float = 12.0, sway: float = 0.35) -> CameraPath:
+    """A dolly along the bundled street with a gentle look to the sides (positions in metres)."""
     ts = torch.linspace(0, 1, num_frames, dtype=torch.float64)
     s, e = torch.tensor(start, dtype=torch.float64), torch.tensor(end, dtype=torch.float64)
     pos = s + ts[:, None] * (e - s)
@@ -93,4 +91,4 @@ def street_camera_path(num_frames: int, start=(0.0, 1.7, -6.0), end=(1.5, 2.2, 2
         y, pt = look_at_angles(p, target)
         yaw.append(y)
         pitch.append(pt)
-    return torch.tensor(yaw, dtype=torch.float64), torch.tensor(pitch, dtype=torch.float64), pos
+    return path_from_arrays(yaw, pitch, [0.0] * num_frames, math.radians(fov_deg), "bundled street", pos.numpy())

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from pano360.pipelines.videofrom3d.arcs import read_arcs, write_arcs
 from pano360.pipelines.videofrom3d.correspondence import decode_correspondence
 from pano360.pipelines.videofrom3d.noise_warp import NoiseWarpSettings
-from pano360.pipelines.videofrom3d.pinhole import PosedCameras
 from pano360.pipelines.videofrom3d.preprocess import PreprocessSettings, equirect_edges, preprocess_arcs
 from pano360.pipelines.videofrom3d.scene import look_at_angles, procedural_town, street_camera_path
 
@@ -18,9 +15,8 @@ TINY = PreprocessSettings(edge_hw=(18, 27), corres_hw=(12, 18), noise=NoiseWarpS
                                                                                      downscale=4))
 
 
-def _street(frames: int) -> PosedCameras:
-    yaw, pitch, pos = street_camera_path(frames)
-    return PosedCameras.from_angles(yaw, pitch, torch.zeros_like(yaw), pos, math.radians(60))
+def _street(frames: int):
+    return street_camera_path(frames)
 
 
 def test_look_at_points_the_forward_axis_at_the_target():
@@ -63,6 +59,6 @@ def test_paths_must_hold_whole_arcs():
 
 
 def test_equirect_edges_of_the_street():
-    cams = _street(2).select(0)
+    cams = _street(2).select([0])
     e = equirect_edges(procedural_town(), cams, (32, 64))
     assert e.shape == (1, 32, 64, 3) and float(e.max()) > 0.5

@@ -13,7 +13,7 @@ from pano360.pipelines.videofrom3d.correspondence import (
     flow_from_correspondence,
 )
 from pano360.pipelines.videofrom3d.mesh import Mesh, box_mesh, load_mesh, merge_meshes, quad_mesh
-from pano360.pipelines.videofrom3d.pinhole import PosedCameras
+from pano360.cameras import path_from_arrays
 from pano360.pipelines.videofrom3d.raster import clip_near, rasterize
 from pano360.pipelines.videofrom3d.render import (
     EdgeSettings,
@@ -32,9 +32,9 @@ HW = (48, 72)
 FOV = math.radians(70)
 
 
-def _cams(positions, yaw=0.0, pitch=0.0, fov=FOV) -> PosedCameras:
+def _cams(positions, yaw=0.0, pitch=0.0, fov=FOV):
     n = len(positions)
-    return PosedCameras.from_angles([yaw] * n, [pitch] * n, [0.0] * n, positions, fov)
+    return path_from_arrays([yaw] * n, [pitch] * n, [0.0] * n, fov, "test", positions)
 
 
 def _focal(hw=HW, fov=FOV):
@@ -121,7 +121,7 @@ def test_correspondences_of_a_translated_wall_are_exact_and_survive_the_png_code
     wall = quad_mesh([[-20, -20, d], [20, -20, d], [20, 20, d], [-20, 20, d]])
     cams = _cams([[tx, 0.0, 0.0], [0.0, 0.0, 0.0]])  # current view moved right of the reference
     g = render_gbuffer(wall, cams, HW)
-    xy, valid = reproject(g.select(slice(0, 1)), cams.select(1), g.select(slice(1, 2)))
+    xy, valid = reproject(g.select(slice(0, 1)), cams.select([1]), g.select(slice(1, 2)))
     f = _focal()
     j = torch.arange(HW[1], dtype=torch.float64) + 0.5
     expect = j + f * tx / d  # the point seen at column j lies f*tx/d further right in the reference
@@ -141,7 +141,7 @@ def test_occluded_points_are_not_valid():
     pillar = box_mesh([-0.3, -5, 3.0], [0.3, 5, 3.6])
     cams = _cams([[1.0, 0, 0], [0.0, 0, 0]])
     g = render_gbuffer(merge_meshes(wall, pillar), cams, HW)
-    xy, valid = reproject(g.select(slice(0, 1)), cams.select(1), g.select(slice(1, 2)))
+    xy, valid = reproject(g.select(slice(0, 1)), cams.select([1]), g.select(slice(1, 2)))
     # wall points hidden behind the pillar from the reference view are invalid
     on_wall = g.face[0] < 2
     hidden = on_wall & (g.select(slice(1, 2)).face[0].flatten()[
@@ -159,7 +159,7 @@ def _colour(points: torch.Tensor) -> torch.Tensor:
 def test_flow_carries_frame_t_onto_frame_t_plus_1():
     scene = merge_meshes(box_mesh([-1.0, -0.8, 4.0], [1.2, 0.9, 5.5]),
                          quad_mesh([[-30, -30, 9], [30, -30, 9], [30, 30, 9], [-30, 30, 9]]))
-    cams = PosedCameras.from_angles([0.0, 0.05], [0.0, 0.02], [0.0, 0.0], [[0, 0, 0], [0.3, 0.1, 0.2]], FOV)
+    cams = path_from_arrays([0.0, 0.05], [0.0, 0.02], [0.0, 0.0], FOV, "test", [[0, 0, 0], [0.3, 0.1, 0.2]])
     g = render_gbuffer(scene, cams, HW)
     flow, valid = forward_flow(g, cams)
     img = _colour(g.point)  # (2, H, W)
@@ -195,7 +195,7 @@ def test_flow_through_the_correspondence_code_matches_the_rendered_flow():
     cams = _cams([[0.0, 0, 0], [0.25, 0, 0]])
     g = render_gbuffer(scene, cams, HW)
     # correspondence map in the current view (frame 1) pointing into the reference (frame 0)
-    xy, valid = reproject(g.select(slice(1, 2)), cams.select(0), g.select(slice(0, 1)))
+    xy, valid = reproject(g.select(slice(1, 2)), cams.select([0]), g.select(slice(0, 1)))
     flow = flow_from_correspondence(encode_correspondence(xy[0], valid[0], HW))
     true, ok = forward_flow(g, cams)
     hit = (flow[0] > -10000) & ok[0]
@@ -216,10 +216,10 @@ def test_equirect_depth_inside_a_room_is_the_exact_ray_distance():
     on_wall = ((p - lo).abs() < 1e-9) | ((p - hi).abs() < 1e-9)
     assert bool(on_wall.any(-1).all())
     # and the distance is the one to the first wall along the ray (closed form slab test)
-    from pano360.pipelines.videofrom3d.pinhole import erp_rays
+    from pano360.projection.pinhole import erp_rays
 
-    d = erp_rays(cams, (32, 64))[0]
-    o = cams.position[0]
+    d = erp_rays(cams.rotations(), (32, 64))[0]
+    o = cams.positions(dtype=torch.float64)[0]
     t_hi = torch.where(d > 0, (hi - o) / d, (lo - o) / d)
     t_exit = t_hi.min(-1).values
     assert float((g.depth[0] - t_exit).abs().max()) < 1e-9
@@ -227,7 +227,7 @@ def test_equirect_depth_inside_a_room_is_the_exact_ray_distance():
 
 def test_line_art_marks_silhouettes_and_creases_not_coplanar_seams():
     box = box_mesh([-1.0, -0.8, 4.0], [1.2, 0.9, 5.5])
-    cams = PosedCameras.from_angles([0.4], [0.3], [0.0], [[-1.5, 1.2, 0.0]], FOV)
+    cams = path_from_arrays([0.4], [0.3], [0.0], FOV, "test", [[-1.5, 1.2, 0.0]])
     g = render_gbuffer(box, cams, (96, 144))
     lines = line_art(g)
     # the front face's diagonal (two coplanar triangles) draws nothing: every line pixel touches
