@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ...media.atomic import atomic_folder
 from .correspondence import read_correspondence_png, write_correspondence_png
 
 __all__ = [
@@ -164,15 +163,9 @@ def _write_rgb8(path: str, image: Tensor) -> None:
 
 
 def write_arcs(root: str | os.PathLike, arcs: list[Arc]) -> None:
-    """Write arcs in the official layout under ``root`` (which must not exist yet).  The folder is
-    assembled beside ``root`` under a hidden name and renamed when complete."""
-    root = os.path.abspath(os.fspath(root))
-    if os.path.exists(root):
-        raise FileExistsError(f"{root} already exists; arcs are written into a new folder")
-    parent = os.path.dirname(root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.", dir=parent)
-    try:
+    """Write arcs in the official layout under ``root`` (which must not exist yet; the folder appears
+    only when complete, ``media.atomic.atomic_folder``)."""
+    with atomic_folder(root) as tmp:
         for k, arc in enumerate(arcs):
             folder = os.path.join(tmp, f"arc{k}")
             for sub, images, numbers in (("hed", arc.hed, arc.hed_frames), ("normal", arc.normal, arc.normal_frames)):
@@ -189,10 +182,6 @@ def write_arcs(root: str | os.PathLike, arcs: list[Arc]) -> None:
                 write_correspondence_png(os.path.join(folder, "corres_end.png"), arc.corres_end)
             if arc.noises is not None:
                 np.save(os.path.join(folder, "noises.npy"), arc.noises.detach().cpu().float().numpy())
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def resample_hed(frames: Tensor, length: int) -> Tensor:
@@ -202,3 +191,29 @@ def resample_hed(frames: Tensor, length: int) -> Tensor:
     n = frames.shape[0]
     step = (n - 1) / (length - 1) if n > 1 and length > 1 else 0.0
     return frames[[round(i * step) for i in range(length)]]
+
+
+def fit_path_to_arcs(path, arcs: int, frames_per_arc: int = ARC_FRAMES):
+    """A camera path resampled to ``(frames_per_arc − 1)·arcs + 1`` frames, linearly in time (angles
+    unwrapped, positions and FOV linear), so it splits into ``arcs`` VideoFrom3D arcs.
+
+    path: a ``cameras.CameraPath`` with positions.  Returns a new ``CameraPath``.
+    """
+    from ...cameras import path_from_arrays
+
+    if arcs < 1:
+        raise ValueError(f"arcs must be >= 1, got {arcs}")
+    if not path.has_position:
+        raise ValueError("camera path: VideoFrom3D needs camera positions (x, y, z per frame)")
+    n = (frames_per_arc - 1) * arcs + 1
+    src = torch.linspace(0, path.num_frames - 1, n, dtype=torch.float64)
+    lo = src.floor().long().clamp(max=path.num_frames - 1)
+    hi = (lo + 1).clamp(max=path.num_frames - 1)
+    w = (src - lo)[:, None]
+    yaw, pitch, roll, fov = (t.double() for t in path.tensors(dtype=torch.float64))
+    ang = torch.stack([yaw, pitch, roll, fov], 1)
+    ang[:, :3] = torch.from_numpy(np.unwrap(ang[:, :3].numpy(), axis=0))
+    vals = ang[lo] * (1 - w) + ang[hi] * w
+    pos = path.positions(dtype=torch.float64)
+    p = pos[lo] * (1 - w) + pos[hi] * w
+    return path_from_arrays(vals[:, 0], vals[:, 1], vals[:, 2], vals[:, 3], path.source, p.numpy())

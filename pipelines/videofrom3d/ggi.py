@@ -205,3 +205,16 @@ def chain_arcs(run_arc: Callable[[int, Tensor, Tensor], Tensor], anchors: Sequen
         out.append(frames[:keep])
         start = frames[-1]
     return torch.cat(out)
+
+
+def arc_inputs(hed: Tensor, noises: Tensor | None, settings: GGISettings, generator: torch.Generator,
+               latent_hw: tuple[int, int], channels: int = 16) -> tuple[Tensor, Tensor]:
+    """One arc's HED clip (49, H, W, 3) in [0, 1] (for the VAE) and initial latents (1, C, 13, h, w):
+    the arc's warped noise mixed at ``degradation``, or plain noise when the arc has none."""
+    clip = (hed_clip(hed) + 1) / 2
+    if noises is None:
+        noises = torch.randn(GGI_LATENT_FRAMES, *latent_hw, channels, generator=generator)
+    if tuple(noises.shape) != (GGI_LATENT_FRAMES, *latent_hw, channels):
+        raise ValueError(f"warped noise: expected {(GGI_LATENT_FRAMES, *latent_hw, channels)} (F, H, W, C), "
+                         f"got {tuple(noises.shape)}")
+    return clip, initial_latents(noises, settings.degradation, generator)

@@ -162,3 +162,31 @@ def sample_flow_with_replacement(denoise: Callable[[Tensor, Tensor, int], Tensor
         if callback is not None:
             callback(i + 1, n)
     return x
+
+
+def anchor_sequence(hed: Tensor, corres_end: list[Tensor | None],
+                    sample: Callable[[int, Tensor, Tensor | None, Tensor | None], Tensor],
+                    settings: SAGSettings = SAG_PAPER,
+                    callback: Callable[[int, int], None] | None = None) -> Tensor:
+    """All anchor views, each carried into the next (``sag_generate_anchor_view.py`` main loop).
+
+    hed: (K+1, H, W, 3) anchor edge maps in [0, 1] (the first frame of arc 0, then every arc's last).
+    corres_end: K maps (h, w, 3) ``arc{k}/corres_end`` (anchor k+1's view onto anchor k), or None.
+    sample(i, hed_i, warped, mask) -> (H, W, 3) image in [0, 1]: one anchor from its edge map and,
+    from anchor 1 on, the previous anchor warped into its view ((H, W, 3) in [0, 1]) and the hole
+    mask ((H, W), 1 = generate).  Returns (K+1, H, W, 3).
+    """
+    if len(corres_end) != hed.shape[0] - 1:
+        raise ValueError(f"anchor_sequence: {hed.shape[0]} anchors need {hed.shape[0] - 1} corres_end maps, "
+                         f"got {len(corres_end)}")
+    out = []
+    for i in range(hed.shape[0]):
+        warped = mask = None
+        if i > 0 and corres_end[i - 1] is not None and settings.num_replacement > 0:
+            prev = (out[-1].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            w, m = warp_anchor(prev, corres_end[i - 1].cpu().numpy(), settings)
+            warped, mask = torch.from_numpy(w).float() / 255.0, torch.from_numpy(m)
+        out.append(sample(i, hed[i], warped, mask))
+        if callback is not None:
+            callback(i + 1, hed.shape[0])
+    return torch.stack(out)
