@@ -16,7 +16,7 @@ FLUX = dict(in_channels=64, out_channels=16, vec_in_dim=32, context_in_dim=48, h
             num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56], theta=10000, patch_size=2,
             qkv_bias=True, guidance_embed=True)
 HW = (64, 96)  # GGI test size (multiple of 16)
-EDGES = (256, 384)  # edge maps / anchors: large enough that SAG's 5x5x12 hole dilation leaves carried pixels
+EDGES = (128, 192)  # edge maps / anchors: large enough that SAG's 5x5x12 hole dilation leaves carried pixels
 
 
 def _run(node, **inputs):
@@ -107,7 +107,7 @@ def tiny_arcs(comfy_in_process):
     try:
         mesh = _run(vf.Pano360VF3DLoadScene, source="bundled_street", mesh_file="", axes="y_up", scale=1.0,
                             seed=0)[0]
-        path = _run(vf.Pano360VF3DScenePath, arcs=2, fov_deg=60.0)[0]
+        path = _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0)[0]
         out = _run(vf.Pano360VF3DPreprocess, mesh=mesh, camera_path=path, seed=0, line_width=2.0,
                            crease_deg=40.0, save_prefix="vf3d_test")
     finally:
@@ -119,11 +119,11 @@ def test_preprocess_node_outputs_and_official_folder(comfy_in_process, tiny_arcs
     from pano360.pipelines.videofrom3d.arcs import read_arcs
 
     arcs, anchor_edges, frames = tiny_arcs
-    assert len(arcs) == 2 and anchor_edges.shape == (3, *EDGES, 3) and frames.shape == (92, *EDGES, 3)
+    assert len(arcs) == 1 and anchor_edges.shape == (2, *EDGES, 3) and frames.shape == (46, *EDGES, 3)
     assert float((arcs[0].corres_end[..., 2] >= 100).float().mean()) > 0.05  # the end sees part of the start
     out = comfy_in_process.folder_paths.get_output_directory()
     back = read_arcs(f"{out}/vf3d_test_00001")
-    assert torch.equal(back[1].corres, arcs[1].corres) and back[0].noises.shape == (13, 8, 12, 16)
+    assert torch.equal(back[0].corres, arcs[0].corres) and back[0].noises.shape == (13, 8, 12, 16)
 
 
 def test_sag_node_runs_on_comfyui_flux_and_controlnet(comfy_in_process, tiny_flux, tiny_arcs):
@@ -136,7 +136,7 @@ def test_sag_node_runs_on_comfyui_flux_and_controlnet(comfy_in_process, tiny_flu
         vf.Pano360VF3DAnchors, model=model, control_net=control, vae=vae, positive=pos, negative=neg, arcs=arcs,
         seed=5, steps=4, num_replacement=n, guidance=4.0, true_cfg=3.5, control_strength=0.8)[0]
     with_rep, without = run(2), run(0)
-    assert with_rep.shape == (3, *EDGES, 3) and torch.isfinite(with_rep).all()
+    assert with_rep.shape == (2, *EDGES, 3) and torch.isfinite(with_rep).all()
     torch.testing.assert_close(with_rep[0], without[0])  # the first anchor has nothing to carry
     assert float((with_rep[1] - without[1]).abs().max()) > 1e-3  # later anchors carry the previous one
 
@@ -182,9 +182,9 @@ def test_ggi_nodes_on_this_host(comfy_in_process, tiny_arcs, monkeypatch):
     monkeypatch.setattr(vf, "GGI_HW", HW)
     g = torch.Generator().manual_seed(2)
     pos, neg = [[torch.randn(1, 4, 8, generator=g), {}]], [[torch.randn(1, 4, 8, generator=g), {}]]
-    anchors = torch.rand(3, *HW, 3, generator=g)
+    anchors = torch.rand(2, *HW, 3, generator=g)
     frames = _run(vf.Pano360VF3DInbetween, model=model, vae=StandInVAE(video=True), positive=pos,
                                        negative=neg, anchors=anchors, arcs=arcs, seed=1, steps=2, cfg=6.0,
                                        degradation=0.5)[0]
-    assert frames.shape == (92, *HW, 3) and torch.isfinite(frames).all()
+    assert frames.shape == (46, *HW, 3) and torch.isfinite(frames).all()
     assert math.isfinite(float(frames.mean()))
