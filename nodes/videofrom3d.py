@@ -172,7 +172,7 @@ class Pano360VF3DScenePath(io.ComfyNode):
                                   tooltip="A path with positions (Camera Path node: keyframes with x, y, z, or a "
                                           "RealEstate10K file)."),
             ],
-            outputs=[CAMERA_PATH.Output("camera_path", tooltip="45 x arcs + 1 poses with positions.")],
+            outputs=[CAMERA_PATH.Output("arc_path", tooltip="45 x arcs + 1 poses with positions.")],
         )
 
     @classmethod
@@ -313,7 +313,7 @@ class Pano360XLabsControlNetLoader(io.ComfyNode):
                         "ControlNet LoRA merged into its weights (VideoFrom3D's controlnet.lora.safetensors).",
             inputs=[
                 io.Combo.Input("control_net_name", options=_host.model_file_list("controlnet"),
-                               tooltip="The ControlNet in models/controlnet."),
+                               tooltip="An XLabs Flux ControlNet file in models/controlnet (VideoFrom3D: flux-hed-controlnet-v3)."),
                 io.Combo.Input("lora_name", options=["none"] + _host.model_file_list("loras"), default="none",
                                tooltip="An XLabs-format ControlNet LoRA in models/loras, or none."),
                 io.Float.Input("strength", default=1.0, min=-4.0, max=4.0, step=0.01, tooltip="LoRA strength."),
