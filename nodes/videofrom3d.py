@@ -31,7 +31,7 @@ from ..pipelines.videofrom3d.ggi import (
     sample_ggi,
 )
 from ..pipelines.videofrom3d.mesh import AXES, load_mesh
-from ..pipelines.videofrom3d.preprocess import VF3D_PREPROCESS, PreprocessSettings, preprocess_arcs
+from ..pipelines.videofrom3d.preprocess import VF3D_PREPROCESS, PreprocessSettings, equirect_edges, preprocess_arcs
 from ..pipelines.videofrom3d.render import EdgeSettings
 from ..pipelines.videofrom3d.sag import (
     SAGSettings,
@@ -236,6 +236,41 @@ class Pano360VF3DPreprocess(io.ComfyNode):
             write_arcs(folder, arcs)
             log.info("VideoFrom3D arcs written to %s", folder)
         return io.NodeOutput(arcs, _anchor_edges(arcs), torch.cat([a.hed for a in arcs]).float())
+
+
+class Pano360VF3DEquirectEdges(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DEquirectEdges",
+            display_name="VideoFrom3D Equirect Edges",
+            category=CATEGORY,
+            description="Beyond the paper: the scene's edge maps as 2:1 equirect panoramas seen from camera path frames "
+                        "(the pack's sphere convention, each camera's forward at the centre column), e.g. 360° anchor "
+                        "edge maps for a ControlNet through the Multi-View Sampler.",
+            inputs=[
+                MESH.Input("mesh", tooltip="The coarse scene."),
+                CAMERA_PATH.Input("camera_path", tooltip="Poses with positions; every frame gives one panorama."),
+                io.Int.Input("height", default=512, min=16, max=4096, step=8,
+                             tooltip="Panorama height in pixels (width = 2 x height)."),
+                io.Int.Input("every_nth", default=45, min=1, max=1000,
+                             tooltip="Use frames 0, n, 2n, ... (45: the anchor frames of the arcs)."),
+                io.Float.Input("line_width", default=2.0, min=0.5, max=8.0, step=0.1,
+                               tooltip="Edge line width in pixels at 1080 px width (scaled with the image)."),
+            ],
+            outputs=[io.Image.Output("equirect_edges", tooltip="[N, H, 2H, 3] soft edges on black.")],
+        )
+
+    @classmethod
+    def execute(cls, mesh, camera_path, height, every_nth, line_width) -> io.NodeOutput:
+        if not hasattr(mesh, "faces"):
+            raise NodeInputError(cls.__name__, "mesh", "a PANO360_MESH", describe(mesh))
+        if not getattr(camera_path, "has_position", False):
+            raise NodeInputError(cls.__name__, "camera_path", "a camera path with positions", describe(camera_path))
+        frames = list(range(0, camera_path.num_frames, every_nth))
+        out = equirect_edges(mesh, camera_path.select(frames), (height, 2 * height), EdgeSettings(width_px=line_width),
+                             device=_host.torch_device())
+        return io.NodeOutput(out.float().cpu())
 
 
 class Pano360VF3DLoadArcs(io.ComfyNode):
@@ -566,6 +601,7 @@ NODES = [
     Pano360VF3DLoadScene,
     Pano360VF3DScenePath,
     Pano360VF3DPreprocess,
+    Pano360VF3DEquirectEdges,
     Pano360VF3DLoadArcs,
     Pano360XLabsLoraLoader,
     Pano360XLabsControlNetLoader,

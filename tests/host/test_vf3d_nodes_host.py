@@ -188,3 +188,12 @@ def test_ggi_nodes_on_this_host(comfy_in_process, tiny_arcs, monkeypatch):
                                        degradation=0.5)[0]
     assert frames.shape == (46, *HW, 3) and torch.isfinite(frames).all()
     assert math.isfinite(float(frames.mean()))
+
+
+def test_equirect_edges_node(comfy_in_process):
+    import pano360.nodes.videofrom3d as vf
+
+    mesh = _run(vf.Pano360VF3DLoadScene, source="bundled_street", mesh_file="", axes="y_up", scale=1.0, seed=0)[0]
+    path = _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0)[0]
+    pano = _run(vf.Pano360VF3DEquirectEdges, mesh=mesh, camera_path=path, height=32, every_nth=45, line_width=2.0)[0]
+    assert pano.shape == (2, 32, 64, 3) and float(pano.max()) > 0.5
