@@ -43,7 +43,7 @@ from ..pipelines.videofrom3d.sag import (
 )
 from ..pipelines.videofrom3d.scene import procedural_town, street_camera_path
 from . import _host
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, check_widgets, describe, output_path
 from ._host import io, log, progress_callback
 from .cameras import CAMERA_PATH
 
@@ -134,6 +134,7 @@ class Pano360VF3DLoadScene(io.ComfyNode):
 
     @classmethod
     def execute(cls, source, mesh_file, axes, scale, seed) -> io.NodeOutput:
+        check_widgets(cls, source=source, axes=axes, scale=scale, seed=seed)
         if source == "bundled_street":
             mesh = procedural_town(seed)
         else:
@@ -177,6 +178,7 @@ class Pano360VF3DScenePath(io.ComfyNode):
 
     @classmethod
     def execute(cls, arcs, fov_deg, camera_path=None) -> io.NodeOutput:
+        check_widgets(cls, arcs=arcs, fov_deg=fov_deg)
         if camera_path is None:
             return io.NodeOutput(street_camera_path(45 * arcs + 1, fov_deg=fov_deg))
         if not hasattr(camera_path, "has_position"):
@@ -220,8 +222,12 @@ class Pano360VF3DPreprocess(io.ComfyNode):
 
     @classmethod
     def execute(cls, mesh, camera_path, seed, line_width, crease_deg, save_prefix) -> io.NodeOutput:
+        check_widgets(cls, seed=seed, line_width=line_width, crease_deg=crease_deg)
         if not hasattr(mesh, "faces"):
             raise NodeInputError(cls.__name__, "mesh", "a PANO360_MESH", describe(mesh))
+        if not hasattr(camera_path, "has_position"):
+            raise NodeInputError(cls.__name__, "camera_path", "a PANO360_CAMERA_PATH", describe(camera_path))
+        target = output_path(_host.output_directory(), save_prefix, cls.__name__, "save_prefix") if save_prefix else None
         settings = PreprocessSettings(edge_hw=EDGE_HW, corres_hw=CORRES_HW, noise=NOISE,
                                       edges=EdgeSettings(crease_deg=crease_deg, width_px=line_width))
         try:
@@ -231,8 +237,8 @@ class Pano360VF3DPreprocess(io.ComfyNode):
                                    device=_host.torch_device(), callback=cb)
         except ValueError as err:
             raise NodeInputError(cls.__name__, "camera_path", "45 x arcs + 1 poses with positions", str(err)) from None
-        if save_prefix:
-            folder = next_free_folder(_host.output_directory(), save_prefix)
+        if target is not None:
+            folder = next_free_folder(*os.path.split(target))
             write_arcs(folder, arcs)
             log.info("VideoFrom3D arcs written to %s", folder)
         return io.NodeOutput(arcs, _anchor_edges(arcs), torch.cat([a.hed for a in arcs]).float())
@@ -263,6 +269,7 @@ class Pano360VF3DEquirectEdges(io.ComfyNode):
 
     @classmethod
     def execute(cls, mesh, camera_path, height, every_nth, line_width) -> io.NodeOutput:
+        check_widgets(cls, height=height, every_nth=every_nth, line_width=line_width)
         if not hasattr(mesh, "faces"):
             raise NodeInputError(cls.__name__, "mesh", "a PANO360_MESH", describe(mesh))
         if not getattr(camera_path, "has_position", False):
@@ -329,6 +336,7 @@ class Pano360XLabsLoraLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength) -> io.NodeOutput:
+        check_widgets(cls, strength=strength)
         sd = _host.load_torch_file(_host.model_file_path("loras", lora_name))
         if not is_xlabs_lora(sd):
             raise NodeInputError(cls.__name__, "lora_name", "an XLabs-format Flux LoRA", f"{lora_name} with keys "
@@ -358,6 +366,7 @@ class Pano360XLabsControlNetLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, control_net_name, lora_name, strength) -> io.NodeOutput:
+        check_widgets(cls, strength=strength)
         sd = _host.load_torch_file(_host.model_file_path("controlnet", control_net_name))
         if lora_name != "none":
             lora = _host.load_torch_file(_host.model_file_path("loras", lora_name))
@@ -405,6 +414,8 @@ class Pano360VF3DAnchors(io.ComfyNode):
     @classmethod
     def execute(cls, model, control_net, vae, positive, negative, arcs, seed, steps, num_replacement, guidance,
                 true_cfg, control_strength) -> io.NodeOutput:
+        check_widgets(cls, seed=seed, steps=steps, num_replacement=num_replacement, guidance=guidance,
+                      true_cfg=true_cfg, control_strength=control_strength)
         arcs = _check_arcs(cls.__name__, arcs)
         if num_replacement > steps:
             raise NodeInputError(cls.__name__, "num_replacement", f"at most steps ({steps})", str(num_replacement))
@@ -476,6 +487,7 @@ class Pano360VF3DGGILoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, weight_dtype) -> io.NodeOutput:
+        check_widgets(cls, weight_dtype=weight_dtype)
         folder = _ggi_folder(checkpoint)
         dtype = {"default": None, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[weight_dtype]
         try:
@@ -568,6 +580,7 @@ class Pano360VF3DInbetween(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, positive, negative, anchors, arcs, seed, steps, cfg, degradation) -> io.NodeOutput:
+        check_widgets(cls, seed=seed, steps=steps, cfg=cfg, degradation=degradation)
         arcs = _check_arcs(cls.__name__, arcs)
         if anchors.shape[0] != len(arcs) + 1:
             raise NodeInputError(cls.__name__, "anchors", f"{len(arcs) + 1} images (one more than arcs)",

@@ -197,3 +197,24 @@ def test_equirect_edges_node(comfy_in_process):
     path = _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0)[0]
     pano = _run(vf.Pano360VF3DEquirectEdges, mesh=mesh, camera_path=path, height=32, every_nth=45, line_width=2.0)[0]
     assert pano.shape == (2, 32, 64, 3) and float(pano.max()) > 0.5
+
+
+def test_bad_inputs_name_the_node_and_input(comfy_in_process):
+    import pano360.nodes.videofrom3d as vf
+    from pano360.cameras import constant_path
+    from pano360.nodes._common import NodeInputError
+
+    mesh = _run(vf.Pano360VF3DLoadScene, source="bundled_street", mesh_file="", axes="y_up", scale=1.0, seed=0)[0]
+    path = _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0)[0]
+    with pytest.raises(NodeInputError, match="Pano360VF3DPreprocess: input 'save_prefix'"):
+        _run(vf.Pano360VF3DPreprocess, mesh=mesh, camera_path=path, seed=0, line_width=2.0, crease_deg=40.0,
+             save_prefix="../outside")
+    with pytest.raises(NodeInputError, match="Pano360VF3DScenePath: input 'camera_path'"):
+        _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0, camera_path=constant_path(10))  # no positions
+    with pytest.raises(NodeInputError, match="Pano360VF3DLoadScene: input 'mesh_file'"):
+        _run(vf.Pano360VF3DLoadScene, source="mesh_file", mesh_file="missing.obj", axes="y_up", scale=1.0, seed=0)
+    with pytest.raises(NodeInputError, match="Pano360VF3DAnchors: input 'arcs'"):
+        _run(vf.Pano360VF3DAnchors, model=None, control_net=None, vae=None, positive=[], negative=[], arcs="nope",
+             seed=0, steps=25, num_replacement=12, guidance=4.0, true_cfg=3.5, control_strength=0.8)
+    with pytest.raises(NodeInputError, match="Pano360VF3DLoadArcs: input 'folder'"):
+        _run(vf.Pano360VF3DLoadArcs, folder="no_such_folder")
