@@ -20,6 +20,7 @@ from .geometry import (
     view_rays,
 )
 from .perspective import erp_to_perspective, erp_to_rig
+from .pinhole import camera_rays, erp_rays, project_points, world_to_camera
 from .placement import WEIGHTINGS, perspective_to_erp, stitch_rig
 from .rotate import roll_erp, rotate_erp
 from ._sampling import GRID_CACHE, MODES, PADDINGS, ProgressCallback
@@ -43,6 +44,10 @@ __all__ = [
     "plucker_embedding",
     "erp_to_perspective_coords",
     "perspective_to_erp_coords",
+    "world_to_camera",
+    "project_points",
+    "camera_rays",
+    "erp_rays",
     "GRID_CACHE",
     "MODES",
     "PADDINGS",
