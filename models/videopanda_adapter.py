@@ -48,7 +48,6 @@ ComfyUI or diffusers.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal

@@ -13,7 +13,7 @@ import pathlib
 
 import pytest
 import torch
-from _wan_tiny import NARROW_WAN, diffusers_wan
+from _tiny_models import NARROW_WAN, diffusers_wan
 
 from pano360.models.videopanda_adapter import (
     WAN21_T2V_1_3B,

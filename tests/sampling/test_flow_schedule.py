@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pano360.models.flow_schedule import (
+from pano360.sampling.flow import (
     WAN21_SHIFT,
     WAN21_TOKENS,
     flow_sigmas,
