@@ -118,3 +118,146 @@ def test_exported_base_lora_loads_through_comfys_lora_loader(tiny):
     finally:
         merged.unpatch_model()
     torch.testing.assert_close(comfy_out, ref, rtol=0, atol=PATH_TOL)
+
+
+# ---------------------------------------------------------------------------------------
+# Nodes: the loader, the Multi-View Sampler and the Extender with an adapter
+# ---------------------------------------------------------------------------------------
+
+SAMPLE_TOL = 1e-4  # four Euler steps of two implementations that differ by ~5e-6 per call
+
+
+@pytest.fixture
+def adapter_file(tiny, tmp_path, monkeypatch, comfy_in_process):
+    """The tiny adapter (random, non-zero) as a file in a models/videopanda folder."""
+    from pano360.models.videopanda_adapter import TrainingFacts, save_adapter
+
+    _, _, adapter = tiny
+    _randomise(adapter)
+    folder = tmp_path / "videopanda"
+    folder.mkdir()
+    save_adapter(str(folder / "tiny.safetensors"), adapter, TrainingFacts(shift=3.0, shift_tokens=8 * 2 * 16))
+    fp = comfy_in_process.folder_paths
+    monkeypatch.setitem(fp.folder_names_and_paths, "videopanda", ([str(folder)], {".safetensors"}))
+    monkeypatch.setattr(fp, "filename_list_cache", {})
+    return folder / "tiny.safetensors"
+
+
+def _conds(seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, 6, 4096, generator=g), {}]], [[torch.zeros(1, 6, 4096), {}]]
+
+
+def _node_bundles(env, steps=4, cfg=3.0, seed=7):
+    from pano360.nodes.settings import Pano360SamplerSettings
+
+    return Pano360SamplerSettings.execute(seed=seed, steps=steps, cfg=cfg, sampler_name="euler",
+                        scheduler="simple").args[0]
+
+
+def test_sampler_with_adapter_matches_the_host_free_sampler_and_holds_the_video_exactly(
+        comfy_in_process, tiny, adapter_file):
+    import comfy.sample
+    import comfy.samplers
+
+    from pano360.models.videopanda_adapter import load_adapter
+    from pano360.models.videopanda_wan import DiffusersAttachment
+    from pano360.nodes.multiview import Pano360MultiViewSampler, Pano360ViewMask
+    from pano360.nodes.videopanda import AdapterRun, Pano360VideoPandaAdapterLoader
+    from pano360.pipelines.videopanda.adapter import adapter_call
+    from pano360.pipelines.videopanda.adapter_sampler import sample_grid_with_adapter
+    from pano360.projection import rig_preset
+
+    env = comfy_in_process
+    patcher, dm, _ = tiny
+    assert "tiny.safetensors" in env.folder_paths.get_filename_list("videopanda")
+    handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.05,
+                          schedule="adapter").args[0]
+    rig = rig_preset("videopanda8", size=32)
+    v, t = 8, 2
+    video = torch.randn(1, 16, t, 4, 4, generator=torch.Generator().manual_seed(2))
+    mask = Pano360ViewMask.execute(regime="first_column", views=8, frames=t, column_view=3, custom="").args[0]
+    pos, neg = _conds()
+    settings = _node_bundles(env)
+    out = Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
+                       latent={"samples": torch.zeros(v, 16, t, 4, 4)}, settings=settings, videopanda=handle,
+                       rig=rig, view_mask=mask, given={"samples": video}).args[0]["samples"]
+    assert torch.equal(out[3], video[0])  # the input video, exactly
+
+    # the same run host-free: diffusers' Wan with the file's adapter, ComfyUI's noise and sigmas
+    samples = torch.zeros(v, 16, t, 4, 4)
+    samples[3] = video[0]
+    fmt = patcher.get_model_object("latent_format")
+    clone = AdapterRun(handle, patcher, "test").apply(patcher.clone(), rig, mask, samples, seed=7)
+    sigmas = comfy.samplers.calculate_sigmas(clone.get_model_object("model_sampling"), "simple", 4)
+    noise = comfy.sample.prepare_noise(samples, 7)
+    call = adapter_call(rig, mask, tuple(samples.shape), "directions", given=fmt.process_in(samples),
+                        noise_aug_sigma=0.05, seed=7)
+    attached = DiffusersAttachment(dm, load_adapter(str(adapter_file)).adapter)
+
+    def velocity(x, ts, txt):
+        with attached.views(v, t):
+            return dm(x, ts, txt).sample
+
+    with torch.no_grad():
+        ref = sample_grid_with_adapter(velocity, call, noise, sigmas, text=pos[0][0], null_text=neg[0][0], cfg=3.0)
+    torch.testing.assert_close(out, fmt.process_out(ref), rtol=0, atol=SAMPLE_TOL)
+    # the adapter's schedule: shift 3 at 256 tokens, this grid has 8*2*2*2 = 64 -> 1.5
+    assert abs(float(sigmas[2]) - 1.5 * 0.5 / (1 + 0.5 * 0.5)) < 1e-4
+
+
+def test_extender_with_adapter_keeps_video_and_carried_rows(comfy_in_process, tiny, adapter_file, monkeypatch):
+    from pano360.nodes import multiview
+    from pano360.nodes.multiview import Pano360AutoregressiveExtender
+    from pano360.nodes.settings import Pano360WindowSettings
+    from pano360.nodes.videopanda import Pano360VideoPandaAdapterLoader
+
+    env = comfy_in_process
+    patcher, _, _ = tiny
+    handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.1,
+                          schedule="adapter").args[0]
+    seen = []
+    real = multiview.sample_grid
+
+    def spy(model, positive, negative, rig, samples, mask, *args, **kw):
+        out = real(model, positive, negative, rig, samples, mask, *args, **kw)
+        seen.append((samples.clone(), mask.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(multiview, "sample_grid", spy)
+    video = torch.randn(1, 16, 5, 4, 4, generator=torch.Generator().manual_seed(3))
+    pos, neg = _conds()
+    windows = Pano360WindowSettings.execute(window=3, overlap=1).args[0]
+    out = Pano360AutoregressiveExtender.execute(model=patcher, positive=pos, negative=neg,
+                       latent={"samples": torch.zeros(1, 16, 1, 4, 4)}, windows=2, column_view=0,
+                       settings=_node_bundles(env, steps=2), videopanda=handle, window_settings=windows,
+                       video={"samples": video}).args[0]["samples"]
+    assert out.shape == (8, 16, 5, 4, 4)
+    assert torch.equal(out[0], video[0])  # the column, through both windows
+    (_, mask0, out0), (given1, mask1, _) = seen
+    assert mask1[:, 0].all() and mask1[0].all() and not mask0[1:].any()
+    assert torch.equal(given1[:, :, 0], out0[:, :, 2])  # window 2 carries window 1's last latent frame
+
+
+def test_adapter_refuses_training_free_noise_augmentation_and_foreign_files(comfy_in_process, tiny, adapter_file):
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.multiview import Pano360MultiViewSampler
+    from pano360.nodes.settings import Pano360FusionSettings
+    from pano360.nodes.videopanda import Pano360VideoPandaAdapterLoader
+    from safetensors.torch import save_file
+
+    env = comfy_in_process
+    patcher, _, _ = tiny
+    handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.05,
+                          schedule="model").args[0]
+    fusion = Pano360FusionSettings.execute(sync_strength=1.0, sync_start=0.0, sync_end=1.0,
+                          noise_augmentation=0.2).args[0]
+    pos, neg = _conds()
+    with pytest.raises(NodeInputError, match="fusion.*noise_aug_sigma"):
+        Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
+                     latent={"samples": torch.zeros(8, 16, 2, 4, 4)}, fusion=fusion, videopanda=handle)
+    save_file({"x": torch.zeros(1)}, str(adapter_file.parent / "some_lora.safetensors"))
+    env.folder_paths.filename_list_cache.clear()
+    with pytest.raises(NodeInputError, match="not a Pano360 VideoPanda adapter"):
+        Pano360VideoPandaAdapterLoader.execute(adapter="some_lora.safetensors", noise_aug_sigma=0.05,
+                     schedule="adapter")
