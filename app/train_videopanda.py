@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -104,7 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
 
 
-def _precomputed_text(folder: Path, clips) -> callable:
+def _precomputed_text(folder: Path, clips) -> Callable[[str], Tensor]:
     from safetensors.torch import load_file
 
     by_caption = {}
@@ -124,7 +125,7 @@ def _precomputed_text(folder: Path, clips) -> callable:
     return encode
 
 
-def _umt5_text(folder: Path, device) -> callable:
+def _umt5_text(folder: Path, device) -> Callable[[str], Tensor]:
     try:
         from transformers import AutoTokenizer, UMT5EncoderModel
     except ImportError:

@@ -71,6 +71,7 @@ __all__ = [
     "config_from_wan_state_dict",
     "save_adapter",
     "load_adapter",
+    "LoadedAdapter",
     "read_adapter_header",
     "ADAPTER_FORMAT",
     "ADAPTER_FORMAT_VERSION",
@@ -457,5 +458,3 @@ def load_adapter(path: str, device: torch.device | str = "cpu") -> LoadedAdapter
     adapter.load_state_dict(own, strict=True)
     return LoadedAdapter(adapter.to(device), training, base, lora)
 
-
-__all__ += ["LoadedAdapter"]

@@ -43,6 +43,7 @@ __all__ = [
     "plan_sample",
     "regime_mask",
     "render_views",
+    "subrig",
 ]
 
 # VideoPanda §3.2: "view-frame matrices of varying sizes, such as 3x16, 4x12, 6x8, and 8x6".
@@ -197,5 +198,3 @@ def render_views(frames: np.ndarray, rig: Rig) -> Tensor:
     views = views.reshape(rig.num_views, n, *views.shape[1:]).permute(0, 2, 1, 3, 4)
     return views.mul(2.0).sub(1.0).contiguous()
 
-
-__all__ += ["subrig"]
