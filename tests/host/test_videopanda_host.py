@@ -261,3 +261,39 @@ def test_adapter_refuses_training_free_noise_augmentation_and_foreign_files(comf
     with pytest.raises(NodeInputError, match="not a Pano360 VideoPanda adapter"):
         Pano360VideoPandaAdapterLoader.execute(adapter="some_lora.safetensors", noise_aug_sigma=0.05,
                      schedule="adapter")
+
+
+def test_an_adapter_from_the_training_entry_runs_in_the_sampler_node(comfy_in_process, tiny, tmp_path, monkeypatch):
+    """Train a few steps (tiny Wan, CPU), then load the written file with the loader node."""
+    from _vpanda_fixtures import patch_encode, text_encode, write_turning_panoramas
+
+    from pano360.media.video import count_frames
+    from pano360.nodes.multiview import Pano360MultiViewSampler
+    from pano360.nodes.videopanda import Pano360VideoPandaAdapterLoader
+    from pano360.pipelines.videopanda.batches import MatrixSource
+    from pano360.pipelines.videopanda.data import scan_folder
+    from pano360.pipelines.videopanda.train import train
+    from pano360.pipelines.videopanda.train_config import TrainConfig
+    from pano360.pipelines.videopanda.trainable import Trainable
+    from pano360.projection import rig_preset
+
+    patcher, dm, adapter = tiny
+    config = TrainConfig(steps=2, view_size=32, precision="fp32", matrices=((3, 2),), sample_every=100,
+                         sample_steps=2)
+    clips = scan_folder(write_turning_panoramas(tmp_path / "videos", count=1))
+    source = MatrixSource(clips, [count_frames(c.path) for c in clips], rig_preset("videopanda8"), config,
+                          patch_encode, lambda caption: text_encode(caption, dim=4096), "directions", seed=0,
+                          cached_clips=1)
+    result = train(Trainable(dm, adapter, config), source, tmp_path / "run", resume_run=False)
+    fp = comfy_in_process.folder_paths
+    monkeypatch.setitem(fp.folder_names_and_paths, "videopanda", ([str(result.adapter_path.parent)], {".safetensors"}))
+    monkeypatch.setattr(fp, "filename_list_cache", {})
+    handle = Pano360VideoPandaAdapterLoader.execute(adapter=result.adapter_path.name, noise_aug_sigma=0.05,
+                                                    schedule="adapter").args[0]
+    assert handle.loaded.training.steps == 2
+    pos, neg = _conds()
+    out = Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
+                                          latent={"samples": torch.zeros(8, 16, 2, 4, 4)},
+                                          settings=_node_bundles(comfy_in_process, steps=2), videopanda=handle
+                                          ).args[0]["samples"]
+    assert out.shape == (8, 16, 2, 4, 4) and torch.isfinite(out).all()
