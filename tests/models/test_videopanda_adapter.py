@@ -37,6 +37,15 @@ DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
 ATTN_TOL = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls on a shared 2-core machine run much faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _official(model) -> dict:
     return {diffusers_to_official_key(k): v for k, v in model.state_dict().items()}
 

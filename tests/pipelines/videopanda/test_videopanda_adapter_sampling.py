@@ -21,6 +21,15 @@ from pano360.projection import rig_preset, view_rays
 RIG = rig_preset("videopanda8", size=32)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny matmuls on a shared 2-core machine run much faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_only_given_cells_outside_the_input_video_get_the_noise_augmentation_sigma():
     mask = build_view_mask("first_row_and_column", 8, 4, column_view=2)
     s = cell_sigmas(mask, 0.05)
