@@ -36,6 +36,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from .videopanda_adapter import MultiViewAttention, RopeFn, VideoPandaAdapter, VideoPandaConfig, embed_conditioning
@@ -179,6 +180,29 @@ class DiffusersAttachment:
             yield
         finally:
             self.state.context = previous
+
+    def checkpoint_function(self):
+        """A ``gradient_checkpointing_func`` for ``transformer.enable_gradient_checkpointing``:
+        ``torch.utils.checkpoint`` (non-reentrant) that recomputes a block under the views
+        context of its forward (the backward pass runs after ``views()`` has exited)."""
+        state = self.state
+
+        def checkpointed(block, *args):
+            ctx = state.context
+
+            @contextlib.contextmanager
+            def recompute():
+                previous = state.context
+                state.context = ctx
+                try:
+                    yield
+                finally:
+                    state.context = previous
+
+            return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False,
+                                                     context_fn=lambda: (contextlib.nullcontext(), recompute()))
+
+        return checkpointed
 
     def detach(self) -> None:
         for i, proc in self._processors.items():

@@ -61,7 +61,7 @@ class Trainable:
             self.mv_lora = add_lora(adapter, names, config.new_lora_rank)
         self.attachment = DiffusersAttachment(transformer, adapter)
         if config.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
+            transformer.enable_gradient_checkpointing(self.attachment.checkpoint_function())
         if config.precision == "bf16":  # frozen base weights in bf16, trained ones stay fp32 (autocast)
             for p in transformer.parameters():
                 if not p.requires_grad:

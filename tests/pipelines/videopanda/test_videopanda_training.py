@@ -241,3 +241,23 @@ def test_command_line_training_on_tiny_files(videos, tmp_path, one_thread):
     assert loaded.training.steps == 2 and loaded.adapter.config.dim == NARROW_WAN["dim"]
     with pytest.raises(argparse.ArgumentTypeError):
         cli.parse_matrices("3by16")
+
+
+def test_gradient_checkpointing_keeps_the_gradients_and_bf16_trains(videos, one_thread):
+    config = TrainConfig(steps=1, view_size=32, precision="fp32", matrices=((3, 2),))
+    batch = _source(videos, config).batch((3, 2), regime="column")
+    grads = []
+    for checkpointing in (False, True):
+        model = _trainable(TrainConfig(**{**config.__dict__, "gradient_checkpointing": checkpointing}))
+        model.transformer.train()
+        training_loss(model, batch, generator=torch.Generator().manual_seed(0), device="cpu").backward()
+        grads.append({n: p.grad.clone() for n, p in model.adapter.named_parameters()})
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7)
+    assert any(g.abs().max() > 0 for g in grads[0].values())
+    bf16 = _trainable(TrainConfig(**{**config.__dict__, "precision": "bf16"}))
+    assert next(bf16.transformer.parameters()).dtype == torch.bfloat16  # the frozen base
+    assert all(p.dtype == torch.float32 for p in bf16.parameters())  # what trains stays fp32
+    loss = training_loss(bf16, batch, generator=torch.Generator().manual_seed(0), device="cpu")
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in bf16.parameters() if p.grad is not None)
