@@ -25,7 +25,7 @@ from ..sampling.hooks import denoise_mask_hook, post_cfg_hook
 from ..sampling.windows import window_seed
 from . import _host
 from ._bundles import FusionSettings, SamplerSettings, WindowSettings
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, check_widgets, describe
 from ._host import io
 from .settings import FUSION, SAMPLER, WINDOWS, bundle
 from .videopanda import VIDEOPANDA, AdapterRun
@@ -243,6 +243,7 @@ class Pano360ViewMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, regime, views, frames, column_view, custom, rig=None) -> io.NodeOutput:
+        check_widgets(cls, regime=regime, views=views, frames=frames, column_view=column_view)   # regime was blamed on column_view
         if rig is not None and not isinstance(rig, Rig):
             raise NodeInputError("Pano360ViewMask", "rig", "a PANO360_RIG (from Pano360Rig)", describe(rig))
         n = rig.num_views if rig is not None else views
@@ -382,6 +383,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
                 videopanda=None, window_settings=None, rig=None, video=None, positive_up=None,
                 positive_down=None) -> io.NodeOutput:
         node = "Pano360AutoregressiveExtender"
+        check_widgets(cls, windows=windows, column_view=column_view)
         rig = _rig(rig, node)
         sampling, fusion_settings = _bundles(settings, fusion, videopanda is not None, node)
         adapter = None if videopanda is None else AdapterRun(videopanda, model, node)
