@@ -22,7 +22,7 @@ from ..pipelines.videopanda.adapter import adapter_call, unet_wrapper
 from ..projection import Rig
 from ..sampling.flow import shift_for_tokens
 from . import _host
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, check_widgets, describe
 from ._host import io
 
 MODEL_FOLDER = "videopanda"
@@ -128,8 +128,7 @@ class Pano360VideoPandaAdapterLoader(io.ComfyNode):
     @classmethod
     def execute(cls, adapter, noise_aug_sigma, schedule) -> io.NodeOutput:
         node = "Pano360VideoPandaAdapterLoader"
-        if schedule not in SCHEDULES:
-            raise NodeInputError(node, "schedule", f"one of {SCHEDULES}", repr(schedule))
+        check_widgets(cls, adapter=adapter, noise_aug_sigma=noise_aug_sigma, schedule=schedule)
         path = _host.model_file_path(MODEL_FOLDER, adapter)
         try:
             loaded = load_adapter(path)

@@ -152,7 +152,7 @@ def _node_bundles(env, steps=4, cfg=3.0, seed=7):
     from pano360.nodes.settings import Pano360SamplerSettings
 
     return Pano360SamplerSettings.execute(seed=seed, steps=steps, cfg=cfg, sampler_name="euler",
-                        scheduler="simple").args[0]
+                                          scheduler="simple").args[0]
 
 
 def test_sampler_with_adapter_matches_the_host_free_sampler_and_holds_the_video_exactly(
@@ -172,7 +172,7 @@ def test_sampler_with_adapter_matches_the_host_free_sampler_and_holds_the_video_
     patcher, dm, _ = tiny
     assert "tiny.safetensors" in env.folder_paths.get_filename_list("videopanda")
     handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.05,
-                          schedule="adapter").args[0]
+                                                    schedule="adapter").args[0]
     rig = rig_preset("videopanda8", size=32)
     v, t = 8, 2
     video = torch.randn(1, 16, t, 4, 4, generator=torch.Generator().manual_seed(2))
@@ -180,8 +180,9 @@ def test_sampler_with_adapter_matches_the_host_free_sampler_and_holds_the_video_
     pos, neg = _conds()
     settings = _node_bundles(env)
     out = Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
-                       latent={"samples": torch.zeros(v, 16, t, 4, 4)}, settings=settings, videopanda=handle,
-                       rig=rig, view_mask=mask, given={"samples": video}).args[0]["samples"]
+                                          latent={"samples": torch.zeros(v, 16, t, 4, 4)}, settings=settings,
+                                          videopanda=handle, rig=rig, view_mask=mask,
+                                          given={"samples": video}).args[0]["samples"]
     assert torch.equal(out[3], video[0])  # the input video, exactly
 
     # the same run host-free: diffusers' Wan with the file's adapter, ComfyUI's noise and sigmas
@@ -215,7 +216,7 @@ def test_extender_with_adapter_keeps_video_and_carried_rows(comfy_in_process, ti
     env = comfy_in_process
     patcher, _, _ = tiny
     handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.1,
-                          schedule="adapter").args[0]
+                                                    schedule="adapter").args[0]
     seen = []
     real = multiview.sample_grid
 
@@ -229,9 +230,10 @@ def test_extender_with_adapter_keeps_video_and_carried_rows(comfy_in_process, ti
     pos, neg = _conds()
     windows = Pano360WindowSettings.execute(window=3, overlap=1).args[0]
     out = Pano360AutoregressiveExtender.execute(model=patcher, positive=pos, negative=neg,
-                       latent={"samples": torch.zeros(1, 16, 1, 4, 4)}, windows=2, column_view=0,
-                       settings=_node_bundles(env, steps=2), videopanda=handle, window_settings=windows,
-                       video={"samples": video}).args[0]["samples"]
+                                                latent={"samples": torch.zeros(1, 16, 1, 4, 4)}, windows=2,
+                                                column_view=0, settings=_node_bundles(env, steps=2),
+                                                videopanda=handle, window_settings=windows,
+                                                video={"samples": video}).args[0]["samples"]
     assert out.shape == (8, 16, 5, 4, 4)
     assert torch.equal(out[0], video[0])  # the column, through both windows
     (_, mask0, out0), (given1, mask1, _) = seen
@@ -249,18 +251,22 @@ def test_adapter_refuses_training_free_noise_augmentation_and_foreign_files(comf
     env = comfy_in_process
     patcher, _, _ = tiny
     handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.05,
-                          schedule="model").args[0]
+                                                    schedule="model").args[0]
     fusion = Pano360FusionSettings.execute(sync_strength=1.0, sync_start=0.0, sync_end=1.0,
-                          noise_augmentation=0.2).args[0]
+                                           noise_augmentation=0.2).args[0]
     pos, neg = _conds()
     with pytest.raises(NodeInputError, match="fusion.*noise_aug_sigma"):
         Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
-                     latent={"samples": torch.zeros(8, 16, 2, 4, 4)}, fusion=fusion, videopanda=handle)
+                                        latent={"samples": torch.zeros(8, 16, 2, 4, 4)}, fusion=fusion,
+                                        videopanda=handle)
     save_file({"x": torch.zeros(1)}, str(adapter_file.parent / "some_lora.safetensors"))
     env.folder_paths.filename_list_cache.clear()
     with pytest.raises(NodeInputError, match="not a Pano360 VideoPanda adapter"):
         Pano360VideoPandaAdapterLoader.execute(adapter="some_lora.safetensors", noise_aug_sigma=0.05,
-                     schedule="adapter")
+                                               schedule="adapter")
+    with pytest.raises(NodeInputError, match="noise_aug_sigma"):
+        Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=float("nan"),
+                                               schedule="adapter")
 
 
 def test_an_adapter_from_the_training_entry_runs_in_the_sampler_node(comfy_in_process, tiny, tmp_path, monkeypatch):
