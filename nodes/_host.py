@@ -236,6 +236,57 @@ def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, s
                   callback=callback)
 
 
+# --- model patches (VideoPanda adapter) -----------------------------------------------------
+
+
+def diffusion_model(model):
+    """The ModelPatcher's network (``model.diffusion_model``), for building object patches."""
+    return model.get_model_object("diffusion_model")
+
+
+def flow_model_sampling(model, shift: float, shift_low: float | None = None):
+    """A rectified-flow ``model_sampling`` (``ModelSamplingDiscreteFlow`` + ``CONST``, what the
+    ModelSamplingSD3 node builds) whose sigmas follow ``sampling.flow.shifted_sigma`` with
+    ``shift`` (and the interpolated ``shift_low``); timesteps stay ``1000 * sigma``.  For
+    ``ModelPatcher.add_object_patch("model_sampling", ...)``."""
+    import comfy.model_sampling as _ms
+
+    from ..sampling.flow import shifted_sigma
+
+    class ShiftedFlow(_ms.ModelSamplingDiscreteFlow, _ms.CONST):
+        def sigma(self, timestep):
+            u = timestep / self.multiplier
+            return shifted_sigma(torch.as_tensor(u, dtype=torch.float64), shift, shift_low).to(torch.float32)
+
+        def percent_to_sigma(self, percent):
+            if percent <= 0.0:
+                return 1.0
+            if percent >= 1.0:
+                return 0.0
+            return float(shifted_sigma(torch.tensor(1.0 - percent, dtype=torch.float64), shift, shift_low))
+
+    sampling = ShiftedFlow(model.model.model_config)
+    sampling.set_parameters(shift=shift, multiplier=1000)  # ComfyUI's flow table: 1000 steps, t = 1000 sigma
+    return sampling
+
+
+def set_weights(model, weights: dict) -> list[str]:
+    """Replace weights (ComfyUI's ``"set"`` patch) on a ModelPatcher; keys without the
+    ``diffusion_model.`` prefix.  Returns the keys the model did not have."""
+    patches = {f"diffusion_model.{k}": ("set", (v,)) for k, v in weights.items()}
+    applied = set(model.add_patches(patches, 1.0))
+    return sorted(k for k in patches if k not in applied)
+
+
+def with_lora(model, lora: dict, strength: float = 1.0):
+    """``model`` with a LoRA state dict applied through ComfyUI's own LoRA loader
+    (``comfy.sd.load_lora_for_models``; kohya ``lora_down``/``lora_up``/``alpha`` keys)."""
+    import comfy.sd
+
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0.0)
+    return patched
+
+
 # --- output ---------------------------------------------------------------------------------
 
 
