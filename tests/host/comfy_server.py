@@ -193,11 +193,11 @@ class ComfyClient:
 
 
 def start_server(comfyui_root: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path,
-                 models_dir: pathlib.Path | None = None, python: str | None = None):
-    """Start ``main.py --cpu`` on a free loopback port; returns (process, client) once
-    ``/system_stats`` answers.  ``models_dir``: a folder whose ``checkpoints/`` the
-    server lists too (``--extra-model-paths-config``); ``python``: the interpreter
-    (default: this one)."""
+                 models_dir: pathlib.Path | None = None, python: str | None = None, port: int | None = None):
+    """Start ``main.py --cpu`` on ``port`` (default: a free loopback port); returns (process,
+    client) once ``/system_stats`` answers.  ``models_dir``: a folder whose ``checkpoints/``
+    the server lists too (``--extra-model-paths-config``); ``python``: the interpreter
+    (default: this one).  A fixed port restarts a server where its clients find it."""
     extra_args = []
     if models_dir is not None:
         (models_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -206,8 +206,9 @@ def start_server(comfyui_root: pathlib.Path, base: pathlib.Path, log_path: pathl
         extra_args = ["--extra-model-paths-config", str(extra)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
     last_error = ""
+    fixed = port
     for _attempt in range(3):  # a port taken between free_port() and bind(): try another one
-        port = free_port()
+        port = fixed or free_port()
         cmd = [
             python or sys.executable, "-u", "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
             "--disable-auto-launch", "--disable-api-nodes", "--log-stdout",

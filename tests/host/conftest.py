@@ -241,6 +241,17 @@ from comfy_server import (  # noqa: E402  (re-exported: tests import them from h
     HTTP_TIMEOUT_S, SERVER_START_TIMEOUT_S, ComfyClient, ComfyError, free_port, make_base_directory, start_server, stop_server,
 )
 
+
+# The names host tests used before tests/host/comfy_server.py held them (test_batch_host.py).
+_make_base_directory = make_base_directory
+_stop = stop_server
+
+
+def _start_server(comfyui_root: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path, port: int | None = None):
+    """``start_server`` with the test model cache listed; ``port`` fixed to restart a server
+    where its clients find it."""
+    return start_server(comfyui_root, base, log_path, models_dir=model_cache_dir(), port=port)
+
 @pytest.fixture(scope="session")
 def comfy_server_factory(comfyui_root, tmp_path_factory):
     """``start() -> ComfyClient``: starts another independent server (own port and base
