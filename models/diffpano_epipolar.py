@@ -1,0 +1,522 @@
+"""DiffPano's spherical epipolar-aware attention module (EAModule), and its training-free twin.
+
+DiffPano (Ye et al., NeurIPS 2024; shared/specs/lookbeyond-videopanda-diffpano.md §3c)
+adds to a panorama Stable Diffusion UNet one module after every attention block of the
+mid block and the decoder (``CrossAttnUpBlock``: ResBlock -> AttnBlock -> EAModule).  A
+target panorama pixel's ray is sampled at S distances, each point is projected into K
+reference panoramas by the longitude/latitude mapping
+(:mod:`pano360.projection.epipolar`), the references' features are bilinearly sampled
+there, and the target's feature attends to those S x K samples.  No code or weights were
+released; this is the module as the paper describes it, with the unknowns (S, K, the
+depth range and the positional encoding) as configuration (docs/diffpano.md).
+
+:class:`EpipolarAttention` (one EAModule), for a feature map ``x (B, C, h, w)``:
+
+    n   = GroupNorm(x)                                  (as SD's attention blocks normalise)
+    q   = to_q(n)                                        (B, N, C), N = h * w
+    ref = sample(n of reference k, epipolar points)     (B, N, K * S, C)
+    k   = to_k(ref + pos_embed(pe)),  v = to_v(ref + pos_embed(pe))
+    out = x + to_out(softmax(q k^T / sqrt(d)) v)         heads of width ``head_dim``
+
+``pe`` is a Fourier encoding of each sample's normalised inverse distance and its parallax
+angle (:func:`positional_encoding`).  ``to_out`` starts at zero, so an untrained module
+returns ``x`` exactly and leaves the base UNet unchanged.  A target without references
+(or whose samples all fall on a reference centre) also gets ``x`` back.
+
+:class:`EpipolarAttentionSet` holds one module per insertion point.  **State-dict
+layout** (``models/diffpano_loader.py`` writes it as safetensors): the key of a parameter
+is the diffusers path of the attention block the module follows, then the parameter::
+
+    mid_block.attentions.0.{norm.weight, norm.bias, to_q.weight, to_k.weight, to_v.weight,
+                            pos_embed.weight, pos_embed.bias, to_out.weight, to_out.bias}
+    up_blocks.{i}.attentions.{j}.{...same...}
+
+(``to_q/k/v`` are ``(C, C)`` without bias, ``pos_embed`` is ``(C, 2 (1 + 2 F))`` for F
+Fourier frequencies, ``to_out`` is ``(C, C)`` with bias.)
+
+:func:`epipolar_extended_attention` is the training-free variant: inside a base model's
+own self-attention (same ``to_q/to_k/to_v``, no new parameters), each target token also
+attends to the reference tokens at its epipolar samples, in one softmax with its own
+tokens.
+
+Batches: the views of one scene are ``V`` consecutive batch items; a batch may repeat
+them in ``groups`` (ComfyUI's cond/uncond chunks, or several scenes in training), so the
+batch is ``groups * V`` items and reference ``k`` of item ``g * V + v`` is item
+``g * V + references[v, k]``.
+
+Host-free: never imports ComfyUI.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from ..projection.epipolar import DEPTH_SPACINGS, depth_samples, equirect_epipolar_samples, relative_pose, sample_erp_points
+
+__all__ = [
+    "EpipolarConfig",
+    "EpipolarViews",
+    "EpipolarPlan",
+    "LayerGeometry",
+    "layer_geometry",
+    "EpipolarAttention",
+    "EpipolarAttentionSet",
+    "positional_encoding",
+    "pe_dim",
+    "nearest_references",
+    "epipolar_extended_attention",
+    "diffusers_attention_blocks",
+]
+
+# SD's attention blocks normalise with GroupNorm(32, C, eps=1e-6) (diffusers
+# Transformer2DModel norm_num_groups=32, eps=1e-6; ldm SpatialTransformer Normalize).
+SD_NORM_GROUPS = 32
+SD_NORM_EPS = 1e-6
+# SD 2.x attention head width (attention_head_dim=64 per head); SD 1.5 uses 8 heads of
+# C/8 = 40..160.  A head width, not a count, keeps one setting valid at every resolution.
+HEAD_DIM = 64
+# Fourier frequencies of the sample encoding (NeRF-style, Mildenhall et al. 2020 §5.1,
+# with fewer bands: the two encoded scalars vary smoothly along a ray).
+PE_FREQUENCIES = 4
+# Scalars per epipolar sample fed to the positional encoding: normalised inverse
+# distance and parallax angle / pi.
+PE_SCALARS = 2
+# Reference choice rules for :func:`nearest_references`.
+REFERENCE_RULES = ("nearest", "previous")
+# Query rows per chunk in the training-free attention (bounds its (chunk x N) logits).
+EXTENDED_CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass(frozen=True)
+class EpipolarConfig:
+    """Settings of the epipolar modules.  Shape-defining: ``head_dim``, ``pe_frequencies``,
+    ``norm_groups``; the others may change at inference (they are stored with trained
+    weights as the values used in training).
+
+    num_samples: S distances per target ray.  num_refs: K reference panoramas per target.
+    near, far: distance range in the units of the camera positions (``far`` may be ``inf``
+    with inverse spacing).  spacing: ``inverse`` | ``linear``
+    (:data:`pano360.projection.epipolar.DEPTH_SPACINGS`).  DiffPano ablates S and K but
+    does not publish its values (spec §3c); the defaults are the issue's benchmark setting
+    (S = 8, K = 2) and an indoor range of 0.5 m to infinity.
+    """
+
+    num_samples: int = 8
+    num_refs: int = 2
+    near: float = 0.5
+    far: float = math.inf
+    spacing: Literal["inverse", "linear"] = "inverse"
+    head_dim: int = HEAD_DIM
+    pe_frequencies: int = PE_FREQUENCIES
+    norm_groups: int = SD_NORM_GROUPS
+    norm_eps: float = SD_NORM_EPS
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "num_refs", "head_dim", "norm_groups"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or int(value) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if isinstance(self.pe_frequencies, bool) or int(self.pe_frequencies) != self.pe_frequencies \
+                or self.pe_frequencies < 0:
+            raise ValueError(f"pe_frequencies: expected an integer >= 0, got {self.pe_frequencies!r}")
+        if self.spacing not in DEPTH_SPACINGS:
+            raise ValueError(f"spacing: unknown depth spacing {self.spacing!r}; choose one of {list(DEPTH_SPACINGS)}")
+        depth_samples(self.near, self.far, 1, self.spacing)  # validates the range
+
+    def depths(self, device=None, dtype=torch.float64) -> Tensor:
+        """The S distances, ``(S,)``."""
+        return depth_samples(self.near, self.far, self.num_samples, self.spacing, device, dtype)
+
+    def to_dict(self) -> dict:
+        """JSON-safe dict (``inf`` as the string ``"inf"``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["far"] = "inf" if math.isinf(self.far) else self.far
+        return out
+
+    @staticmethod
+    def from_dict(data: dict) -> "EpipolarConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ValueError."""
+        known = {f.name for f in fields(EpipolarConfig)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"epipolar config: unknown keys {sorted(unknown)}; allowed {sorted(known)}")
+        values = dict(data)
+        if "far" in values:
+            values["far"] = float(values["far"])
+        return EpipolarConfig(**values)
+
+
+def pe_dim(frequencies: int) -> int:
+    """Width of :func:`positional_encoding`: each scalar, then a sin and cos per frequency."""
+    return PE_SCALARS * (1 + 2 * frequencies)
+
+
+def positional_encoding(inv_depth: Tensor, parallax: Tensor, frequencies: int) -> Tensor:
+    """Fourier encoding of an epipolar sample.
+
+    inv_depth: normalised inverse distance in [0, 1] (1 at ``near``, 0 at ``far``);
+    parallax: angle in radians between the sample's direction and the target ray seen from
+    the reference (0 at infinity).  Both ``(...)``.  Returns ``(..., pe_dim(frequencies))``:
+    ``[v, sin(2^f pi v), cos(2^f pi v) for f < frequencies]`` for ``v`` in (inv_depth,
+    parallax / pi).
+    """
+    v = torch.stack([inv_depth, parallax / math.pi], dim=-1)  # (..., 2)
+    parts = [v]
+    for f in range(frequencies):
+        arg = v * (math.pi * 2.0**f)
+        parts += [torch.sin(arg), torch.cos(arg)]
+    return torch.cat(parts, dim=-1)
+
+
+# --------------------------------------------------------------------------- views and geometry
+
+
+def nearest_references(positions: Tensor, num_refs: int, rule: str = "nearest") -> Tensor:
+    """Pick each view's references.
+
+    positions: ``(V, 3)`` camera centres.  rule ``nearest``: the ``num_refs`` closest other
+    views (ties to the lower index); ``previous``: the closest among the earlier views only
+    (sequential generation).  Returns ``(V, num_refs)`` long, ``-1`` where fewer exist.
+    """
+    if rule not in REFERENCE_RULES:
+        raise ValueError(f"rule: unknown reference rule {rule!r}; choose one of {list(REFERENCE_RULES)}")
+    v = positions.shape[0]
+    dist = torch.cdist(positions.to(torch.float64), positions.to(torch.float64))
+    # stable tie-break by index
+    dist = dist + torch.arange(v, dtype=torch.float64)[None, :] * 1e-12
+    idx = torch.arange(v)
+    banned = idx[None, :] == idx[:, None]
+    if rule == "previous":
+        banned = banned | (idx[None, :] > idx[:, None])
+    dist = dist.masked_fill(banned, math.inf)
+    k = min(num_refs, v)
+    order = dist.argsort(dim=1)[:, :k]
+    picked = torch.where(torch.isinf(dist.gather(1, order)), torch.full_like(order, -1), order)
+    if k < num_refs:
+        picked = torch.cat([picked, picked.new_full((v, num_refs - k), -1)], dim=1)
+    return picked
+
+
+@dataclass(frozen=True)
+class EpipolarViews:
+    """The cameras of one scene's ``V`` panoramas and each one's references.
+
+    rotations: ``(V, 3, 3)`` camera-to-world (:func:`pano360.projection.rotation_matrix`).
+    positions: ``(V, 3)`` camera centres.  references: ``(V, K)`` long view indices, ``-1``
+    for none (e.g. :func:`nearest_references`).
+    """
+
+    rotations: Tensor
+    positions: Tensor
+    references: Tensor
+
+    def __post_init__(self) -> None:
+        v = self.rotations.shape[0]
+        if self.rotations.shape != (v, 3, 3) or self.positions.shape != (v, 3):
+            raise ValueError(f"views: expected rotations (V, 3, 3) and positions (V, 3), got "
+                             f"{list(self.rotations.shape)} and {list(self.positions.shape)}")
+        if self.references.ndim != 2 or self.references.shape[0] != v:
+            raise ValueError(f"references: expected ({v}, K), got {list(self.references.shape)}")
+        refs = self.references
+        if bool(((refs < -1) | (refs >= v)).any()):
+            raise ValueError(f"references: indices must be -1 or in [0, {v}), got {refs.tolist()}")
+        if bool((refs == torch.arange(v)[:, None]).any()):
+            raise ValueError("references: a view cannot be its own reference")
+
+    @property
+    def num_views(self) -> int:
+        return self.rotations.shape[0]
+
+    @property
+    def num_refs(self) -> int:
+        return self.references.shape[1]
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Epipolar samples of every view at one feature resolution ``(h, w)``.
+
+    x, y: ``(V, K, N * S)`` pixel coordinates in the reference feature map; valid:
+    ``(V, K, N, S)`` bool (False for a missing reference or a sample at its centre);
+    pe: ``(V, K, N, S, P)`` positional encoding; references: ``(V, K)`` long (``-1`` none).
+    """
+
+    hw: tuple[int, int]
+    x: Tensor
+    y: Tensor
+    valid: Tensor
+    pe: Tensor
+    references: Tensor
+
+    @property
+    def num_views(self) -> int:
+        return self.references.shape[0]
+
+    def source_index(self, groups: int) -> Tensor:
+        """``(groups * V * K,)`` batch index of each (item, reference) pair (0 where none)."""
+        v = self.num_views
+        offset = (torch.arange(groups, device=self.references.device) * v)[:, None, None]
+        idx = self.references.clamp_min(0)[None] + offset  # (G, V, K)
+        return idx.reshape(-1)
+
+
+def layer_geometry(views: EpipolarViews, hw: Sequence[int], config: EpipolarConfig,
+                   device=None, dtype=torch.float32) -> LayerGeometry:
+    """The :class:`LayerGeometry` of ``views`` at ``hw`` (an equirect feature map, W = 2H)."""
+    h, w = int(hw[0]), int(hw[1])
+    refs = views.references.to(device)
+    ref_idx = refs.clamp_min(0)
+    rot = views.rotations.to(device=device, dtype=torch.float64)
+    pos = views.positions.to(device=device, dtype=torch.float64)
+    R, t = relative_pose(rot[:, None], pos[:, None], rot[ref_idx], pos[ref_idx])  # (V, K, 3, 3), (V, K, 3)
+    depths = config.depths(device)
+    s = equirect_epipolar_samples((h, w), R, t, depths, dtype=torch.float64)
+    inv = 1.0 / depths
+    inv_far = 0.0 if math.isinf(config.far) else 1.0 / config.far
+    inv_norm = ((inv - inv_far) / (1.0 / config.near - inv_far)).expand_as(s.x)
+    pe = positional_encoding(inv_norm, s.parallax(), config.pe_frequencies)
+    valid = s.valid & (refs >= 0)[:, :, None, None]
+    v, k = refs.shape
+    return LayerGeometry(
+        hw=(h, w), x=s.x.reshape(v, k, -1).to(dtype), y=s.y.reshape(v, k, -1).to(dtype),
+        valid=valid, pe=pe.to(dtype), references=refs,
+    )
+
+
+class EpipolarPlan:
+    """Per-resolution :class:`LayerGeometry` of one set of views, built on first use.
+
+    One plan serves one sampling or training call; its cache holds one entry per
+    ``(h, w, device, dtype)`` met (a UNet has four resolutions).
+    """
+
+    def __init__(self, views: EpipolarViews, config: EpipolarConfig):
+        self.views, self.config = views, config
+        self._cache: dict[tuple, LayerGeometry] = {}
+
+    def at(self, hw: Sequence[int], device, dtype) -> LayerGeometry:
+        key = (int(hw[0]), int(hw[1]), str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = layer_geometry(self.views, hw, self.config, device, dtype)
+        return self._cache[key]
+
+
+def _groups_of(batch: int, views: int) -> int:
+    if views < 1 or batch % views:
+        raise ValueError(f"epipolar attention: batch of {batch} is not a whole number of {views}-view scenes")
+    return batch // views
+
+
+def _gather_refs(feat: Tensor, geom: LayerGeometry, groups: int) -> Tensor:
+    """Reference features at the epipolar samples: ``feat (B, C, h, w)`` -> ``(B, N, K*S, C)``."""
+    b, c, h, w = feat.shape
+    v, k = geom.references.shape
+    n = h * w
+    s = geom.x.shape[-1] // n
+    x = geom.x.to(feat.dtype).repeat(groups, 1, 1).reshape(b * k, n * s)
+    y = geom.y.to(feat.dtype).repeat(groups, 1, 1).reshape(b * k, n * s)
+    out = sample_erp_points(feat, x, y, geom.source_index(groups).to(feat.device))  # (B*K, N*S, C)
+    return rearrange(out, "(b k) (n s) c -> b n (k s) c", b=b, k=k, n=n, s=s)
+
+
+def _masked_softmax_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, heads: int) -> tuple[Tensor, Tensor]:
+    """Per-token attention over its own keys.
+
+    q: ``(B, N, C)``; k, v: ``(B, N, M, C)``; valid: ``(B, N, M)`` bool.  Returns the output
+    ``(B, N, C)`` (zero where no key is valid) and ``any_valid (B, N, 1)``.
+    """
+    qh = rearrange(q, "b n (h d) -> b n h d", h=heads)
+    kh = rearrange(k, "b n m (h d) -> b n m h d", h=heads)
+    vh = rearrange(v, "b n m (h d) -> b n m h d", h=heads)
+    logits = torch.einsum("bnhd,bnmhd->bnhm", qh, kh) * (qh.shape[-1] ** -0.5)
+    mask = valid[:, :, None, :]
+    any_valid = valid.any(dim=-1, keepdim=True)  # (B, N, 1)
+    logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    attn = torch.softmax(logits.float(), dim=-1).to(vh.dtype)
+    attn = attn * mask  # rows with no valid key: all zero
+    out = torch.einsum("bnhm,bnmhd->bnhd", attn, vh)
+    return rearrange(out, "b n h d -> b n (h d)"), any_valid
+
+
+# --------------------------------------------------------------------------- the module
+
+
+class EpipolarAttention(nn.Module):
+    """One EAModule for ``channels``-wide feature maps (see the module docstring)."""
+
+    def __init__(self, channels: int, config: EpipolarConfig = EpipolarConfig(), gradient_checkpointing: bool = False):
+        super().__init__()
+        if channels % config.head_dim and config.head_dim % channels:
+            raise ValueError(f"channels {channels} and head_dim {config.head_dim}: one must divide the other")
+        if channels % config.norm_groups:
+            raise ValueError(f"channels {channels} must be divisible by norm_groups {config.norm_groups}")
+        self.channels = channels
+        self.heads = max(channels // config.head_dim, 1)
+        self.config = config
+        self.gradient_checkpointing = gradient_checkpointing
+        self.norm = nn.GroupNorm(config.norm_groups, channels, eps=config.norm_eps, affine=True)
+        self.to_q = nn.Linear(channels, channels, bias=False)
+        self.to_k = nn.Linear(channels, channels, bias=False)
+        self.to_v = nn.Linear(channels, channels, bias=False)
+        self.pos_embed = nn.Linear(pe_dim(config.pe_frequencies), channels)
+        self.to_out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.to_out.weight)
+        nn.init.zeros_(self.to_out.bias)
+
+    def forward(self, x: Tensor, geom: LayerGeometry) -> Tensor:
+        """x: ``(B, C, h, w)`` with ``B = groups * V``; geom at ``(h, w)``.  Returns ``(B, C, h, w)``."""
+        if tuple(x.shape[-2:]) != geom.hw:
+            raise ValueError(f"epipolar attention: features are {list(x.shape[-2:])} but the geometry is {list(geom.hw)}")
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, geom, use_reentrant=False)
+        return self._forward(x, geom)
+
+    def _forward(self, x: Tensor, geom: LayerGeometry) -> Tensor:
+        b, c, h, w = x.shape
+        groups = _groups_of(b, geom.num_views)
+        n = self.norm(x)
+        q = self.to_q(rearrange(n, "b c h w -> b (h w) c"))  # (B, N, C)
+        # Project the map before sampling: bilinear sampling (weights summing to 1) and a
+        # bias-free linear map commute, and N projections are cheaper than N*K*S.
+        kv = torch.cat([self.to_k.weight, self.to_v.weight], dim=0)  # (2C, C)
+        proj = torch.einsum("bchw,oc->bohw", n, kv)
+        ref = _gather_refs(proj, geom, groups)  # (B, N, K*S, 2C)
+        pe = geom.pe.to(x.dtype).repeat(groups, 1, 1, 1, 1)  # (B, K, N, S, P)
+        pe = rearrange(pe, "b k n s p -> b n (k s) p")
+        # to_k(ref + pos_embed(pe)) = to_k(ref) + (to_k pos_embed)(pe)
+        pe_w = kv @ self.pos_embed.weight  # (2C, P)
+        pe_b = kv @ self.pos_embed.bias  # (2C,)
+        ref = ref + F.linear(pe, pe_w, pe_b)
+        k, v = ref.split(c, dim=-1)
+        valid = rearrange(geom.valid.repeat(groups, 1, 1, 1), "b k n s -> b n (k s)")
+        out, any_valid = _masked_softmax_attention(q, k, v, valid.to(x.device), self.heads)
+        out = self.to_out(out) * any_valid.to(out.dtype)
+        return x + rearrange(out, "b (h w) c -> b c h w", h=h, w=w)
+
+
+def _child(parent: nn.Module, name: str) -> nn.Module:
+    if name not in parent._modules:
+        parent.add_module(name, nn.ModuleDict())
+    return parent._modules[name]
+
+
+class EpipolarAttentionSet(nn.Module):
+    """One :class:`EpipolarAttention` per insertion point, keyed by the diffusers path of the
+    attention block it follows (``mid_block.attentions.0``, ``up_blocks.1.attentions.2``).
+
+    channels: ``{location: channels}``.  The state dict is the documented layout (module
+    docstring).
+    """
+
+    def __init__(self, channels: dict[str, int], config: EpipolarConfig = EpipolarConfig(),
+                 gradient_checkpointing: bool = False):
+        super().__init__()
+        if not channels:
+            raise ValueError("channels: an epipolar attention set needs at least one location")
+        self.config = config
+        self._locations = tuple(channels)
+        for loc, ch in channels.items():
+            parts = loc.split(".")
+            if len(parts) < 2 or not all(parts):
+                raise ValueError(f"location {loc!r}: expected a dotted diffusers path such as 'up_blocks.1.attentions.0'")
+            parent: nn.Module = self
+            for name in parts[:-1]:
+                parent = _child(parent, name)
+            parent.add_module(parts[-1], EpipolarAttention(int(ch), config, gradient_checkpointing))
+
+    @property
+    def locations(self) -> tuple[str, ...]:
+        return self._locations
+
+    def module_at(self, location: str) -> EpipolarAttention:
+        if location not in self._locations:
+            raise KeyError(f"no epipolar module at {location!r}; have {list(self._locations)}")
+        return self.get_submodule(location)
+
+    def channels(self) -> dict[str, int]:
+        return {loc: self.module_at(loc).channels for loc in self._locations}
+
+    @staticmethod
+    def for_diffusers_unet(unet: nn.Module, config: EpipolarConfig = EpipolarConfig(),
+                           gradient_checkpointing: bool = False) -> "EpipolarAttentionSet":
+        """A zero-initialised set for every mid/decoder attention block of a diffusers UNet."""
+        blocks = diffusers_attention_blocks(unet)
+        return EpipolarAttentionSet({loc: _in_channels(m) for loc, m in blocks.items()}, config, gradient_checkpointing)
+
+
+def _in_channels(block: nn.Module) -> int:
+    ch = getattr(block, "in_channels", None)
+    if not isinstance(ch, int):
+        raise ValueError(f"{type(block).__name__}: cannot read its in_channels")
+    return ch
+
+
+def diffusers_attention_blocks(unet: nn.Module) -> dict[str, nn.Module]:
+    """``{location: Transformer2DModel}`` of a diffusers ``UNet2DConditionModel``'s mid block and
+    decoder (``up_blocks.i.attentions.j``), in forward order (mid first)."""
+    out: dict[str, nn.Module] = {}
+    mid = getattr(unet, "mid_block", None)
+    for j, attn in enumerate(getattr(mid, "attentions", None) or ()):
+        out[f"mid_block.attentions.{j}"] = attn
+    for i, up in enumerate(getattr(unet, "up_blocks", None) or ()):
+        for j, attn in enumerate(getattr(up, "attentions", None) or ()):
+            out[f"up_blocks.{i}.attentions.{j}"] = attn
+    if not out:
+        raise ValueError(f"{type(unet).__name__}: no mid-block or decoder attention blocks found")
+    return out
+
+
+# --------------------------------------------------------------------------- training-free
+
+
+def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geom: LayerGeometry,
+                                ref_logit_bias: float = 0.0) -> Tensor:
+    """Self-attention where each target token also attends to its epipolar reference tokens.
+
+    q, k, v: ``(B, N, heads * d)`` the base attention's projections of all batch items
+    (``B = groups * V``, tokens of an ``(h, w)`` equirect map in row-major order).  Each
+    item attends to its own N tokens plus, per query, the K*S reference tokens bilinearly
+    sampled (seam-wrapped) at its epipolar points, in one softmax.  ``ref_logit_bias`` is
+    added to the reference logits (``log`` of how much more a reference token counts than
+    an own token; 0 = equal footing).  Items without references get plain self-attention.
+    Returns ``(B, N, heads * d)``.  Memory is bounded by chunking the queries.
+    """
+    b, n, inner = q.shape
+    h, w = geom.hw
+    if n != h * w:
+        raise ValueError(f"extended attention: {n} tokens do not form the geometry's {h}x{w} map")
+    groups = _groups_of(b, geom.num_views)
+    d = inner // heads
+    scale = d**-0.5
+    kv_map = rearrange(torch.cat([k, v], dim=-1), "b (h w) c -> b c h w", h=h, w=w)
+    ref = _gather_refs(kv_map, geom, groups)  # (B, N, M, 2*inner)
+    rk, rv = ref.split(inner, dim=-1)
+    valid = rearrange(geom.valid.repeat(groups, 1, 1, 1), "b k n s -> b n (k s)").to(q.device)
+    qh = rearrange(q, "b n (h d) -> b h n d", h=heads)
+    kh = rearrange(k, "b n (h d) -> b h n d", h=heads)
+    vh = rearrange(v, "b n (h d) -> b h n d", h=heads)
+    rkh = rearrange(rk, "b n m (h d) -> b h n m d", h=heads)
+    rvh = rearrange(rv, "b n m (h d) -> b h n m d", h=heads)
+    out = torch.empty_like(qh)
+    chunk = max(1, EXTENDED_CHUNK_ELEMENTS // max(1, b * heads * n))
+    neg = torch.finfo(torch.float32).min
+    for s0 in range(0, n, chunk):
+        s1 = min(n, s0 + chunk)
+        qc = qh[:, :, s0:s1].float()
+        own = torch.einsum("bhqd,bhkd->bhqk", qc, kh.float()) * scale
+        epi = torch.einsum("bhqd,bhqmd->bhqm", qc, rkh[:, :, s0:s1].float()) * scale + ref_logit_bias
+        epi = epi.masked_fill(~valid[:, None, s0:s1], neg)
+        p = torch.softmax(torch.cat([own, epi], dim=-1), dim=-1)
+        p_own, p_epi = p.split([n, epi.shape[-1]], dim=-1)
+        p_epi = p_epi * valid[:, None, s0:s1]
+        res = torch.einsum("bhqk,bhkd->bhqd", p_own, vh.float()) + torch.einsum("bhqm,bhqmd->bhqd", p_epi, rvh[:, :, s0:s1].float())
+        out[:, :, s0:s1] = res.to(out.dtype)
+    return rearrange(out, "b h n d -> b n (h d)")
