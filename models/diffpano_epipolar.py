@@ -49,6 +49,7 @@ Host-free: never imports ComfyUI.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field, fields
 from typing import Literal, Sequence
@@ -60,6 +61,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..projection.epipolar import DEPTH_SPACINGS, depth_samples, equirect_epipolar_samples, relative_pose, sample_erp_points
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "EpipolarConfig",
@@ -91,8 +94,13 @@ PE_FREQUENCIES = 4
 PE_SCALARS = 2
 # Reference choice rules for :func:`nearest_references`.
 REFERENCE_RULES = ("nearest", "previous")
-# Query rows per chunk in the training-free attention (bounds its (chunk x N) logits).
-EXTENDED_CHUNK_ELEMENTS = 1 << 26
+# Elements of the gathered reference features (tokens x K*S x channels x batch) per chunk
+# of target tokens: 2^23 floats (32 MB in float32); a chunk holds about four such
+# temporaries (samples, positional term, keys and values, products).
+GATHER_CHUNK_ELEMENTS = 1 << 23
+# Elements of the own-token logits (batch x heads x queries x keys) per chunk of queries,
+# in the plain-torch attention used where no fused kernel returns the log-sum-exp.
+LOGITS_CHUNK_ELEMENTS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -315,16 +323,26 @@ def _groups_of(batch: int, views: int) -> int:
     return batch // views
 
 
-def _gather_refs(feat: Tensor, geom: LayerGeometry, groups: int) -> Tensor:
-    """Reference features at the epipolar samples: ``feat (B, C, h, w)`` -> ``(B, N, K*S, C)``."""
+def _gather_refs(feat: Tensor, geom: LayerGeometry, groups: int, t0: int, t1: int) -> Tensor:
+    """Reference features at the epipolar samples of target tokens ``t0:t1``.
+
+    feat: ``(B, C, h, w)``.  Returns ``(B, t1 - t0, K*S, C)``.
+    """
     b, c, h, w = feat.shape
     v, k = geom.references.shape
     n = h * w
     s = geom.x.shape[-1] // n
-    x = geom.x.to(feat.dtype).repeat(groups, 1, 1).reshape(b * k, n * s)
-    y = geom.y.to(feat.dtype).repeat(groups, 1, 1).reshape(b * k, n * s)
-    out = sample_erp_points(feat, x, y, geom.source_index(groups).to(feat.device))  # (B*K, N*S, C)
-    return rearrange(out, "(b k) (n s) c -> b n (k s) c", b=b, k=k, n=n, s=s)
+
+    def pick(coord: Tensor) -> Tensor:
+        part = coord.view(v, k, n, s)[:, :, t0:t1].to(feat.dtype)
+        return part.repeat(groups, 1, 1, 1).reshape(b * k, (t1 - t0) * s)
+
+    out = sample_erp_points(feat, pick(geom.x), pick(geom.y), geom.source_index(groups).to(feat.device))
+    return rearrange(out, "(b k) (n s) c -> b n (k s) c", b=b, k=k, s=s)
+
+
+def _token_chunk(batch: int, samples: int, channels: int) -> int:
+    return max(1, GATHER_CHUNK_ELEMENTS // max(1, batch * samples * channels))
 
 
 def _masked_softmax_attention(q: Tensor, k: Tensor, v: Tensor, valid: Tensor, heads: int) -> tuple[Tensor, Tensor]:
@@ -382,23 +400,30 @@ class EpipolarAttention(nn.Module):
     def _forward(self, x: Tensor, geom: LayerGeometry) -> Tensor:
         b, c, h, w = x.shape
         groups = _groups_of(b, geom.num_views)
+        n_tok = h * w
         n = self.norm(x)
         q = self.to_q(rearrange(n, "b c h w -> b (h w) c"))  # (B, N, C)
         # Project the map before sampling: bilinear sampling (weights summing to 1) and a
         # bias-free linear map commute, and N projections are cheaper than N*K*S.
         kv = torch.cat([self.to_k.weight, self.to_v.weight], dim=0)  # (2C, C)
         proj = torch.einsum("bchw,oc->bohw", n, kv)
-        ref = _gather_refs(proj, geom, groups)  # (B, N, K*S, 2C)
-        pe = geom.pe.to(x.dtype).repeat(groups, 1, 1, 1, 1)  # (B, K, N, S, P)
-        pe = rearrange(pe, "b k n s p -> b n (k s) p")
         # to_k(ref + pos_embed(pe)) = to_k(ref) + (to_k pos_embed)(pe)
         pe_w = kv @ self.pos_embed.weight  # (2C, P)
         pe_b = kv @ self.pos_embed.bias  # (2C,)
-        ref = ref + F.linear(pe, pe_w, pe_b)
-        k, v = ref.split(c, dim=-1)
-        valid = rearrange(geom.valid.repeat(groups, 1, 1, 1), "b k n s -> b n (k s)")
-        out, any_valid = _masked_softmax_attention(q, k, v, valid.to(x.device), self.heads)
-        out = self.to_out(out) * any_valid.to(out.dtype)
+        valid_all = geom.valid.to(x.device)
+        m = valid_all.shape[1] * valid_all.shape[-1]
+        step = _token_chunk(b, m, 2 * c)
+        outs = []
+        for t0 in range(0, n_tok, step):  # chunks of target tokens bound the gathered tensor
+            t1 = min(n_tok, t0 + step)
+            ref = _gather_refs(proj, geom, groups, t0, t1)  # (B, n, K*S, 2C)
+            pe = rearrange(geom.pe[:, :, t0:t1].to(x.dtype).repeat(groups, 1, 1, 1, 1), "b k n s p -> b n (k s) p")
+            ref += F.linear(pe, pe_w, pe_b)
+            k, v = ref.split(c, dim=-1)
+            valid = rearrange(valid_all[:, :, t0:t1].repeat(groups, 1, 1, 1), "b k n s -> b n (k s)")
+            out, any_valid = _masked_softmax_attention(q[:, t0:t1], k, v, valid, self.heads)
+            outs.append(self.to_out(out) * any_valid.to(out.dtype))
+        out = torch.cat(outs, dim=1)
         return x + rearrange(out, "b (h w) c -> b c h w", h=h, w=w)
 
 
@@ -477,6 +502,35 @@ def diffusers_attention_blocks(unet: nn.Module) -> dict[str, nn.Module]:
 # --------------------------------------------------------------------------- training-free
 
 
+def _attention_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """Softmax attention and its log-sum-exp: q ``(B, H, N, d)``, k, v ``(B, H, M, d)`` ->
+    ``(out (B, H, N, d), lse (B, H, N) float32)``.
+
+    torch's fused CPU flash kernel and CUDA memory-efficient kernel return the log-sum-exp
+    with the output; elsewhere (or when the kernel refuses the inputs) a plain-torch
+    computation over chunks of queries gives the same numbers.
+    """
+    try:
+        if q.device.type == "cpu":
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, scale=scale)
+            return out, lse.float()
+        if q.device.type == "cuda":
+            out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True, scale=scale)[:2]
+            return out, lse[..., : q.shape[-2]].float()  # the kernel pads the query axis
+    except (RuntimeError, NotImplementedError) as e:
+        log.info("epipolar attention: fused kernel unavailable for %s %s (%s); using plain torch",
+                 q.device.type, q.dtype, e)
+    b, h, n, _ = q.shape
+    out = torch.empty_like(q)
+    lse = q.new_empty(b, h, n, dtype=torch.float32)
+    step = max(1, LOGITS_CHUNK_ELEMENTS // max(1, b * h * k.shape[-2]))
+    for s0 in range(0, n, step):
+        logits = torch.einsum("bhqd,bhkd->bhqk", q[:, :, s0:s0 + step].float(), k.float()) * scale
+        lse[:, :, s0:s0 + step] = torch.logsumexp(logits, dim=-1)
+        out[:, :, s0:s0 + step] = torch.einsum("bhqk,bhkd->bhqd", torch.softmax(logits, -1), v.float()).to(q.dtype)
+    return out, lse
+
+
 def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geom: LayerGeometry,
                                 ref_logit_bias: float = 0.0) -> Tensor:
     """Self-attention where each target token also attends to its epipolar reference tokens.
@@ -487,7 +541,12 @@ def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geo
     sampled (seam-wrapped) at its epipolar points, in one softmax.  ``ref_logit_bias`` is
     added to the reference logits (``log`` of how much more a reference token counts than
     an own token; 0 = equal footing).  Items without references get plain self-attention.
-    Returns ``(B, N, heads * d)``.  Memory is bounded by chunking the queries.
+    Returns ``(B, N, heads * d)``.
+
+    The own-token part runs in a fused attention kernel that also returns its log-sum-exp
+    (:func:`_attention_lse`); the reference part is merged into the same softmax by that
+    log-sum-exp, chunk by chunk of tokens, so no ``N x N`` or ``N x K*S x C`` tensor is
+    ever whole.
     """
     b, n, inner = q.shape
     h, w = geom.hw
@@ -496,27 +555,29 @@ def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geo
     groups = _groups_of(b, geom.num_views)
     d = inner // heads
     scale = d**-0.5
+    split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=heads)  # noqa: E731
+    own, lse = _attention_lse(split(q), split(k), split(v), scale)  # (B, H, N, d), (B, H, N)
+    if not bool((geom.references >= 0).any()):
+        return rearrange(own, "b h n d -> b n (h d)")
     kv_map = rearrange(torch.cat([k, v], dim=-1), "b (h w) c -> b c h w", h=h, w=w)
-    ref = _gather_refs(kv_map, geom, groups)  # (B, N, M, 2*inner)
-    rk, rv = ref.split(inner, dim=-1)
-    valid = rearrange(geom.valid.repeat(groups, 1, 1, 1), "b k n s -> b n (k s)").to(q.device)
-    qh = rearrange(q, "b n (h d) -> b h n d", h=heads)
-    kh = rearrange(k, "b n (h d) -> b h n d", h=heads)
-    vh = rearrange(v, "b n (h d) -> b h n d", h=heads)
-    rkh = rearrange(rk, "b n m (h d) -> b h n m d", h=heads)
-    rvh = rearrange(rv, "b n m (h d) -> b h n m d", h=heads)
-    out = torch.empty_like(qh)
-    chunk = max(1, EXTENDED_CHUNK_ELEMENTS // max(1, b * heads * n))
-    neg = torch.finfo(torch.float32).min
-    for s0 in range(0, n, chunk):
-        s1 = min(n, s0 + chunk)
-        qc = qh[:, :, s0:s1].float()
-        own = torch.einsum("bhqd,bhkd->bhqk", qc, kh.float()) * scale
-        epi = torch.einsum("bhqd,bhqmd->bhqm", qc, rkh[:, :, s0:s1].float()) * scale + ref_logit_bias
-        epi = epi.masked_fill(~valid[:, None, s0:s1], neg)
-        p = torch.softmax(torch.cat([own, epi], dim=-1), dim=-1)
-        p_own, p_epi = p.split([n, epi.shape[-1]], dim=-1)
-        p_epi = p_epi * valid[:, None, s0:s1]
-        res = torch.einsum("bhqk,bhkd->bhqd", p_own, vh.float()) + torch.einsum("bhqm,bhqmd->bhqd", p_epi, rvh[:, :, s0:s1].float())
-        out[:, :, s0:s1] = res.to(out.dtype)
+    valid_all = geom.valid.to(q.device)
+    m = valid_all.shape[1] * valid_all.shape[-1]
+    out = torch.empty_like(own)
+    step = _token_chunk(b, m, 2 * inner)
+    for t0 in range(0, n, step):
+        t1 = min(n, t0 + step)
+        ref = _gather_refs(kv_map, geom, groups, t0, t1)  # (B, n, M, 2*inner)
+        rk, rv = ref.split(inner, dim=-1)
+        rk = rearrange(rk, "b n m (h d) -> b h n m d", h=heads).float()
+        rv = rearrange(rv, "b n m (h d) -> b h n m d", h=heads).float()
+        valid = rearrange(valid_all[:, :, t0:t1].repeat(groups, 1, 1, 1), "b k n s -> b n (k s)")[:, None]
+        qc = split(q)[:, :, t0:t1].float()  # (B, H, n, d)
+        epi = torch.einsum("bhnd,bhnmd->bhnm", qc, rk) * scale + ref_logit_bias
+        epi = epi.masked_fill(~valid, -math.inf)
+        lse_c = lse[:, :, t0:t1]
+        top = torch.maximum(lse_c, epi.amax(dim=-1))  # finite: lse_c is
+        w_own = torch.exp(lse_c - top)  # (B, H, n)
+        w_epi = torch.exp(epi - top[..., None])  # masked -> 0
+        num = w_own[..., None] * own[:, :, t0:t1].float() + torch.einsum("bhnm,bhnmd->bhnd", w_epi, rv)
+        out[:, :, t0:t1] = (num / (w_own + w_epi.sum(-1))[..., None]).to(out.dtype)
     return rearrange(out, "b h n d -> b n (h d)")

@@ -296,7 +296,7 @@ def test_extended_attention_without_references_is_plain_self_attention():
     assert torch.allclose(out, ref, atol=1e-5)
 
 
-def test_extended_attention_equals_one_softmax_over_own_and_epipolar_tokens(monkeypatch):
+def test_extended_attention_equals_one_softmax_over_own_and_epipolar_tokens(monkeypatch, caplog):
     # Reference 1 is camera 0 turned by exactly 3 columns of yaw with no translation: every
     # depth sample of query token (r, c) lands on the reference token (r, c - 3), with
     # bilinear weight 1.  So the extended attention is dense attention over [own tokens,
@@ -320,6 +320,26 @@ def test_extended_attention_equals_one_softmax_over_own_and_epipolar_tokens(monk
     vals = torch.cat([split(v[:1]), split(v[1:])], dim=2)
     want = F.scaled_dot_product_attention(split(q[:1]), keys, vals, attn_mask=mask).transpose(1, 2).reshape(1, h * w, -1)
     assert torch.allclose(out[:1], want, atol=1e-5)
-    # chunking the queries does not change the result
-    monkeypatch.setattr(de, "EXTENDED_CHUNK_ELEMENTS", 2 * heads * h * w * 5)
+    # chunking the tokens, and the plain-torch log-sum-exp path, do not change the result
+    monkeypatch.setattr(de, "GATHER_CHUNK_ELEMENTS", 2 * 4 * 2 * heads * d * 5)
     assert torch.allclose(epipolar_extended_attention(q, k, v, heads, geom, ref_logit_bias=0.3), out, atol=1e-6)
+    monkeypatch.setattr(de, "LOGITS_CHUNK_ELEMENTS", 2 * heads * h * w * 7)
+    monkeypatch.setattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", _refuse)
+    with caplog.at_level(logging.INFO):
+        assert torch.allclose(epipolar_extended_attention(q, k, v, heads, geom, ref_logit_bias=0.3), out, atol=1e-5)
+    assert "using plain torch" in caplog.text
+
+
+def _refuse(*args, **kwargs):
+    raise RuntimeError("no fused kernel in this test")
+
+
+def test_module_output_does_not_depend_on_token_chunking(monkeypatch):
+    torch.manual_seed(0)
+    ea = EpipolarAttention(32, TINY_CONFIG)
+    randomise_(ea)
+    feats = torch.randn(3, 32, 8, 16)
+    geom = layer_geometry(three_views([[1], [2], [0]]), (8, 16), TINY_CONFIG)
+    whole = ea(feats, geom)
+    monkeypatch.setattr(de, "GATHER_CHUNK_ELEMENTS", 3 * 4 * 64 * 10)  # 10 tokens per chunk
+    assert torch.allclose(ea(feats, geom), whole, atol=1e-6)
