@@ -24,7 +24,8 @@ from pano360.pipelines.diffpano.sequence import (
     previous_references,
 )
 from pano360.pipelines.diffpano.synthetic import Ball, BoxRoom, random_room, random_walk, render_room
-from pano360.pipelines.multiview import HeldCells, sample_euler
+from pano360.sampling.euler import sample_euler
+from pano360.sampling.held import HeldCells
 from pano360.projection.epipolar import relative_pose, reproject_equirect
 from pano360.projection.geometry import rotation_matrix
 
