@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...models.diffpano_epipolar import EpipolarViews
 from ...projection.epipolar import relative_pose, reproject_equirect
 
 __all__ = [
@@ -37,6 +38,10 @@ __all__ = [
     "fill_background_distance",
     "align_distance_scale",
     "generate_sequence",
+    "LatentStepSampler",
+    "sphere_distance",
+    "depth_source",
+    "DEPTH_SOURCES",
 ]
 
 # SD / SDXL / Flux VAEs downsample by 8 (the latent cell a held pixel block maps onto).
@@ -47,6 +52,8 @@ SD_LATENT_FACTOR = 8
 DILATE_CELLS = 1
 # Pull-push pyramid levels of the hole fill (each halves the resolution; 10 covers 1024 rows).
 FILL_LEVELS = 10
+# Where distance maps come from (:func:`depth_source`).
+DEPTH_SOURCES = ("propagate", "estimate", "constant")
 
 
 @dataclass(frozen=True)
@@ -232,3 +239,110 @@ def generate_sequence(num: int, sample: Sampler, depth: DepthSource, rotations: 
         if callback is not None:
             callback(i + 1, num)
     return SequenceResult(torch.stack(images), torch.stack(distances), torch.stack(held_masks))
+
+
+# ---------------------------------------------------------------------------------------
+# Latent-space sampling of one step, and distance sources (what the ComfyUI node plugs in)
+# ---------------------------------------------------------------------------------------
+
+Encode = Callable[[Tensor], Tensor]  # (1, C, H, W) pixels 0..1 -> (1, c, h, w) raw latent
+Decode = Callable[[Tensor], Tensor]  # (1, c, h, w) raw latent -> (1, C, H, W) pixels 0..1
+# (samples (B, c, h, w), noise_mask (B, 1, h, w) 1 = generate or None, views or None, index) -> (B, c, h, w)
+Denoise = Callable[[Tensor, "Tensor | None", "EpipolarViews | None", int], Tensor]
+
+
+class LatentStepSampler:
+    """The ``sample(i, held)`` of :func:`generate_sequence` for a latent diffusion model.
+
+    Panorama 0 is ``first_image`` when given, else denoised from the empty latent.  Each
+    later one is denoised from its reprojected content, encoded, with ``noise_mask = 1 -
+    held.keep`` (ComfyUI's convention: 1 = generate).  With ``epipolar`` the references'
+    own latents ride in the same batch, fully held, so an epipolar attention patch can read
+    them: the batch is ``[target, ref 1, ..., ref K]`` and ``views`` says so (the target's
+    references are items 1..K; the references attend to nothing).  Keeps each panorama's
+    latent (``latents``).
+    """
+
+    def __init__(self, encode: Encode, decode: Decode, denoise: Denoise, empty_latent: Tensor,
+                 rotations: Tensor, positions: Tensor, epipolar: bool, first_image: Tensor | None = None):
+        if empty_latent.ndim != 4 or empty_latent.shape[0] != 1:
+            raise ValueError(f"empty_latent: expected (1, c, h, w), got {list(empty_latent.shape)}")
+        self.encode, self.decode, self.denoise = encode, decode, denoise
+        self.empty_latent = empty_latent
+        self.rotations, self.positions = rotations, positions
+        self.epipolar = epipolar
+        self.first_image = first_image
+        self.latents: dict[int, Tensor] = {}
+
+    def views_for(self, index: int, refs: tuple[int, ...]) -> EpipolarViews:
+        k = len(refs)
+        order = [index, *refs]
+        references = torch.full((k + 1, k), -1, dtype=torch.long)
+        references[0] = torch.arange(1, k + 1)
+        return EpipolarViews(self.rotations[order].to(torch.float64), self.positions[order].to(torch.float64), references)
+
+    def __call__(self, index: int, held: HeldView | None) -> Tensor:
+        if held is None:
+            if index == 0 and self.first_image is not None:
+                self.latents[0] = self.encode(self.first_image[None])
+                return self.first_image
+            out = self.denoise(self.empty_latent, None, None, index)
+        else:
+            target = self.encode(held.image[None])
+            if target.shape != self.empty_latent.shape:
+                raise ValueError(f"encoded panorama {index} has shape {list(target.shape)}, the latent "
+                                 f"{list(self.empty_latent.shape)}")
+            if held.keep.shape[-2:] != target.shape[-2:]:
+                raise ValueError(f"keep mask {list(held.keep.shape)} does not match the latent {list(target.shape)}; "
+                                 "set SequenceConfig.latent_factor to the VAE's factor")
+            refs = held.references if self.epipolar else ()
+            samples = torch.cat([target, *(self.latents[j].to(target) for j in refs)])
+            mask = torch.cat([1.0 - held.keep[None].to(target), torch.zeros(len(refs), 1, *target.shape[-2:]).to(target)])
+            out = self.denoise(samples, mask, self.views_for(index, refs) if refs else None, index)
+        self.latents[index] = out[:1]
+        return self.decode(out[:1])[0]
+
+
+def sphere_distance(hw: tuple[int, int], radius: float) -> Tensor:
+    """A constant distance map ``(1, H, W)``: a room seen as a sphere of ``radius``."""
+    if not radius > 0:
+        raise ValueError(f"radius: expected a positive distance, got {radius}")
+    return torch.full((1, *hw), float(radius))
+
+
+def depth_source(mode: str, *, radius: float, first_distance: Tensor | None = None,
+                 estimate: Callable[[Tensor], Tensor] | None = None) -> DepthSource:
+    """The ``depth(i, image, held)`` of :func:`generate_sequence`.
+
+    mode ``propagate``: panorama 0 has ``first_distance`` (or a sphere of ``radius``); later
+    ones keep the reprojected distances where earlier panoramas see, background-filled in
+    the holes.  ``estimate``: ``estimate(image (C, H, W)) -> (1, H, W)`` relative distances
+    (ComfyUI 0.33's MoGe panorama model) for every panorama; panorama 0's are scaled to a
+    median of ``radius`` (or replaced by ``first_distance``), later ones are scaled to the
+    reprojected distances on the pixels earlier panoramas see and kept there.
+    ``constant``: every panorama a sphere of ``radius`` (rotation-like parallax only).
+    """
+    if mode not in DEPTH_SOURCES:
+        raise ValueError(f"depth_source: unknown mode {mode!r}; choose one of {list(DEPTH_SOURCES)}")
+    if mode == "estimate" and estimate is None:
+        raise ValueError("depth_source: mode 'estimate' needs an estimator")
+
+    def depth(index: int, image: Tensor, held: HeldView | None) -> Tensor:
+        hw = tuple(image.shape[-2:])
+        if mode == "constant":
+            return sphere_distance(hw, radius)
+        if held is None:
+            if first_distance is not None:
+                if tuple(first_distance.shape) != (1, *hw):
+                    raise ValueError(f"first distance map {list(first_distance.shape)} does not match panorama 0 {list(hw)}")
+                return first_distance
+            if mode == "estimate":
+                d = estimate(image)
+                return d * (radius / d.median().clamp_min(1e-12))
+            return sphere_distance(hw, radius)
+        if mode == "estimate" and bool(held.visible.any()):
+            d = align_distance_scale(estimate(image), held.distance, held.visible)
+            return torch.where(held.visible, held.distance, d)
+        return held.distance
+
+    return depth

@@ -178,3 +178,56 @@ def test_room_renderer_matches_closed_form_distances():
     rots, pos = random_walk(room, 4, 0.5, g)
     assert all(room.free(p) for p in pos) and torch.allclose((pos[1:] - pos[:-1]).norm(dim=-1),
                                                              torch.full((3,), 0.5, dtype=F64))
+
+
+# --------------------------------------------------------------------------- latent sampler
+
+
+def test_latent_step_sampler_batches_the_held_target_with_its_references():
+    from pano360.pipelines.diffpano.sequence import LatentStepSampler, depth_source
+
+    factor = 4
+    encode = lambda img: torch.nn.functional.avg_pool2d(img, factor)  # noqa: E731  (1,3,H,W) -> (1,3,h,w)
+    decode = lambda lat: torch.nn.functional.interpolate(lat, scale_factor=factor, mode="nearest")  # noqa: E731
+    calls = []
+
+    def denoise(samples, mask, views, index):
+        calls.append((samples.clone(), None if mask is None else mask.clone(), views, index))
+        out = samples.clone()
+        if mask is not None:  # "generate" = fill with the panorama's index
+            out = torch.where(mask > 0.5, torch.full_like(out, 0.1 * index), out)
+        return out
+
+    views = renders()
+    first = views[0][0]
+    empty = torch.zeros(1, 3, HW[0] // factor, HW[1] // factor)
+    sampler = LatentStepSampler(encode, decode, denoise, empty, ROTATIONS, POSITIONS, epipolar=True, first_image=first)
+    depth = depth_source("propagate", radius=3.0, first_distance=views[0][1])
+    result = generate_sequence(3, sampler, depth, ROTATIONS, POSITIONS, SequenceConfig(num_refs=2, latent_factor=factor))
+    assert torch.equal(result.images[0], first) and len(calls) == 2  # panorama 0 was given, not sampled
+    samples, mask, v, index = calls[1]  # panorama 2: target + its 2 references (1, then 0: nearest first)
+    assert index == 2 and samples.shape == (3, 3, *empty.shape[-2:])
+    assert torch.equal(samples[1], sampler.latents[1][0]) and torch.equal(samples[2], sampler.latents[0][0])
+    assert mask.shape == (3, 1, *empty.shape[-2:]) and float(mask[1:].abs().max()) == 0.0  # references held
+    assert 0.0 < float(mask[0].mean()) < 1.0
+    assert v.references.tolist() == [[1, 2], [-1, -1], [-1, -1]]
+    assert torch.equal(v.positions, POSITIONS[[2, 1, 0]]) and torch.equal(v.rotations, ROTATIONS[[2, 1, 0]])
+    assert set(sampler.latents) == {0, 1, 2}
+
+
+def test_depth_sources():
+    from pano360.pipelines.diffpano.sequence import HeldView, depth_source
+
+    img = torch.rand(3, 8, 16)
+    est = lambda image: torch.full((1, 8, 16), 2.0) + image[:1]  # noqa: E731
+    d0 = depth_source("estimate", radius=5.0, estimate=est)(0, img, None)
+    assert float(d0.median()) == pytest.approx(5.0)
+    vis = torch.zeros(1, 8, 16, dtype=torch.bool)
+    vis[..., :8] = True
+    held = HeldView(1, img, vis, torch.ones(1, 2, 4), torch.full((1, 8, 16), 7.0), (0,))
+    d1 = depth_source("estimate", radius=5.0, estimate=lambda image: torch.full((1, 8, 16), 2.0))(1, img, held)
+    assert torch.equal(d1, torch.full((1, 8, 16), 7.0))  # scaled to the reprojected distances, kept where seen
+    assert torch.equal(depth_source("constant", radius=3.0)(1, img, held), torch.full((1, 8, 16), 3.0))
+    assert torch.equal(depth_source("propagate", radius=3.0)(1, img, held), held.distance)
+    with pytest.raises(ValueError, match="needs an estimator"):
+        depth_source("estimate", radius=1.0)
