@@ -531,7 +531,7 @@ def _attention_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tenso
     return out, lse
 
 
-def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geom: LayerGeometry,
+def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geom: LayerGeometry | None,
                                 ref_logit_bias: float = 0.0) -> Tensor:
     """Self-attention where each target token also attends to its epipolar reference tokens.
 
@@ -540,8 +540,8 @@ def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geo
     item attends to its own N tokens plus, per query, the K*S reference tokens bilinearly
     sampled (seam-wrapped) at its epipolar points, in one softmax.  ``ref_logit_bias`` is
     added to the reference logits (``log`` of how much more a reference token counts than
-    an own token; 0 = equal footing).  Items without references get plain self-attention.
-    Returns ``(B, N, heads * d)``.
+    an own token; 0 = equal footing).  Items without references, or every item when
+    ``geom`` is None, get plain self-attention.  Returns ``(B, N, heads * d)``.
 
     The own-token part runs in a fused attention kernel that also returns its log-sum-exp
     (:func:`_attention_lse`); the reference part is merged into the same softmax by that
@@ -549,16 +549,16 @@ def epipolar_extended_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, geo
     ever whole.
     """
     b, n, inner = q.shape
-    h, w = geom.hw
-    if n != h * w:
-        raise ValueError(f"extended attention: {n} tokens do not form the geometry's {h}x{w} map")
-    groups = _groups_of(b, geom.num_views)
     d = inner // heads
     scale = d**-0.5
     split = lambda t: rearrange(t, "b n (h d) -> b h n d", h=heads)  # noqa: E731
     own, lse = _attention_lse(split(q), split(k), split(v), scale)  # (B, H, N, d), (B, H, N)
-    if not bool((geom.references >= 0).any()):
+    if geom is None or not bool((geom.references >= 0).any()):
         return rearrange(own, "b h n d -> b n (h d)")
+    h, w = geom.hw
+    if n != h * w:
+        raise ValueError(f"extended attention: {n} tokens do not form the geometry's {h}x{w} map")
+    groups = _groups_of(b, geom.num_views)
     kv_map = rearrange(torch.cat([k, v], dim=-1), "b (h w) c -> b c h w", h=h, w=w)
     valid_all = geom.valid.to(q.device)
     m = valid_all.shape[1] * valid_all.shape[-1]

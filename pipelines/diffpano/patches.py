@@ -37,6 +37,9 @@ __all__ = ["AttentionBlock", "comfy_attention_blocks", "rolled_views", "Epipolar
 
 # Key of the wrapper in the MODEL's wrapper table (one per patch kind, so re-applying replaces).
 WRAPPER_KEY = "pano360_diffpano_epipolar"
+# Feature maps with fewer rows are no equirect to sample (an 8x16 latent's middle block is
+# 1x2): the patches leave them as the base model computes them.
+MIN_ROWS = 2
 
 
 def _is_spatial_transformer(layer: nn.Module) -> bool:
@@ -141,12 +144,18 @@ class EpipolarUNetWrapper:
         if missing:
             raise ValueError(f"DiffPano epipolar modules {missing} have no attention block in this model "
                              f"(it has {list(blocks)}); the modules were trained for another UNet")
+        v = self.views.num_views
+        if x.shape[0] % v:
+            raise ValueError(f"DiffPano modules: the latent batch ({x.shape[0]}) must hold the camera path's {v} "
+                             "panoramas, in path order (one Empty Latent Image of batch size len(camera path))")
         modules = self._on(x.device, x.dtype)
         plan = self._plans.for_options(options or {})
         handles = []
 
         def make_hook(ea):
             def hook(_module, _args, output: Tensor) -> Tensor:
+                if output.shape[-2] < MIN_ROWS:
+                    return output
                 geom = plan.at(output.shape[-2:], output.device, output.dtype)
                 return ea(output, geom)
 
@@ -171,7 +180,7 @@ def extended_attention_patch(views: EpipolarViews, config: EpipolarConfig,
 
     def attn1_replace(q: Tensor, k: Tensor, v: Tensor, extra_options: dict) -> Tensor:
         h, w = (int(s) for s in extra_options["activations_shape"][-2:])
-        geom = plans.for_options(extra_options).at((h, w), q.device, torch.float32)
+        geom = plans.for_options(extra_options).at((h, w), q.device, torch.float32) if h >= MIN_ROWS else None
         return epipolar_extended_attention(q, k, v, int(extra_options["n_heads"]), geom, ref_logit_bias)
 
     return attn1_replace

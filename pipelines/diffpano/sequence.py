@@ -314,12 +314,12 @@ def depth_source(mode: str, *, radius: float, first_distance: Tensor | None = No
                  estimate: Callable[[Tensor], Tensor] | None = None) -> DepthSource:
     """The ``depth(i, image, held)`` of :func:`generate_sequence`.
 
-    mode ``propagate``: panorama 0 has ``first_distance`` (or a sphere of ``radius``); later
-    ones keep the reprojected distances where earlier panoramas see, background-filled in
-    the holes.  ``estimate``: ``estimate(image (C, H, W)) -> (1, H, W)`` relative distances
-    (ComfyUI 0.33's MoGe panorama model) for every panorama; panorama 0's are scaled to a
-    median of ``radius`` (or replaced by ``first_distance``), later ones are scaled to the
-    reprojected distances on the pixels earlier panoramas see and kept there.
+    Panorama 0 (all modes but ``constant``): ``first_distance``; else, with an ``estimate``
+    (``image (C, H, W) -> (1, H, W)`` relative distances, e.g. ComfyUI 0.33's MoGe panorama
+    model), its estimate scaled to a median of ``radius``; else a sphere of ``radius``.
+    Later panoramas: ``propagate`` keeps the reprojected distances where earlier panoramas
+    see, background-filled in the holes; ``estimate`` scales each panorama's estimate to the
+    reprojected distances on the pixels earlier panoramas see and keeps those there.
     ``constant``: every panorama a sphere of ``radius`` (rotation-like parallax only).
     """
     if mode not in DEPTH_SOURCES:
@@ -336,7 +336,7 @@ def depth_source(mode: str, *, radius: float, first_distance: Tensor | None = No
                 if tuple(first_distance.shape) != (1, *hw):
                     raise ValueError(f"first distance map {list(first_distance.shape)} does not match panorama 0 {list(hw)}")
                 return first_distance
-            if mode == "estimate":
+            if estimate is not None:
                 d = estimate(image)
                 return d * (radius / d.median().clamp_min(1e-12))
             return sphere_distance(hw, radius)

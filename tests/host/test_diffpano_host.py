@@ -85,3 +85,120 @@ def test_epipolar_modules_in_comfyui_unet_zero_exact_and_equal_to_the_diffusers_
     assert (patched - base).abs().max() > 0.1
     assert (patched - want).abs().max() < IMPL_TOL
     assert torch.equal(_call(unet, None, x, t, ctx), base)  # no hook left behind
+
+
+# --------------------------------------------------------------------------- the nodes on random SD1.5
+
+import os  # noqa: E402
+import pathlib  # noqa: E402
+
+# A random VAE does not reconstruct what it encodes, so on random weights the panoramas can
+# agree only in latent space: each panorama's latent at its held cells must be exactly the
+# encoded reprojection of the earlier panoramas (pixel-space agreement is the analytic test
+# tests/pipelines/diffpano/test_diffpano_sequence.py).  Independent samples differ there by
+# the random UNet's spread.
+# ComfyUI scales latents in and out of the model's space (SD: x 0.18215): float32 rounding.
+HELD_EXACT = 1e-4
+ROOM = 2.0  # the constant distance (metres) the test runs with
+
+
+def _cache_checkpoint(name: str) -> pathlib.Path:
+    root = os.environ.get("PANO360_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pano360-tests")
+    return pathlib.Path(root) / "models" / "checkpoints" / name
+
+
+@pytest.fixture(scope="module")
+def sd15(comfy_in_process, sd15_checkpoint):
+    import comfy.sd
+
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(_cache_checkpoint(sd15_checkpoint)))
+
+    def encode(text):
+        return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+    return model, vae, encode("a living room, 360 panorama"), encode("")
+
+
+def _path():
+    from pano360.cameras import keyframe_path
+
+    return keyframe_path("0: yaw=0, x=0, z=0; 2: yaw=40, x=0.5, z=0.6", 3)
+
+
+def test_multi_panorama_sampler_holds_the_reprojection_in_comfyui_sampling(comfy_in_process, sd15, monkeypatch):
+    from pano360.nodes import _host
+    from pano360.nodes.diffpano import Pano360DiffPanoMultiPanorama
+    from pano360.nodes.settings import Pano360DiffPanoSettings, Pano360SamplerSettings
+    from pano360.sampling.windows import window_seed
+
+    model, vae, pos, neg = sd15
+    env = comfy_in_process
+    calls = []
+    real_sample = _host.sample
+
+    def spy(patched, samples, **kw):
+        out = real_sample(patched, samples, **kw)
+        calls.append((samples.clone(), None if kw.get("noise_mask") is None else kw["noise_mask"].clone(), out.clone(),
+                      patched))
+        return out
+
+    monkeypatch.setattr(_host, "sample", spy)
+    settings = Pano360SamplerSettings.execute(seed=5, steps=1, cfg=2.0, sampler_name="euler",
+                            scheduler="normal").args[0]
+    diffpano = Pano360DiffPanoSettings.execute(num_refs=2, epipolar_attention="training_free",
+                            epipolar_blocks="all", reference_weight=0.0, samples=4, near=0.5, far=0.0, dilate_cells=1,
+                            depth_source="constant", room_distance=ROOM, position_scale=1.0).args[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 16)}
+    out = Pano360DiffPanoMultiPanorama.execute(model=model, positive=pos, negative=neg, vae=vae,
+                       camera_path=_path(), latent=latent, settings=settings, diffpano=diffpano)
+    panoramas, held, latents, preview = out.args
+    assert panoramas.shape == (3, 64, 128, 3) and held.shape == (3, 64, 128) and preview.shape == (3, 64, 128, 3)
+    assert float(held[0].max()) == 0.0 and float(held[1].mean()) > 0.5
+    assert [c[0].shape[0] for c in calls] == [1, 2, 3]  # panorama 2 rides with its two references
+    assert calls[2][3].model_options["transformer_options"]["patches_replace"]["attn1"]  # the epipolar patch is on
+    spread = []
+    for i in (1, 2):
+        samples, mask, result, _ = calls[i]
+        keep = mask[0, 0] < 0.5
+        assert bool(keep.any())
+        assert (result[0][:, keep] - samples[0][:, keep]).abs().max() < HELD_EXACT  # held cells kept
+        assert (result[1:] - samples[1:]).abs().max() < HELD_EXACT  # references untouched
+        assert torch.equal(latents["samples"][i], result[0])
+        independent = real_sample(model, latent["samples"], seed=window_seed(5, i), steps=1, cfg=2.0,
+                                  sampler_name="euler", scheduler="normal", positive=pos, negative=neg)
+        spread.append(float((independent[0][:, keep] - samples[0][:, keep]).abs().mean()))
+    assert min(spread) > 100 * HELD_EXACT  # independent samples do not agree with the reprojection
+
+
+def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_process, sd15, tmp_path):
+    from pano360.models.diffpano_epipolar import EpipolarAttentionSet, EpipolarConfig
+    from pano360.models.diffpano_loader import save_epipolar
+    from pano360.nodes import _host
+    from pano360.nodes.diffpano import Pano360DiffPanoApplyModule, Pano360DiffPanoModuleLoader
+
+    model, vae, pos, neg = sd15
+    env = comfy_in_process
+    # SD1.5's two upper decoder levels (640 and 320 channels)
+    channels = {f"up_blocks.{i}.attentions.{j}": c for i, c in ((2, 640), (3, 320)) for j in range(3)}
+    modules = EpipolarAttentionSet(channels, EpipolarConfig(num_samples=4, num_refs=1))
+    folder = env.base / "models" / "diffpano"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_epipolar(modules, folder / "zero.safetensors")
+    env.folder_paths.filename_list_cache.pop("diffpano", None)
+    Pano360DiffPanoModuleLoader.define_schema()  # registers models/diffpano
+    loaded = Pano360DiffPanoModuleLoader.execute(module_name="zero.safetensors", samples=0, num_refs=0).args[0]
+    patched = Pano360DiffPanoApplyModule.execute(model=model, module=loaded, camera_path=_path(),
+                           position_scale=1.0, references="nearest").args[0]
+    latent = torch.zeros(3, 4, 8, 16)
+    kw = dict(seed=1, steps=1, cfg=2.0, sampler_name="euler", scheduler="normal", positive=pos, negative=neg)
+    base = _host.sample(model, latent, **kw)
+    assert torch.equal(_host.sample(patched, latent, **kw), base)
+    with torch.no_grad():
+        for name, p in loaded.named_parameters():
+            if "to_out" in name:
+                p.normal_(0.0, 0.05)
+    patched = Pano360DiffPanoApplyModule.execute(model=model, module=loaded, camera_path=_path(),
+                                                 position_scale=1.0, references="nearest").args[0]
+    assert (_host.sample(patched, latent, **kw) - base).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="must hold the camera path's 3"):
+        _host.sample(patched, torch.zeros(2, 4, 8, 16), **kw)
