@@ -23,7 +23,7 @@ from ..sampling.seam import seam_blended_decode
 from ..sampling.windows import window_seed
 from . import _host
 from ._bundles import DiffPanoSettings, SamplerSettings
-from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw, mask_to_bhw
+from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, image_to_bchw, mask_to_bhw
 from ._host import io
 from .cameras import CAMERA_PATH
 from .settings import DIFFPANO, SAMPLER, bundle
@@ -235,6 +235,7 @@ class Pano360DiffPanoModuleLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, module_name, samples=0, num_refs=0) -> io.NodeOutput:
+        check_widgets(cls, module_name=module_name, samples=samples, num_refs=num_refs)
         overrides = {k: v for k, v in (("num_samples", samples), ("num_refs", num_refs)) if v}
         try:
             modules = load_epipolar(_host.model_file_path(MODULE_FOLDER, module_name), **overrides)
@@ -269,6 +270,7 @@ class Pano360DiffPanoApplyModule(io.ComfyNode):
     @classmethod
     def execute(cls, model, module, camera_path, position_scale=1.0, references="nearest") -> io.NodeOutput:
         node = cls.__name__
+        check_widgets(cls, position_scale=position_scale, references=references)
         if not isinstance(module, EpipolarAttentionSet):
             raise NodeInputError(node, "module", "a PANO360_DIFFPANO_MODULE (from DiffPano Module Loader)", describe(module))
         path = _camera_path(camera_path, node)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from . import _host
 from ._bundles import (DIFFPANO_SETTINGS, EPIPOLAR_BLOCKS, EPIPOLAR_MODES, FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX,
                        WINDOW_SETTINGS, DiffPanoSettings, FusionSettings, SamplerSettings, WindowSettings)
-from ._common import NodeInputError, known, widget_errors
+from ._common import NodeInputError, check_widgets, known, widget_errors
 from ._host import io
 from ..sampling.fusion import SyncSchedule
 
@@ -46,6 +46,8 @@ class Pano360SamplerSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed, steps, cfg, sampler_name, scheduler) -> io.NodeOutput:
+        # ComfyUI's sampler silently replaces an unknown sampler/scheduler name by the first one.
+        check_widgets(cls, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler)
         return io.NodeOutput(SamplerSettings(seed, steps, cfg, sampler_name, scheduler))
 
 
@@ -87,6 +89,8 @@ class Pano360FusionSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, sync_strength, sync_start, sync_end, noise_augmentation) -> io.NodeOutput:
+        check_widgets(cls, sync_strength=sync_strength, sync_start=sync_start, sync_end=sync_end,
+                      noise_augmentation=noise_augmentation)
         if sync_start > sync_end:
             raise NodeInputError("Pano360FusionSettings", "sync_start", f"<= sync_end ({sync_end})", str(sync_start))
         return io.NodeOutput(FusionSettings(SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation))
@@ -121,6 +125,7 @@ class Pano360WindowSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, window, overlap) -> io.NodeOutput:
+        check_widgets(cls, window=window, overlap=overlap)
         if overlap >= window:
             raise NodeInputError("Pano360WindowSettings", "overlap", f"< window ({window})", str(overlap))
         return io.NodeOutput(WindowSettings(window, overlap))
@@ -188,6 +193,9 @@ class Pano360DiffPanoSettings(io.ComfyNode):
     @classmethod
     def execute(cls, num_refs, epipolar_attention, epipolar_blocks, reference_weight, samples, near, far, dilate_cells,
                 depth_source, room_distance, position_scale) -> io.NodeOutput:
+        check_widgets(cls, num_refs=num_refs, epipolar_attention=epipolar_attention, epipolar_blocks=epipolar_blocks,
+                      reference_weight=reference_weight, samples=samples, near=near, far=far, dilate_cells=dilate_cells,
+                      depth_source=depth_source, room_distance=room_distance, position_scale=position_scale)
         if far and far <= near:
             raise NodeInputError(cls.__name__, "far", f"0 (infinity) or more than near ({near})", str(far))
         return io.NodeOutput(DiffPanoSettings(num_refs, epipolar_attention, epipolar_blocks, reference_weight, samples,
