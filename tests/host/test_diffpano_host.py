@@ -202,3 +202,35 @@ def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_pr
     assert (_host.sample(patched, latent, **kw) - base).abs().max() > 1e-3
     with pytest.raises(ValueError, match="must hold the camera path's 3"):
         _host.sample(patched, torch.zeros(2, 4, 8, 16), **kw)
+
+
+def test_diffpano_workflow_runs_on_random_sd15(comfy_server, sd15_checkpoint):
+    import copy
+    import json
+
+    from pano360.client.schema import SchemaSet
+    from pano360.client.validate import errors_only, validate_prompt
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    prompt = json.loads((root / "workflows" / "api" / "diffpano_multiview_panoramas.json").read_text())
+    assert not errors_only(validate_prompt(prompt, SchemaSet([comfy_server.object_info()]))), \
+        "the shipped workflow does not validate"
+    small = copy.deepcopy(prompt)
+    for node in small.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = sd15_checkpoint
+        elif node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=128, height=64)
+        elif node["class_type"] == "Pano360SamplerSettings":
+            inputs["steps"] = 1
+        elif node["class_type"] == "Pano360CameraPath":
+            inputs["num_frames"] = 3
+    entry = comfy_server.run(small, timeout=900)
+    images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    saved = [img for img in images if img.get("type") == "output"]
+    assert len(saved) == 3  # one 360° image per camera
+    from PIL import Image
+
+    for img in saved:
+        assert Image.open(comfy_server.base / "output" / img["subfolder"] / img["filename"]).size == (128, 64)
