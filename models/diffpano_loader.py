@@ -38,10 +38,10 @@ _PARAM = re.compile(r"^(?P<loc>.+)\.(?P<param>norm\.(weight|bias)|to_[qkv]\.weig
 
 
 def save_epipolar(modules: EpipolarAttentionSet, path: str | os.PathLike, extra_metadata: dict | None = None) -> None:
-    """Write ``modules`` (float tensors as stored) with the layout's metadata.
+    """Write ``modules`` (float tensors as stored) with the layout's metadata to ``path``.
 
-    The file is written to ``path + ".tmp"`` and renamed, so a failed save leaves nothing
-    half-written at ``path``.
+    Callers that publish a file wrap this in ``media.atomic.atomic_path`` (nothing
+    half-written, no silent replacement).
     """
     path = os.fspath(path)
     metadata = {"pano360_format": FORMAT, "format_version": FORMAT_VERSION,
@@ -51,13 +51,7 @@ def save_epipolar(modules: EpipolarAttentionSet, path: str | os.PathLike, extra_
             raise ValueError(f"extra_metadata: {key!r} is reserved")
         metadata[key] = str(value)
     state = {k: v.detach().contiguous().cpu() for k, v in modules.state_dict().items()}
-    tmp = path + ".tmp"
-    try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_file(state, path, metadata=metadata)
 
 
 def read_epipolar(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], EpipolarConfig]:

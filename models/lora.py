@@ -129,16 +129,10 @@ def lora_hooks(model: nn.Module, loras: LoRASet) -> Iterator[None]:
 
 
 def save_lora(loras: LoRASet, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write the kohya-layout state dict (atomically: a temporary file, then rename)."""
-    path = os.fspath(path)
+    """Write the kohya-layout state dict to ``path`` (callers that publish a file wrap this in
+    ``media.atomic.atomic_path``)."""
     state = {k: v.detach().contiguous().cpu() for k, v in loras.state_dict().items()}
-    tmp = path + ".tmp"
-    try:
-        save_file(state, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_file(state, os.fspath(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
 
 
 def load_lora(path: str | os.PathLike, prefix: str = KOHYA_UNET_PREFIX,
