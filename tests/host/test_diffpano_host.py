@@ -234,3 +234,26 @@ def test_diffpano_workflow_runs_on_random_sd15(comfy_server, sd15_checkpoint):
 
     for img in saved:
         assert Image.open(comfy_server.base / "output" / img["subfolder"] / img["filename"]).size == (128, 64)
+
+
+def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd15, tmp_path):
+    """Every adapter train-diffpano writes for an SD1.5 UNet becomes a weight patch of ComfyUI's
+    own SD1.5 model (comfy.lora.load_lora with the key map LoraLoader uses)."""
+    diffusers = pytest.importorskip("diffusers")
+    import comfy.lora
+    import comfy.utils
+
+    from pano360.models.lora import LoRASet, save_lora
+
+    model = sd15[0]
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)  # SD1.5's layout
+    shapes = {p: (m.in_features, m.out_features) for p, m in unet.named_modules()
+              if isinstance(m, torch.nn.Linear) and (p.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v") or p.endswith("to_out.0"))}
+    loras = LoRASet(shapes, rank=2)
+    save_lora(loras, tmp_path / "pano_sd_lora.safetensors")
+    sd = comfy.utils.load_torch_file(str(tmp_path / "pano_sd_lora.safetensors"), safe_load=True)
+    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    patches = comfy.lora.load_lora(sd, key_map)
+    assert len(loras.paths) == 128  # 16 transformer blocks x (attn1, attn2) x 4 projections
+    assert len(patches) == len(loras.paths)
