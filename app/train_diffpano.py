@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..models.diffpano_epipolar import EpipolarConfig
-    from ..models.lora import SD_ATTENTION_TARGETS, load_lora
+    from ..models.lora import merge_kohya_lora
     from ..pipelines.diffpano.training import PanoramaSet, SequenceSet, TrainConfig, synthetic_sequences, train
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -125,19 +125,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise ValueError("--stage epipolar needs --data (posed sequences) or --synthetic N")
         components = load_components(args.base, device)
-        frozen = None
         if args.lora:
             if args.stage != "epipolar":
                 raise ValueError("--lora is the frozen stage-1 LoRA of the epipolar stage")
-            paths = [n for n, m in components.unet.named_modules() if isinstance(m, torch.nn.Linear)
-                     and any(n.endswith("." + t) for t in SD_ATTENTION_TARGETS)]
-            frozen = load_lora(args.lora, paths=paths).to(device).requires_grad_(False)
+            merged = merge_kohya_lora(components.unet, args.lora)
+            log.info("train-diffpano: merged %s into %d UNet layers (frozen)", args.lora, merged)
 
         def progress(done: int, total: int) -> None:
             if done % LOG_EVERY == 0 or done == total:
                 log.info("train-diffpano: step %d / %d", done, total)
 
-        result = train(components, data, config, args.out, frozen_lora=frozen, callback=progress)
+        result = train(components, data, config, args.out, callback=progress)
     except (OSError, ValueError) as e:
         log.error("train-diffpano: %s", e)
         return 2

@@ -1,175 +1,161 @@
-"""Low-rank adapters (LoRA) on a frozen network's Linear layers, in the kohya key layout.
+"""Low-rank adapters on ``nn.Linear`` layers (Hu et al. 2021, "LoRA"), for training.
 
-LoRA (Hu et al. 2021, arXiv 2106.09685, Eq. 3): a frozen ``W`` gains ``(alpha / r) B A`` with
-``A (r, in)`` initialised like ``nn.Linear`` (Kaiming-uniform, a = sqrt 5, as the reference
-``loralib`` does) and ``B (out, r)`` at zero, so an untrained adapter changes nothing.
-
-Adapters are attached with forward hooks for the duration of a ``with`` block
-(:func:`lora_hooks`); the network's own modules and state dict never change.  Keys follow
-the kohya layout that ComfyUI's ``LoraLoader`` maps for SD UNets
-(``comfy/lora.py::model_lora_keys_unet``: ``lora_unet_`` + the diffusers module path with
-dots as underscores)::
-
-    lora_unet_<path_with_underscores>.lora_down.weight   (r, in)
-    lora_unet_<path_with_underscores>.lora_up.weight     (out, r)
-    lora_unet_<path_with_underscores>.alpha              ()  scale = alpha / r
-
-Host-free: never imports ComfyUI.
+``LoRALinear(base)`` computes ``base(x) + (alpha / rank) * up(down(x))`` with ``up`` starting
+at zero, so a freshly wrapped layer is exactly its base.  Saved factors use the key layout
+ComfyUI and kohya read: ``<module>.lora_down.weight`` ``(rank, in)``, ``<module>.lora_up.weight``
+``(out, rank)``, ``<module>.alpha`` (scalar).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-from contextlib import contextmanager
-from typing import Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
-__all__ = ["SD_ATTENTION_TARGETS", "KOHYA_UNET_PREFIX", "LoRAAdapter", "LoRASet", "lora_hooks", "save_lora", "load_lora"]
+__all__ = ["LoRALinear", "add_lora", "remove_lora", "lora_state_dict", "SD_ATTENTION_TARGETS", "KOHYA_UNET_PREFIX",
+           "kohya_unet_name", "linear_targets", "read_kohya_lora", "merge_kohya_lora"]
+
+
+class LoRALinear(nn.Module):
+    """``base(x) + scale * lora_up(lora_down(x))``, ``scale = alpha / rank`` (alpha defaults to rank)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float | None = None):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRA wraps nn.Linear layers, got {type(base).__name__}")
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        self.base = base
+        self.rank = int(rank)
+        self.alpha = float(rank if alpha is None else alpha)
+        w = base.weight
+        self.lora_down = nn.Linear(base.in_features, rank, bias=False, device=w.device, dtype=w.dtype)
+        self.lora_up = nn.Linear(rank, base.out_features, bias=False, device=w.device, dtype=w.dtype)
+        # LoRA paper §4.1: A random (kaiming-uniform as nn.Linear), B zero, so the product starts at 0.
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.base(x) + self.lora_up(self.lora_down(x)) * self.scale
+
+    @torch.no_grad()
+    def merged_weight(self) -> Tensor:
+        """``W + scale * up @ down`` in the base weight's dtype."""
+        delta = self.lora_up.weight.float() @ self.lora_down.weight.float()
+        return (self.base.weight.float() + self.scale * delta).to(self.base.weight.dtype)
+
+
+def add_lora(root: nn.Module, names: Iterable[str], rank: int, alpha: float | None = None) -> dict[str, LoRALinear]:
+    """Replace the ``nn.Linear`` submodules ``names`` of ``root`` by :class:`LoRALinear`.
+    Returns ``{name: wrapper}``; the base layers keep their parameters (freeze them yourself)."""
+    out = {}
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        base = getattr(parent, child)
+        wrapper = LoRALinear(base, rank, alpha)
+        setattr(parent, child, wrapper)
+        out[name] = wrapper
+    return out
+
+
+def remove_lora(root: nn.Module, loras: Mapping[str, LoRALinear], merge: bool) -> None:
+    """Put the base layers back; with ``merge`` their weights become the merged weights."""
+    for name, wrapper in loras.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        if merge:
+            with torch.no_grad():
+                wrapper.base.weight.copy_(wrapper.merged_weight())
+        setattr(parent, child, wrapper.base)
+
+
+def lora_state_dict(loras: Mapping[str, LoRALinear], rename: Callable[[str], str] = lambda n: n) -> dict[str, Tensor]:
+    """``{rename(name) + ".lora_down.weight" | ".lora_up.weight" | ".alpha": tensor}`` on CPU."""
+    out = {}
+    for name, w in loras.items():
+        key = rename(name)
+        out[f"{key}.lora_down.weight"] = w.lora_down.weight.detach().cpu().contiguous()
+        out[f"{key}.lora_up.weight"] = w.lora_up.weight.detach().cpu().contiguous()
+        out[f"{key}.alpha"] = torch.tensor(w.alpha)
+    return out
+
+
+# --------------------------------------------------------------------------- SD UNets, kohya files
 
 # Target modules of diffusers' SD LoRA script (examples/text_to_image/train_text_to_image_lora.py:
 # LoraConfig(target_modules=["to_k", "to_q", "to_v", "to_out.0"])): every attention projection.
 SD_ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
-# Prefix ComfyUI maps onto the diffusion model for UNet LoRAs (comfy/lora.py).
+# Prefix ComfyUI maps onto the diffusion model for UNet LoRAs (comfy/lora.py::model_lora_keys_unet:
+# "lora_unet_" + the diffusers module path with dots as underscores).
 KOHYA_UNET_PREFIX = "lora_unet_"
-_KEY = re.compile(r"^(?P<name>.+)\.(?P<part>lora_down\.weight|lora_up\.weight|alpha)$")
+_KOHYA_PARTS = ("lora_down.weight", "lora_up.weight", "alpha")
 
 
-class LoRAAdapter(nn.Module):
-    """The low-rank branch of one Linear: ``x -> (alpha / r) * lora_up(lora_down(x))``."""
-
-    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float | None = None):
-        super().__init__()
-        if isinstance(rank, bool) or int(rank) != rank or rank < 1:
-            raise ValueError(f"rank: expected a positive integer, got {rank!r}")
-        self.rank = int(rank)
-        self.lora_down = nn.Linear(in_features, self.rank, bias=False)
-        self.lora_up = nn.Linear(self.rank, out_features, bias=False)
-        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_up.weight)
-        self.register_buffer("alpha", torch.tensor(float(self.rank if alpha is None else alpha)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.lora_up(self.lora_down(x)) * (self.alpha / self.rank).to(x.dtype)
-
-    def delta_weight(self) -> Tensor:
-        """``(alpha / r) B A``, the change of the base weight ``(out, in)``."""
-        return (self.lora_up.weight @ self.lora_down.weight) * (self.alpha / self.rank)
+def kohya_unet_name(name: str) -> str:
+    """The kohya key stem of a diffusers UNet module path: ``lora_unet_`` + dots as underscores."""
+    return KOHYA_UNET_PREFIX + name.replace(".", "_")
 
 
-class LoRASet(nn.Module):
-    """One :class:`LoRAAdapter` per target Linear, keyed by ``prefix + path`` (dots -> ``_``).
+def linear_targets(root: nn.Module, targets: Iterable[str] = SD_ATTENTION_TARGETS) -> list[str]:
+    """Paths of the ``nn.Linear`` layers of ``root`` whose path ends with one of ``targets``."""
+    targets = tuple(targets)
+    return [name for name, m in root.named_modules()
+            if isinstance(m, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)]
 
-    shapes: ``{module path: (in_features, out_features)}``.
+
+def read_kohya_lora(path, names: Iterable[str], rename: Callable[[str], str] = kohya_unet_name) -> dict[str, tuple]:
+    """``{name: (down (r, in), up (out, r), alpha)}`` from a kohya-layout safetensors file whose
+    key stems are ``rename(name)`` for the given module ``names``.
+
+    Strict: a key of no given module, or an adapter missing a part, is a ValueError naming the
+    file (a LoRA for another model must not load half).  Modules without a key are left out.
     """
+    import os
 
-    def __init__(self, shapes: dict[str, tuple[int, int]], rank: int, alpha: float | None = None,
-                 prefix: str = KOHYA_UNET_PREFIX):
-        super().__init__()
-        if not shapes:
-            raise ValueError("shapes: a LoRA set needs at least one target module")
-        self.prefix = prefix
-        self.paths = tuple(shapes)
-        for path, (fan_in, fan_out) in shapes.items():
-            self.add_module(self.key(path), LoRAAdapter(fan_in, fan_out, rank, alpha))
+    from safetensors import safe_open
 
-    def key(self, path: str) -> str:
-        return self.prefix + path.replace(".", "_")
-
-    def adapter(self, path: str) -> LoRAAdapter:
-        return self._modules[self.key(path)]
-
-    @staticmethod
-    def for_model(model: nn.Module, rank: int, alpha: float | None = None,
-                  targets: Sequence[str] = SD_ATTENTION_TARGETS, prefix: str = KOHYA_UNET_PREFIX) -> "LoRASet":
-        """Adapters for every ``nn.Linear`` of ``model`` whose path ends with one of ``targets``."""
-        shapes = {path: (m.in_features, m.out_features) for path, m in _targets(model, targets).items()}
-        if not shapes:
-            raise ValueError(f"{type(model).__name__}: no Linear layer named like {list(targets)}")
-        return LoRASet(shapes, rank, alpha, prefix)
-
-
-def _targets(model: nn.Module, targets: Sequence[str]) -> dict[str, nn.Linear]:
-    out = {}
-    for path, m in model.named_modules():
-        if isinstance(m, nn.Linear) and any(path == t or path.endswith("." + t) for t in targets):
-            out[path] = m
-    return out
-
-
-@contextmanager
-def lora_hooks(model: nn.Module, loras: LoRASet) -> Iterator[None]:
-    """Add each adapter's branch to its Linear's output while the ``with`` block runs.
-
-    ValueError when a path of ``loras`` is not a Linear of ``model`` of the same shape.
-    """
-    modules = dict(model.named_modules())
-    for path in loras.paths:
-        m = modules.get(path)
-        a = loras.adapter(path)
-        if not isinstance(m, nn.Linear):
-            raise ValueError(f"LoRA target {path!r} is not a Linear layer of {type(model).__name__}")
-        if (m.in_features, m.out_features) != (a.lora_down.in_features, a.lora_up.out_features):
-            raise ValueError(f"LoRA target {path!r}: adapter is {a.lora_down.in_features}->{a.lora_up.out_features}, "
-                             f"layer is {m.in_features}->{m.out_features}")
-    handles = []
-    try:
-        for path in loras.paths:
-            adapter = loras.adapter(path)
-            handles.append(modules[path].register_forward_hook(lambda _m, args, out, a=adapter: out + a(args[0])))
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def save_lora(loras: LoRASet, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write the kohya-layout state dict to ``path`` (callers that publish a file wrap this in
-    ``media.atomic.atomic_path``)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in loras.state_dict().items()}
-    save_file(state, os.fspath(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
-
-
-def load_lora(path: str | os.PathLike, prefix: str = KOHYA_UNET_PREFIX,
-              paths: Sequence[str] | None = None) -> LoRASet:
-    """Read a kohya-layout LoRA.  Module paths cannot be recovered from underscored keys in
-    general, so pass ``paths`` (the target module paths) to map them back; without it the
-    set is keyed by the underscored names (fine for saving and resuming).  Strict: a key
-    outside the layout, or an adapter missing a part, is a ValueError naming the file.
-    """
-    name = os.path.basename(os.fspath(path))
+    file = os.path.basename(os.fspath(path))
     try:
         with safe_open(os.fspath(path), framework="pt") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for a bad header
-        raise ValueError(f"{name}: not a readable safetensors file ({e})") from None
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+    by_stem = {rename(n): n for n in names}
     parts: dict[str, dict[str, Tensor]] = {}
     for key, value in state.items():
-        m = _KEY.match(key)
-        if m is None or not m["name"].startswith(prefix):
-            raise ValueError(f"{name}: unexpected key {key!r} (expected {prefix}*.lora_down/lora_up/alpha)")
-        parts.setdefault(m["name"][len(prefix):], {})[m["part"]] = value
+        stem, _, part = key.partition(".")
+        if stem not in by_stem or part not in _KOHYA_PARTS:
+            raise ValueError(f"{file}: unexpected key {key!r} (not a LoRA of this model's target layers)")
+        parts.setdefault(by_stem[stem], {})[part] = value
     if not parts:
-        raise ValueError(f"{name}: no LoRA weights found")
-    by_key = {p.replace(".", "_"): p for p in (paths or ())}
-    shapes, ranks, alphas = {}, set(), {}
-    for stem, p in parts.items():
-        missing = {"lora_down.weight", "lora_up.weight", "alpha"} - set(p)
+        raise ValueError(f"{file}: no LoRA weights found")
+    out = {}
+    for name, p in parts.items():
+        missing = [k for k in _KOHYA_PARTS if k not in p]
         if missing:
-            raise ValueError(f"{name}: {prefix}{stem} lacks {sorted(missing)}")
-        if paths is not None and stem not in by_key:
-            raise ValueError(f"{name}: {prefix}{stem} matches none of the given module paths")
-        down, up = p["lora_down.weight"], p["lora_up.weight"]
-        shapes[by_key.get(stem, stem)] = (down.shape[1], up.shape[0])
-        ranks.add(down.shape[0])
-        alphas[stem] = float(p["alpha"])
-    if len(ranks) != 1 or len(set(alphas.values())) != 1:
-        raise ValueError(f"{name}: adapters of different ranks {sorted(ranks)} or alphas are not supported")
-    loras = LoRASet(shapes, ranks.pop(), next(iter(alphas.values())), prefix)
-    loras.load_state_dict(state, strict=True)
-    return loras
+            raise ValueError(f"{file}: {rename(name)} lacks {missing}")
+        out[name] = (p["lora_down.weight"], p["lora_up.weight"], float(p["alpha"]))
+    return out
+
+
+def merge_kohya_lora(root: nn.Module, path, strength: float = 1.0,
+                     rename: Callable[[str], str] = kohya_unet_name, targets: Iterable[str] = SD_ATTENTION_TARGETS) -> int:
+    """Merge a kohya-layout LoRA into ``root``'s weights in place (``W += strength * alpha/r up down``,
+    as ComfyUI's LoraLoader applies it).  Returns the number of layers changed."""
+    factors = read_kohya_lora(path, linear_targets(root, targets), rename)
+    with torch.no_grad():
+        for name, (down, up, alpha) in factors.items():
+            layer = root.get_submodule(name)
+            if (up.shape[0], down.shape[1]) != tuple(layer.weight.shape) or up.shape[1] != down.shape[0]:
+                raise ValueError(f"{rename(name)}: factors {list(up.shape)} x {list(down.shape)} do not fit "
+                                 f"{name} {list(layer.weight.shape)}")
+            delta = (up.float() @ down.float()) * (strength * alpha / down.shape[0])
+            layer.weight += delta.to(layer.weight)
+    return len(factors)

@@ -28,7 +28,7 @@ import math
 import os
 import pathlib
 import re
-from contextlib import ExitStack, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -41,7 +41,7 @@ from ...media.atomic import atomic_folder, atomic_path
 from ...models.diffpano_epipolar import EpipolarAttentionSet, EpipolarConfig, EpipolarPlan, EpipolarViews, nearest_references
 from ...models.diffpano_loader import save_epipolar
 from ...models.diffpano_unet import epipolar_hooks
-from ...models.lora import LoRASet, lora_hooks, save_lora
+from ...models.lora import add_lora, kohya_unet_name, linear_targets, lora_state_dict, remove_lora
 from ...projection.geometry import rotation_matrix
 from ...sampling.types import ProgressCallback, report
 from .synthetic import random_room, random_walk, render_room
@@ -342,12 +342,12 @@ def _batch_views(rotations: Tensor, positions: Tensor, items: int, views: int, n
 
 
 def train(components: Components, data: PanoramaSet | SequenceSet, config: TrainConfig,
-          out_dir: str | os.PathLike, *, frozen_lora: LoRASet | None = None,
-          callback: ProgressCallback | None = None) -> TrainResult:
+          out_dir: str | os.PathLike, *, callback: ProgressCallback | None = None) -> TrainResult:
     """Train the stage's weights; resume from the newest checkpoint in ``out_dir``.
 
-    Stage ``lora`` needs a :class:`PanoramaSet`, stage ``epipolar`` a :class:`SequenceSet`
-    (and optionally the stage-1 ``frozen_lora``).  Returns :class:`TrainResult`; the final
+    Stage ``lora`` needs a :class:`PanoramaSet` (adapters are added to the UNet for the run
+    and removed afterwards); stage ``epipolar`` a :class:`SequenceSet` (merge the stage-1
+    LoRA into the UNet first: ``models.lora.merge_kohya_lora``).  Returns :class:`TrainResult`; the final
     weights are ``out_dir/pano_sd_lora.safetensors`` or ``out_dir/diffpano_epipolar.safetensors``.
     callback(done, total) after every step (it may raise to stop; the last checkpoint stays).
     """
@@ -361,11 +361,30 @@ def train(components: Components, data: PanoramaSet | SequenceSet, config: Train
     device = next(unet.parameters()).device
     _autocast(device, config.mixed_precision)  # refuses fp16 off CUDA before anything runs
     unet.requires_grad_(False)
-    if config.stage == "lora":
-        trainable: nn.Module = LoRASet.for_model(unet, config.rank, config.alpha)
-    else:
-        trainable = EpipolarAttentionSet.for_diffusers_unet(unet, config.epipolar, config.gradient_checkpointing)
+    loras = {}
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow config.seed, the caller's RNG is untouched
+        torch.manual_seed(config.seed)
+        if config.stage == "lora":
+            names = linear_targets(unet)
+            if not names:
+                raise ValueError(f"{type(unet).__name__}: no attention projections to adapt")
+            loras = add_lora(unet, names, config.rank, config.alpha)
+            # only the factors: checkpoints stay small and never hold the frozen base
+            trainable: nn.Module = nn.ModuleDict({kohya_unet_name(n): nn.ModuleDict(
+                {"lora_down": w.lora_down, "lora_up": w.lora_up}) for n, w in loras.items()})
+        else:
+            trainable = EpipolarAttentionSet.for_diffusers_unet(unet, config.epipolar, config.gradient_checkpointing)
     trainable.to(device=device, dtype=torch.float32).train()
+    try:
+        return _loop(components, data, config, out, trainable, loras, device, callback)
+    finally:
+        if loras:
+            remove_lora(unet, loras, merge=False)  # the caller's UNet comes back as it was
+
+
+def _loop(components: Components, data, config: TrainConfig, out: pathlib.Path, trainable: nn.Module,
+          loras: dict, device, callback: ProgressCallback | None) -> TrainResult:
+    unet = components.unet
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.learning_rate)
     scaler = torch.amp.GradScaler("cuda") if config.mixed_precision == "fp16" else None
     start = 0
@@ -406,16 +425,11 @@ def train(components: Components, data: PanoramaSet | SequenceSet, config: Train
             t = torch.randint(timesteps, (config.batch_size,), generator=g).repeat_interleave(per_item).to(device)
             a = alphas[t].view(-1, 1, 1, 1)
             noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
-            with ExitStack() as stack:
-                if frozen_lora is not None:
-                    stack.enter_context(lora_hooks(unet, frozen_lora))
-                if config.stage == "lora":
-                    stack.enter_context(lora_hooks(unet, trainable))
-                else:
-                    stack.enter_context(epipolar_hooks(unet, trainable, EpipolarPlan(views, config.epipolar)))
-                with _autocast(device, config.mixed_precision):
-                    pred = unet(noisy, t, text).sample
-                loss = F.mse_loss(pred.float(), _target(components, latents, noise, t))
+            hooks = (epipolar_hooks(unet, trainable, EpipolarPlan(views, config.epipolar))
+                     if config.stage == "epipolar" else nullcontext())
+            with hooks, _autocast(device, config.mixed_precision):
+                pred = unet(noisy, t, text).sample
+            loss = F.mse_loss(pred.float(), _target(components, latents, noise, t))
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -442,8 +456,9 @@ def train(components: Components, data: PanoramaSet | SequenceSet, config: Train
     # replace=True: the export of this run's own weights (a resumed run exports again)
     with atomic_path(final, ".part", replace=True) as tmp:
         if config.stage == "lora":
-            save_lora(trainable, tmp, {"ss_network_dim": config.rank, "ss_network_alpha": trainable.adapter(
-                trainable.paths[0]).alpha.item(), "pano360_config": config.to_json()})
+            alpha = next(iter(loras.values())).alpha
+            save_file(lora_state_dict(loras, kohya_unet_name), tmp, metadata={
+                "ss_network_dim": str(config.rank), "ss_network_alpha": str(alpha), "pano360_training": config.to_json()})
         else:
             save_epipolar(trainable, tmp, {"pano360_training": config.to_json()})
     return TrainResult(tuple(losses), config.steps, final)

@@ -62,20 +62,22 @@ def _images(folder, n=2):
 
 def test_both_stages_run_from_the_command_line_and_chain(sd_folder, tmp_path, caplog):
     from pano360.models.diffpano_loader import load_epipolar
-    from pano360.models.lora import load_lora
+    from pano360.models.lora import KOHYA_UNET_PREFIX
+    from safetensors.torch import load_file
 
     data = _images(tmp_path / "panos")
     common = ["--base", str(sd_folder), "--height", str(HEIGHT), "--device", "cpu", "--save-every", "2"]
     assert main(["train-diffpano", "--stage", "lora", "--data", str(data), "--out", str(tmp_path / "s1"),
                  "--steps", "2", "--rank", "2", *common]) == 0
     lora = tmp_path / "s1" / "pano_sd_lora.safetensors"
-    assert all(k.startswith("lora_unet_") for k in load_lora(lora).state_dict())
+    assert all(k.startswith(KOHYA_UNET_PREFIX) for k in load_file(str(lora)))
     with caplog.at_level(logging.INFO):
         assert main(["train-diffpano", "--stage", "epipolar", "--synthetic", "1", "--lora", str(lora),
                      "--out", str(tmp_path / "s2"), "--steps", "3", "--views", "3", "--samples", "4", *common]) == 0
     modules = load_epipolar(tmp_path / "s2" / "diffpano_epipolar.safetensors")
     assert modules.config.num_samples == 4 and "mid_block.attentions.0" in modules.locations
     assert "loss" in caplog.text and (tmp_path / "s2" / "loss.csv").is_file()
+    assert "into 32 UNet layers" in caplog.text  # the stage-1 LoRA merged
     # rerun with more steps: resumes from checkpoint 3 (written at the end), runs steps 4-5 only
     caplog.clear()
     with caplog.at_level(logging.INFO):

@@ -243,17 +243,19 @@ def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd1
     import comfy.lora
     import comfy.utils
 
-    from pano360.models.lora import LoRASet, save_lora
+    from pano360.models.lora import kohya_unet_name, linear_targets
 
     model = sd15[0]
     with torch.device("meta"):
         unet = diffusers.UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)  # SD1.5's layout
-    shapes = {p: (m.in_features, m.out_features) for p, m in unet.named_modules()
-              if isinstance(m, torch.nn.Linear) and (p.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v") or p.endswith("to_out.0"))}
-    loras = LoRASet(shapes, rank=2)
-    save_lora(loras, tmp_path / "pano_sd_lora.safetensors")
-    sd = comfy.utils.load_torch_file(str(tmp_path / "pano_sd_lora.safetensors"), safe_load=True)
+    names = linear_targets(unet)  # the layers train-diffpano --stage lora adapts, keyed as it saves them
+    sd = {}
+    for n in names:
+        layer = unet.get_submodule(n)
+        sd[kohya_unet_name(n) + ".lora_down.weight"] = torch.zeros(2, layer.in_features)
+        sd[kohya_unet_name(n) + ".lora_up.weight"] = torch.zeros(layer.out_features, 2)
+        sd[kohya_unet_name(n) + ".alpha"] = torch.tensor(2.0)
     key_map = comfy.lora.model_lora_keys_unet(model.model, {})
     patches = comfy.lora.load_lora(sd, key_map)
-    assert len(loras.paths) == 128  # 16 transformer blocks x (attn1, attn2) x 4 projections
-    assert len(patches) == len(loras.paths)
+    assert len(names) == 128  # 16 transformer blocks x (attn1, attn2) x 4 projections
+    assert len(patches) == len(names)

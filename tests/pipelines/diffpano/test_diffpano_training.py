@@ -13,7 +13,7 @@ import torch
 
 from pano360.models.diffpano_epipolar import EpipolarConfig
 from pano360.models.diffpano_loader import load_epipolar
-from pano360.models.lora import load_lora
+from pano360.models.lora import linear_targets, read_kohya_lora
 from pano360.pipelines.diffpano.synthetic import Ball, BoxRoom, render_room
 from pano360.pipelines.diffpano.training import (
     Components,
@@ -103,12 +103,16 @@ def test_lora_stage_exports_kohya_keys_for_every_attention_projection(tmp_path):
     data = PanoramaSet(images, ["a room"] * 3, HEIGHT)
     comp = components()
     cfg = TrainConfig(stage="lora", steps=5, learning_rate=1e-3, height=HEIGHT, rank=2, save_every=5)
+    before = {k: v.clone() for k, v in comp.unet.state_dict().items()}
     result = train(comp, data, cfg, tmp_path)
-    paths = [n for n, m in comp.unet.named_modules() if isinstance(m, torch.nn.Linear)
-             and n.rsplit(".", 1)[-1] in ("to_q", "to_k", "to_v") or n.endswith("to_out.0")]
-    loras = load_lora(result.output, paths=paths)
-    assert set(loras.paths) == set(paths)
-    assert any(float(loras.adapter(p).lora_up.weight.detach().abs().max()) > 0 for p in paths)  # trained
+    after = comp.unet.state_dict()
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)  # UNet restored
+    paths = linear_targets(comp.unet)
+    assert len(paths) == 4 * 2 * 4  # 1 down + 1 mid + 2 up transformer blocks, attn1/attn2, 4 projections
+    factors = read_kohya_lora(result.output, paths)
+    assert set(factors) == set(paths)
+    assert all(f[0].shape[0] == 2 and f[2] == 2.0 for f in factors.values())  # rank 2, alpha = rank
+    assert any(float(f[1].abs().max()) > 0 for f in factors.values())  # trained
 
 
 def test_roll_panorama_keeps_every_pixel_on_its_world_ray():
