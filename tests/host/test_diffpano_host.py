@@ -173,8 +173,6 @@ def test_multi_panorama_sampler_holds_the_reprojection_in_comfyui_sampling(comfy
 def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_process, sd15, tmp_path):
     from pano360.models.diffpano_epipolar import EpipolarAttentionSet, EpipolarConfig
     from pano360.models.diffpano_loader import save_epipolar
-    from pano360.nodes import _host
-    from pano360.nodes.diffpano import Pano360DiffPanoApplyModule, Pano360DiffPanoModuleLoader
 
     model, vae, pos, neg = sd15
     env = comfy_in_process
@@ -185,10 +183,21 @@ def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_pr
     folder.mkdir(parents=True, exist_ok=True)
     save_epipolar(modules, folder / "zero.safetensors")
     env.folder_paths.filename_list_cache.pop("diffpano", None)
+    try:
+        _check_trained_path(env, model, pos, neg)
+    finally:  # the shared base folder's model lists stay as other tests expect them
+        (folder / "zero.safetensors").unlink()
+        env.folder_paths.filename_list_cache.pop("diffpano", None)
+
+
+def _check_trained_path(env, model, pos, neg):
+    from pano360.nodes import _host
+    from pano360.nodes.diffpano import Pano360DiffPanoApplyModule, Pano360DiffPanoModuleLoader
+
     Pano360DiffPanoModuleLoader.define_schema()  # registers models/diffpano
     loaded = Pano360DiffPanoModuleLoader.execute(module_name="zero.safetensors", samples=0, num_refs=0).args[0]
     patched = Pano360DiffPanoApplyModule.execute(model=model, module=loaded, camera_path=_path(),
-                           position_scale=1.0, references="nearest").args[0]
+                                                 position_scale=1.0, references="nearest").args[0]
     latent = torch.zeros(3, 4, 8, 16)
     kw = dict(seed=1, steps=1, cfg=2.0, sampler_name="euler", scheduler="normal", positive=pos, negative=neg)
     base = _host.sample(model, latent, **kw)
