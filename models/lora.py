@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoRALinear", "add_lora", "remove_lora", "lora_state_dict"]
+__all__ = ["LoRALinear", "add_lora", "remove_lora", "lora_state_dict", "SD_ATTENTION_TARGETS", "KOHYA_UNET_PREFIX",
+           "kohya_unet_name", "linear_targets", "read_kohya_lora", "merge_kohya_lora"]
 
 
 class LoRALinear(nn.Module):
@@ -84,3 +85,77 @@ def lora_state_dict(loras: Mapping[str, LoRALinear], rename: Callable[[str], str
         out[f"{key}.lora_up.weight"] = w.lora_up.weight.detach().cpu().contiguous()
         out[f"{key}.alpha"] = torch.tensor(w.alpha)
     return out
+
+
+# --------------------------------------------------------------------------- SD UNets, kohya files
+
+# Target modules of diffusers' SD LoRA script (examples/text_to_image/train_text_to_image_lora.py:
+# LoraConfig(target_modules=["to_k", "to_q", "to_v", "to_out.0"])): every attention projection.
+SD_ATTENTION_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+# Prefix ComfyUI maps onto the diffusion model for UNet LoRAs (comfy/lora.py::model_lora_keys_unet:
+# "lora_unet_" + the diffusers module path with dots as underscores).
+KOHYA_UNET_PREFIX = "lora_unet_"
+_KOHYA_PARTS = ("lora_down.weight", "lora_up.weight", "alpha")
+
+
+def kohya_unet_name(name: str) -> str:
+    """The kohya key stem of a diffusers UNet module path: ``lora_unet_`` + dots as underscores."""
+    return KOHYA_UNET_PREFIX + name.replace(".", "_")
+
+
+def linear_targets(root: nn.Module, targets: Iterable[str] = SD_ATTENTION_TARGETS) -> list[str]:
+    """Paths of the ``nn.Linear`` layers of ``root`` whose path ends with one of ``targets``."""
+    targets = tuple(targets)
+    return [name for name, m in root.named_modules()
+            if isinstance(m, nn.Linear) and any(name == t or name.endswith("." + t) for t in targets)]
+
+
+def read_kohya_lora(path, names: Iterable[str], rename: Callable[[str], str] = kohya_unet_name) -> dict[str, tuple]:
+    """``{name: (down (r, in), up (out, r), alpha)}`` from a kohya-layout safetensors file whose
+    key stems are ``rename(name)`` for the given module ``names``.
+
+    Strict: a key of no given module, or an adapter missing a part, is a ValueError naming the
+    file (a LoRA for another model must not load half).  Modules without a key are left out.
+    """
+    import os
+
+    from safetensors import safe_open
+
+    file = os.path.basename(os.fspath(path))
+    try:
+        with safe_open(os.fspath(path), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+    by_stem = {rename(n): n for n in names}
+    parts: dict[str, dict[str, Tensor]] = {}
+    for key, value in state.items():
+        stem, _, part = key.partition(".")
+        if stem not in by_stem or part not in _KOHYA_PARTS:
+            raise ValueError(f"{file}: unexpected key {key!r} (not a LoRA of this model's target layers)")
+        parts.setdefault(by_stem[stem], {})[part] = value
+    if not parts:
+        raise ValueError(f"{file}: no LoRA weights found")
+    out = {}
+    for name, p in parts.items():
+        missing = [k for k in _KOHYA_PARTS if k not in p]
+        if missing:
+            raise ValueError(f"{file}: {rename(name)} lacks {missing}")
+        out[name] = (p["lora_down.weight"], p["lora_up.weight"], float(p["alpha"]))
+    return out
+
+
+def merge_kohya_lora(root: nn.Module, path, strength: float = 1.0,
+                     rename: Callable[[str], str] = kohya_unet_name, targets: Iterable[str] = SD_ATTENTION_TARGETS) -> int:
+    """Merge a kohya-layout LoRA into ``root``'s weights in place (``W += strength * alpha/r up down``,
+    as ComfyUI's LoraLoader applies it).  Returns the number of layers changed."""
+    factors = read_kohya_lora(path, linear_targets(root, targets), rename)
+    with torch.no_grad():
+        for name, (down, up, alpha) in factors.items():
+            layer = root.get_submodule(name)
+            if (up.shape[0], down.shape[1]) != tuple(layer.weight.shape) or up.shape[1] != down.shape[0]:
+                raise ValueError(f"{rename(name)}: factors {list(up.shape)} x {list(down.shape)} do not fit "
+                                 f"{name} {list(layer.weight.shape)}")
+            delta = (up.float() @ down.float()) * (strength * alpha / down.shape[0])
+            layer.weight += delta.to(layer.weight)
+    return len(factors)

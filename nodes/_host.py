@@ -592,3 +592,32 @@ def padded_text_conditioning(clip, text: str, length: int):
     row += [pad_entry] * (length - len(row))
     tokens = {**tokens, key: [row]}
     return clip.encode_from_tokens(tokens)
+
+
+# ---- DiffPano: model wrappers and ComfyUI 0.33's MoGe panorama depth -----------------------
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """Add ``wrapper(executor, *args, **kwargs)`` around the diffusion model's forward on the
+    ModelPatcher ``model`` (``WrappersMP.DIFFUSION_MODEL``, ComfyUI 0.3.64 and 0.33); a wrapper
+    under the same ``key`` is replaced."""
+    import comfy.patcher_extension as _ext
+
+    model.remove_wrappers_with_key(_ext.WrappersMP.DIFFUSION_MODEL, key)
+    model.add_wrapper_with_key(_ext.WrappersMP.DIFFUSION_MODEL, key, wrapper)
+
+
+def moge_panorama_distance(moge_model, image):
+    """Distances of an equirect ``IMAGE [1, H, W, 3]`` from ComfyUI's native MoGe panorama
+    inference (``comfy_extras/nodes_moge.py``, ComfyUI 0.33+): ``(H, W)``, relative scale.
+
+    ValueError when this ComfyUI has no MoGe nodes."""
+    try:
+        from comfy_extras.nodes_moge import MoGePanoramaInference
+    except ImportError:
+        raise ValueError("MoGe panorama depth needs a ComfyUI with the native MoGe nodes "
+                         "(comfy_extras/nodes_moge.py, ComfyUI 0.33 or newer)") from None
+    merge = max(256, min(8192, int(image.shape[2])))
+    out = MoGePanoramaInference.execute(moge_model, image, resolution_level=9, split_resolution=512,
+                                        merge_resolution=merge, batch_size=4)
+    return out.args[0]["depth"][0]
