@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workflows": (".client.workflows_cli", "build and check the bundled workflows (UI files from API twins, schema validation)"),
     "batch": (".client.batch", "queue a sweep of an API workflow on one or more ComfyUI servers, resumable"),
     "train-videopanda": (".app.train_videopanda", "train VideoPanda's multi-view adapter for Wan 2.1 on a folder of 360° videos"),
+    "train-videofrom3d-lora": (".app.train_videofrom3d_lora",
+                               "train VideoFrom3D's style LoRA (Flux + XLabs HED ControlNet) on reference images"),
 }
 
 

@@ -18,7 +18,7 @@ from ..models.ggi_transformer import (
     merge_peft_lora,
     read_sharded_safetensors,
 )
-from ..media.atomic import next_free_folder
+from ..media.atomic import next_counter_name, next_free_folder
 from ..models.xlabs_lora import comfy_lora_inputs, is_xlabs_lora, merge_xlabs_lora
 from ..pipelines.videofrom3d.arcs import fit_path_to_arcs, read_arcs, write_arcs
 from ..pipelines.videofrom3d.ggi import (
@@ -42,6 +42,7 @@ from ..pipelines.videofrom3d.sag import (
     xflux_timesteps,
 )
 from ..pipelines.videofrom3d.scene import procedural_town, street_camera_path
+from ..pipelines.videofrom3d.style_data import flux_text_embedding, save_text_embedding
 from . import _host
 from ._common import NodeInputError, check_widgets, describe, output_path
 from ._host import io, log, progress_callback
@@ -461,6 +462,43 @@ class Pano360VF3DAnchors(io.ComfyNode):
         return io.NodeOutput(anchor_sequence(hed, corres, sample, settings))
 
 
+class Pano360VF3DSaveTextEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DSaveTextEmbedding",
+            display_name="VideoFrom3D Save Text Embedding",
+            category=CATEGORY,
+            description="Saves a Flux text conditioning (T5 tokens and CLIP pooled vector) as a safetensors file in "
+                        "the output folder, for the style-LoRA trainer (python -m pano360 train-videofrom3d-lora "
+                        "--text-embedding FILE). VideoFrom3D trains with an empty prompt: CLIP Text Encode with an "
+                        "empty text on DualCLIPLoader (t5xxl + clip_l, type flux).",
+            inputs=[
+                io.Conditioning.Input("conditioning", tooltip="Flux conditioning of one prompt (CLIP Text Encode on a flux "
+                                                              "DualCLIPLoader)."),
+                io.String.Input("filename_prefix", default="vf3d_text_embedding",
+                                tooltip="File name prefix inside the output folder (subfolders allowed); ComfyUI's "
+                                        "numbering is appended (_00001_.safetensors)."),
+            ],
+            outputs=[io.String.Output("path", tooltip="The written file's full path (give it to --text-embedding).")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, conditioning, filename_prefix) -> io.NodeOutput:
+        try:
+            txt, vec = flux_text_embedding(conditioning)
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "conditioning", "one Flux conditioning (T5 tokens + pooled_output)",
+                                 str(err)) from None
+        output_path(_host.output_directory(), filename_prefix, cls.__name__, "filename_prefix")
+        folder, name, counter, _, _ = _host.save_image_path(filename_prefix, _host.output_directory())
+        target = os.path.join(folder, f"{name}_{counter:05}_.safetensors")
+        path = save_text_embedding(target, txt, vec, next_free=next_counter_name)
+        log.info("VideoFrom3D text embedding written to %s", path)
+        return io.NodeOutput(path, ui={"text": [path]})
+
+
 # ------------------------------------------------------------------------ GGI (inbetweening)
 
 
@@ -619,6 +657,7 @@ NODES = [
     Pano360XLabsLoraLoader,
     Pano360XLabsControlNetLoader,
     Pano360VF3DAnchors,
+    Pano360VF3DSaveTextEmbedding,
     Pano360VF3DGGILoader,
     Pano360VF3DTextEncode,
     Pano360VF3DInbetween,
