@@ -19,6 +19,7 @@ from ..models.ggi_transformer import (
     read_sharded_safetensors,
 )
 from ..media.atomic import next_counter_name, next_free_folder
+from ..models.cogvideox_vae import cogvideox_vae_config, decode_latents, encode_frames, is_native_layout, load_cogvideox_vae
 from ..models.xlabs_lora import comfy_lora_inputs, is_xlabs_lora, merge_xlabs_lora
 from ..pipelines.videofrom3d.arcs import fit_path_to_arcs, read_arcs, write_arcs
 from ..pipelines.videofrom3d.ggi import (
@@ -545,6 +546,65 @@ def load_ggi_model(cfg: dict, sd: dict, dtype=None, source: str = "ggi"):
     return _host.wrap_module(DiffusersGGI.from_state_dict(cfg, sd, dtype))
 
 
+VAE_BACKENDS = ("auto", "diffusers")
+
+
+def load_cogvideox_vae_for_host(sd: dict, tiling: bool = True, backend: str = "auto", source: str = "vae"):
+    """A CogVideoX VAE (diffusers-key state dict) as a ComfyUI VAE on this host.  backend "auto":
+    ComfyUI's native one where it has it and builds this layout (0.33+, CogVideoX-5B/2B sizes), else
+    diffusers' ``AutoencoderKLCogVideoX`` behind ComfyUI's VAE interface (0.3.64, other layouts);
+    "diffusers": diffusers on any host (the official pipeline's VAE, its frame chunking)."""
+    config = cogvideox_vae_config(sd)
+    if backend == "auto" and _host.has_native_cogvideox() and is_native_layout(config):
+        return _host.native_vae(sd)
+    vae = load_cogvideox_vae(sd, _host.vae_dtype(), tiling=tiling, source=source)
+    reason = ("asked for" if backend == "diffusers" else "ComfyUI has no native CogVideoX"
+              if not _host.has_native_cogvideox() else "a layout ComfyUI does not build")
+    log.info("CogVideoX VAE %s through diffusers (%s)", source, reason)
+    return _host.ModuleVideoVAE(vae, encode_frames, decode_latents, config["latent_channels"])
+
+
+class Pano360VF3DCogVideoXVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DCogVideoXVAELoader",
+            display_name="VideoFrom3D CogVideoX VAE Loader",
+            category=CATEGORY,
+            description="Loads CogVideoX's VAE (vae/diffusion_pytorch_model.safetensors of CogVideoX-5b-I2V, copied "
+                        "into models/vae) on any ComfyUI: 0.33+ builds its native CogVideoX VAE (as Load VAE does); "
+                        "0.3.64, which has none, runs diffusers' AutoencoderKLCogVideoX behind ComfyUI's VAE "
+                        "interface (works with VAE Encode / VAE Decode and the GGI Inbetween node).",
+            inputs=[
+                io.Combo.Input("vae_name", options=_host.model_file_list("vae"),
+                               tooltip="The CogVideoX VAE file in models/vae (diffusers keys, e.g. renamed "
+                                       "cogvideox_5b_i2v_vae.safetensors)."),
+                io.Boolean.Input("tiling", default=True,
+                                 tooltip="diffusers backend only: tiled, sliced encode/decode as ggi.py runs it (less "
+                                         "memory; ComfyUI's native VAE manages memory itself)."),
+                io.Combo.Input("backend", options=list(VAE_BACKENDS), default="auto",
+                               tooltip="auto: ComfyUI's native CogVideoX VAE where it exists (0.33+), diffusers on "
+                                       "0.3.64. diffusers: the official pipeline's implementation on any host (0.33's "
+                                       "native VAE encodes 49-frame clips in other frame chunks and decodes "
+                                       "rolling, which changes the latents slightly; see docs/videofrom3d.md)."),
+            ],
+            outputs=[io.Vae.Output(tooltip="A VAE for VideoFrom3D Inbetween, VAE Encode and VAE Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name, tiling, backend="auto") -> io.NodeOutput:
+        check_widgets(cls, backend=backend)
+        try:
+            path = _host.model_file_path("vae", vae_name)
+        except FileNotFoundError:
+            raise NodeInputError(cls.__name__, "vae_name", "a file in models/vae", repr(vae_name)) from None
+        sd = _host.load_torch_file(path)
+        try:
+            return io.NodeOutput(load_cogvideox_vae_for_host(sd, bool(tiling), backend, source=vae_name))
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "vae_name", "CogVideoX's VAE (diffusers keys)", str(err)) from None
+
+
 def _velocity(model, context: torch.Tensor):
     """``velocity(x (2B, 48, T, h, w), t (2B,))`` for a GGI MODEL, native or diffusers."""
     _host.load_models([model])
@@ -659,6 +719,7 @@ NODES = [
     Pano360VF3DAnchors,
     Pano360VF3DSaveTextEmbedding,
     Pano360VF3DGGILoader,
+    Pano360VF3DCogVideoXVAELoader,
     Pano360VF3DTextEncode,
     Pano360VF3DInbetween,
 ]
