@@ -21,6 +21,7 @@ from ..models.ggi_transformer import (
 from ..media.atomic import next_counter_name, next_free_folder
 from ..models.cogvideox_vae import cogvideox_vae_config, decode_latents, encode_frames, is_native_layout, load_cogvideox_vae
 from ..models.xlabs_lora import comfy_lora_inputs, is_xlabs_lora, merge_xlabs_lora
+from ..projection import Rig, erp_to_rig, rig_preset
 from ..pipelines.videofrom3d.arcs import fit_path_to_arcs, read_arcs, write_arcs
 from ..pipelines.videofrom3d.ggi import (
     COGVIDEOX_VAE_SCALE,
@@ -45,9 +46,10 @@ from ..pipelines.videofrom3d.sag import (
 from ..pipelines.videofrom3d.scene import procedural_town, street_camera_path
 from ..pipelines.videofrom3d.style_data import flux_text_embedding, save_text_embedding
 from . import _host
-from ._common import NodeInputError, check_widgets, describe, output_path
+from ._common import ANGLE_CONVENTION, NodeInputError, check_widgets, describe, equirect_to_bchw, output_path
 from ._host import io, log, progress_callback
 from .cameras import CAMERA_PATH
+from .multiview import DEFAULT_RIG, RIG
 
 CATEGORY = "Pano360/videofrom3d"
 MESH = io.Custom("PANO360_MESH")
@@ -280,6 +282,67 @@ class Pano360VF3DEquirectEdges(io.ComfyNode):
         out = equirect_edges(mesh, camera_path.select(frames), (height, 2 * height), EdgeSettings(width_px=line_width),
                              device=_host.torch_device())
         return io.NodeOutput(out.float().cpu())
+
+
+class Pano360VF3DControlViews(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DControlViews",
+            display_name="VideoFrom3D 360° Control Views",
+            category=CATEGORY,
+            description="Beyond the paper, 360° scene video: splits equirect edge maps [T] into a rig's V perspective "
+                        "views (view-major, V*T images), applies the ControlNet with one edge view per view and frame "
+                        "to both conditionings, and gives the matching empty latent grid, so the Multi-View Sampler "
+                        "samples every view of every frame under its own edges (e.g. Flux + the XLabs HED ControlNet "
+                        "and the style LoRA of the anchor workflow). Stitch the decoded views back into equirect frames.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Positive conditioning (Flux: after FluxGuidance)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning (unused by the sampler at CFG 1)."),
+                io.ControlNet.Input("control_net", tooltip="The edge ControlNet (XLabs HED v3 with its LoRA)."),
+                io.Vae.Input("vae", tooltip="The image model's VAE: latent channels and downscale of the empty grid "
+                                            "(and the ControlNet's, when it needs one)."),
+                io.Image.Input("equirect_edges", tooltip="[T, H, 2H, 3] equirect edge maps (VideoFrom3D Equirect Edges)."),
+                RIG.Input("rig", optional=True, tooltip="The view rig; videopanda8 (8 views, 90° field of view) when "
+                                                        "not connected. " + ANGLE_CONVENTION),
+                io.Int.Input("view_size", default=512, min=0, max=4096, step=16,
+                             tooltip="Side of every view in pixels (a multiple of 16 for Flux; 0 keeps the rig's sizes)."),
+                io.Float.Input("strength", default=0.8, min=0.0, max=2.0, step=0.01,
+                               tooltip="ControlNet strength (VideoFrom3D's anchors: 0.8)."),
+            ],
+            outputs=[
+                io.Conditioning.Output("positive", tooltip="Positive with the per-view ControlNet."),
+                io.Conditioning.Output("negative", tooltip="Negative with the per-view ControlNet."),
+                io.Latent.Output("latent", tooltip="Empty latents [V*T, C, h, w], view-major, for the Multi-View Sampler."),
+                io.Image.Output("edge_views", tooltip="The V*T edge views (view-major), for preview."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, control_net, vae, equirect_edges, view_size, strength, rig=None
+                ) -> io.NodeOutput:
+        node = cls.__name__
+        check_widgets(cls, view_size=view_size, strength=strength)
+        erp = equirect_to_bchw(equirect_edges, node, "equirect_edges")[:, :3]
+        rig = rig_preset(DEFAULT_RIG) if rig is None else rig
+        if not isinstance(rig, Rig):
+            raise NodeInputError(node, "rig", "a PANO360_RIG (Pano360 Rig)", describe(rig))
+        size = (view_size, view_size) if view_size else None
+        try:
+            h, w = rig.sizes(size)
+        except ValueError as err:
+            raise NodeInputError(node, "view_size", "a size for rigs whose views differ in size", str(err)) from None
+        if not hasattr(vae, "spacial_compression_encode") or not hasattr(vae, "latent_channels"):
+            raise NodeInputError(node, "vae", "a VAE (Load VAE)", describe(vae))
+        f = int(vae.spacial_compression_encode())
+        if h % (2 * f) or w % (2 * f):
+            raise NodeInputError(node, "view_size", f"views whose sides are multiples of {2 * f} (VAE {f}x, 2x2 "
+                                 "patches)", f"{w}x{h}")
+        views = erp_to_rig(erp.float(), rig, size, mode="bilinear", callback=progress_callback(1))
+        images = views.movedim(1, -1).clamp(0, 1).contiguous()
+        pos, neg = _host.apply_controlnet(positive, negative, control_net, images, strength, vae=vae)
+        latent = torch.zeros(images.shape[0], int(vae.latent_channels), h // f, w // f)
+        return io.NodeOutput(pos, neg, {"samples": latent}, images)
 
 
 class Pano360VF3DLoadArcs(io.ComfyNode):
@@ -713,6 +776,7 @@ NODES = [
     Pano360VF3DScenePath,
     Pano360VF3DPreprocess,
     Pano360VF3DEquirectEdges,
+    Pano360VF3DControlViews,
     Pano360VF3DLoadArcs,
     Pano360XLabsLoraLoader,
     Pano360XLabsControlNetLoader,
