@@ -25,6 +25,7 @@ from ..projection import Rig, erp_to_rig, rig_preset
 from ..pipelines.videofrom3d.arcs import fit_path_to_arcs, read_arcs, write_arcs
 from ..pipelines.videofrom3d.ggi import (
     COGVIDEOX_VAE_SCALE,
+    prompt_text,
     GGI_HW,
     GGISettings,
     arc_inputs,
@@ -311,8 +312,10 @@ class Pano360VF3DControlViews(io.ComfyNode):
                                tooltip="ControlNet strength (VideoFrom3D's anchors: 0.8)."),
             ],
             outputs=[
-                io.Conditioning.Output("positive", tooltip="Positive with the per-view ControlNet."),
-                io.Conditioning.Output("negative", tooltip="Negative with the per-view ControlNet."),
+                io.Conditioning.Output("control_positive", display_name="positive",
+                                       tooltip="Positive with the per-view ControlNet."),
+                io.Conditioning.Output("control_negative", display_name="negative",
+                                       tooltip="Negative with the per-view ControlNet."),
                 io.Latent.Output("latent", tooltip="Empty latents [V*T, C, h, w], view-major, for the Multi-View Sampler."),
                 io.Image.Output("edge_views", tooltip="The V*T edge views (view-major), for preview."),
             ],
@@ -692,21 +695,32 @@ class Pano360VF3DTextEncode(io.ComfyNode):
             display_name="VideoFrom3D Text Encode (T5, 226 tokens)",
             category=CATEGORY,
             description="Encodes text with a T5-XXL CLIP padded to exactly 226 tokens, as CogVideoX was trained "
-                        "(whatever the loader's own padding, so it works with any T5 loader).",
+                        "(whatever the loader's own padding, so it works with any T5 loader). VideoFrom3D prompts GGI "
+                        "with a BLIP-2 caption of the first anchor: connect a caption (e.g. ComfyUI 0.33's Generate "
+                        "Text on the first anchor) to 'caption', or type a description in 'text'.",
             inputs=[
-                io.Clip.Input("clip", tooltip="T5-XXL (Load CLIP: type cogvideox, or sd3/mochi with the T5 file)."),
+                io.Clip.Input("clip", tooltip="T5-XXL (Load CLIP: type cogvideox, or ltxv/sd3/mochi with the T5 file)."),
                 io.String.Input("text", default="", multiline=True,
-                                tooltip="The prompt (VideoFrom3D: a BLIP-2 caption of the first anchor; empty for the negative)."),
+                                tooltip="The prompt when no caption is connected (VideoFrom3D: a caption of the first "
+                                        "anchor; empty for the negative)."),
+                io.String.Input("caption", optional=True, force_input=True,
+                                tooltip="Optional: a caption of the first anchor from a captioning node (ComfyUI 0.33+: "
+                                        "Generate Text with a vision-language text encoder); replaces 'text' when "
+                                        "connected."),
             ],
             outputs=[io.Conditioning.Output(tooltip="(1, 226, 4096) T5 embeddings.")],
         )
 
     @classmethod
-    def execute(cls, clip, text) -> io.NodeOutput:
+    def execute(cls, clip, text, caption=None) -> io.NodeOutput:
+        if caption is not None and not isinstance(caption, str):
+            raise NodeInputError(cls.__name__, "caption", "a STRING", describe(caption))
+        prompt = prompt_text(text, caption)
         try:
-            out = _host.padded_text_conditioning(clip, text, T5_TOKENS)
+            out = _host.padded_text_conditioning(clip, prompt, T5_TOKENS)
         except ValueError as err:
-            raise NodeInputError(cls.__name__, "text", f"at most {T5_TOKENS} T5 tokens", str(err)) from None
+            raise NodeInputError(cls.__name__, "caption" if caption is not None else "text",
+                                 f"at most {T5_TOKENS} T5 tokens", str(err)) from None
         cond = out[0] if isinstance(out, tuple) else out
         return io.NodeOutput([[cond, {}]])
 

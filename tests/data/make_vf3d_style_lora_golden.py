@@ -12,6 +12,8 @@ official blocks (all double blocks, single blocks 1-4, both ControlNet double bl
   control in [-1, 1]), the prediction, the loss ``MSE(pred, x_0 - x_1)`` and the gradients of
   every LoRA weight;
 - the 1000 training times ``get_schedule(999, 4096)`` (``src/flux/sampling.py``);
+- the key and shape lists of the official flux-dev ``Flux`` and ``ControlNetFlux(controlnet_depth=2)``
+  (built on the meta device with ``src/flux/util.py``'s flux-dev params) in ``vf3d_flux_keys.json``;
 - ``image_datasets/dataset.py``'s prepared image for each aspect choice of two synthetic images
   (``CustomImageControlDataset2.__getitem__`` with its ``random.choice`` pinned, and the image
   itself as the "HED" map, so the control path is checked too).
@@ -28,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 import types
@@ -171,6 +174,18 @@ def main() -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(HERE / "vf3d_style_lora_golden.safetensors"),
               metadata=meta)
     print("wrote", HERE / "vf3d_style_lora_golden.safetensors", "loss", float(loss.detach()))  # noqa: T201
+
+    # src/flux/util.py configs["flux-dev"].params (util.py itself needs optimum, unused here)
+    dev = FluxParams(in_channels=64, vec_in_dim=768, context_in_dim=4096, hidden_size=3072, mlp_ratio=4.0,
+                     num_heads=24, depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56], theta=10_000,
+                     qkv_bias=True, guidance_embed=True)
+    with torch.device("meta"):
+        full = Flux(dev)
+        full_cn = ControlNetFlux(dev, controlnet_depth=CN_DEPTH)
+    keys = {"flux": {k: list(v.shape) for k, v in full.state_dict().items()},
+            "controlnet": {k: list(v.shape) for k, v in full_cn.state_dict().items()}}
+    (HERE / "vf3d_flux_keys.json").write_text(json.dumps(keys, indent=0, sort_keys=True) + "\n")
+    print("wrote", HERE / "vf3d_flux_keys.json")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -139,3 +139,19 @@ def test_gradient_checkpointing_gives_the_same_gradients(golden):
         style_loss(model, g["x_1_latent"], g["control"], text, g["t"], g["x_0"]).backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.flux_parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-7, rtol=0)
+
+
+def test_flux_dev_and_hed_controlnet_have_the_official_keys_and_shapes():
+    """flux1-dev.safetensors and flux-hed-controlnet-v3.safetensors load strictly: the modules' key and
+    shape lists equal the official x-flux models' (built on the meta device, tests/data)."""
+    import json
+
+    from pano360.models.flux import FLUX_DEV, XLABS_CONTROLNET_DEPTH
+
+    ref = json.loads((DATA / "vf3d_flux_keys.json").read_text())
+    with torch.device("meta"):
+        flux, cn = Flux(FLUX_DEV), XLabsControlNet(FLUX_DEV, XLABS_CONTROLNET_DEPTH)
+    assert {k: list(v.shape) for k, v in flux.state_dict().items()} == ref["flux"]
+    assert {k: list(v.shape) for k, v in cn.state_dict().items()} == ref["controlnet"]
+    assert flux_params_from_state_dict(flux.state_dict()) == FLUX_DEV  # detection from the shapes alone
+    assert round(sum(p.numel() for p in flux.parameters()) / 1e9, 2) == 11.90  # Flux-dev's 11.9B parameters
