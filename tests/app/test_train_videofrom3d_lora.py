@@ -9,7 +9,6 @@ tests/host/test_vf3d_style_lora_host.py.)"""
 from __future__ import annotations
 
 import json
-import pathlib
 
 import numpy as np
 import pytest

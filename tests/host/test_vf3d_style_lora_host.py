@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -155,9 +157,6 @@ def test_trained_lora_loads_through_the_pack_and_stock_loaders(comfy_in_process,
 
     net, _, params = comfy_flux
     loras = comfy_in_process.folder_paths.get_folder_paths("loras")[0]
-    import os
-    import shutil
-
     os.makedirs(loras, exist_ok=True)
     shutil.copy(trained / "lora.safetensors", os.path.join(loras, "vf3d_style_xlabs.safetensors"))
     shutil.copy(trained / "lora_comfyui.safetensors", os.path.join(loras, "vf3d_style_kohya.safetensors"))
@@ -191,9 +190,6 @@ def test_trained_lora_loads_through_the_pack_and_stock_loaders(comfy_in_process,
 
 
 def _controlnet_files(comfy_in_process, cn, trained):
-    import os
-    import shutil
-
     folder_paths = comfy_in_process.folder_paths
     cn_dir, lora_dir = folder_paths.get_folder_paths("controlnet")[0], folder_paths.get_folder_paths("loras")[0]
     os.makedirs(cn_dir, exist_ok=True)
