@@ -621,3 +621,61 @@ def moge_panorama_distance(moge_model, image):
     out = MoGePanoramaInference.execute(moge_model, image, resolution_level=9, split_resolution=512,
                                         merge_resolution=merge, batch_size=4)
     return out.args[0]["depth"][0]
+
+
+# ---- video VAEs through diffusers (the CogVideoX VAE on ComfyUI 0.3.64) ------------------------
+
+
+def vae_dtype(working_dtypes=(torch.bfloat16, torch.float16, torch.float32)):
+    """The dtype ComfyUI would run a VAE in on its device (``model_management.vae_dtype``)."""
+    return _mm.vae_dtype(_mm.get_torch_device(), list(working_dtypes))
+
+
+class ModuleVideoVAE:
+    """ComfyUI's VAE interface -- ``encode(IMAGE)``, ``decode(latent)`` and the compression facts
+    stock nodes read -- around a video VAE ``nn.Module`` that ComfyUI's memory manager places.
+
+    encode_fn(module, frames [T, H, W, C] 0..1) -> raw latents (1, C', T', h, w);
+    decode_fn(module, latents) -> frames [B, T, H, W, 3] 0..1 (as ``comfy.sd.VAE`` returns video).
+    """
+
+    def __init__(self, module, encode_fn, decode_fn, latent_channels: int, spatial: int = 8, temporal: int = 4):
+        holder = torch.nn.Module()  # ModelPatcher sets attributes (``device``) diffusers models make read-only
+        holder.vae = module
+        self.first_stage_model = module
+        self.patcher = wrap_module(holder)
+        self._encode, self._decode = encode_fn, decode_fn
+        self.latent_channels, self.latent_dim, self.output_channels = latent_channels, 3, 3
+        self._spatial, self._temporal = spatial, temporal
+        # comfy.sd.VAE's CogVideoX entries: causal time axis (first frame alone, then groups of 4)
+        self.downscale_ratio = (lambda a: max(0, (a + temporal - 1) // temporal), spatial, spatial)
+        self.upscale_ratio = (lambda a: max(0, a * temporal - (temporal - 1)), spatial, spatial)
+
+    def encode(self, pixels):
+        _mm.load_models_gpu([self.patcher])
+        return self._encode(self.first_stage_model, pixels).to(_mm.intermediate_device())
+
+    def decode(self, samples):
+        _mm.load_models_gpu([self.patcher])
+        return self._decode(self.first_stage_model, samples).to(_mm.intermediate_device())
+
+    def spacial_compression_encode(self) -> int:
+        return self._spatial
+
+    def spacial_compression_decode(self) -> int:
+        return self._spatial
+
+    def temporal_compression_decode(self) -> int:
+        return self._temporal
+
+    def throw_exception_if_invalid(self) -> None:
+        return None
+
+
+def native_vae(sd: dict):
+    """ComfyUI's own VAE from a state dict (what the stock ``VAELoader`` builds)."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=sd)
+    vae.throw_exception_if_invalid()
+    return vae
