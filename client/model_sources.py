@@ -53,6 +53,10 @@ NOT_PUBLIC = MappingProxyType({
     "videofrom3d_style_lora.safetensors": "a per-style Flux LoRA the user trains (docs/videofrom3d.md)",
     "videofrom3d_style_controlnet_lora.safetensors": "a per-style ControlNet LoRA the user trains (docs/videofrom3d.md)",
     "videopanda_adapter.safetensors": "the VideoPanda adapter the user trains (docs/videopanda.md)",
+    "pano_sd_lora.safetensors": "DiffPano published no weights; the Pano-SD LoRA the user trains "
+                                "(python -m pano360 train-diffpano --stage lora, docs/diffpano.md)",
+    "diffpano_epipolar.safetensors": "DiffPano published no weights; the epipolar modules the user trains "
+                                     "(python -m pano360 train-diffpano --stage epipolar, docs/diffpano.md)",
     "open_clip_vit_h14_text.safetensors":
         "an OpenCLIP ViT-H/14 text encoder in ComfyUI's CLIP-H format, made by the user (docs/panodit.md); no file of this name is published",
 })
