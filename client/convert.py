@@ -56,6 +56,9 @@ MULTILINE_HEIGHT = 90
 # at once, the canvas renderer once a file is chosen): about 256 px.
 MEDIA_PREVIEW_HEIGHT = 260
 MEDIA_UPLOADS = ("image_upload", "video_upload", "animated_image_upload")
+# A loader whose model file is not installed gets an error strip under its widgets in
+# Nodes 2.0 (frontend 1.49: ~34 px measured); reserved for every node that loads a file.
+MISSING_MODEL_HEIGHT = 40
 # Namespace for the deterministic workflow ids of generated UI files.
 _WORKFLOW_NAMESPACE = uuid.UUID("6f1c3b2a-5d0e-4c9b-9a51-360000000360")
 
@@ -242,8 +245,10 @@ def _node_height(schema: NodeSchema, given: Mapping[str, Any]) -> int:
     rows = sum(1 + len(w.extras) for w in widgets)
     multiline = sum(1 for w in widgets if w.widget_type == "STRING" and w.options.get("multiline"))
     media = any(w.options.get(k) for w in widgets for k in MEDIA_UPLOADS)
+    loads_model = any(schema.model_folder(w.name) and isinstance(given.get(w.name), str) for w in widgets)
     return (TITLE_HEIGHT + SLOT_HEIGHT * max(sockets, len(schema.outputs), 1) + WIDGET_HEIGHT * rows
-            + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline + MEDIA_PREVIEW_HEIGHT * media)
+            + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline + MEDIA_PREVIEW_HEIGHT * media
+            + MISSING_MODEL_HEIGHT * loads_model)
 
 
 def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workflow",
