@@ -11,13 +11,21 @@ Not run by the tests.  Needs checkouts of
   ray-map fusion), ``camctrl/pose_adaptor.py`` (``CameraPoseEncoder``), ``dataset/realestate10K.py``
   (``Camera``, ``ray_condition``);
 
-and the library versions both repositories pin (``diffusers==0.27.0``, ``transformers==4.36.0``;
-newer diffusers lack ``tensor2vid``)::
+and diffusers 0.28.0 with the transformers version both repositories pin (4.36.0)::
 
-    pip install --target /tmp/old --no-deps diffusers==0.27.0 transformers==4.36.0 \\
+    pip install --target /tmp/old --no-deps diffusers==0.28.0 transformers==4.36.0 \\
         huggingface_hub==0.20.3 tokenizers==0.15.2
     PYTHONPATH=/tmp/old python tests/data/make_lookbeyond_inbetween_golden.py \\
         --svd-keyframe /path/to/svd_keyframe_interpolation --lookbeyond /path/to/LookBeyond
+
+Why 0.28.0 and not the pinned 0.27.0: 0.27.0's ``TransformerSpatioTemporalModel`` broadcasts the
+temporal cross-attention context position-major (``broadcast_to(h * w, batch, ...)``) onto
+batch-major hidden states, so with a CFG batch of two the temporal layers of the unconditional
+half see the conditional image embedding at every other position and vice versa.  0.28.0 fixed
+that (``broadcast_to(batch, h * w, ...)``), which is also what ComfyUI's SVD does; the pack is
+held to the official *attention control and fusion*, not to that library bug.  0.28.0 no longer
+has ``tensor2vid``, which the official pipelines import but use only to turn decoded frames into
+images; this script requests latents and installs a stand-in that refuses to run.
 
 What it builds (float64 UNets, so the comparison is not limited by rounding):
 
@@ -95,7 +103,17 @@ POSE_ENCODER_KWARGS = dict(downscale_factor=8, channels=[32, 64, 128, 128], nums
 POSE_ROWS = 9  # more rows than frames: select_between_frames picks 5 of them by linspace
 
 
+def _no_tensor2vid(*args, **kwargs):
+    raise RuntimeError("tensor2vid stand-in: this script only requests latents")
+
+
 def import_official(svd_keyframe: pathlib.Path, lookbeyond: pathlib.Path):
+    import diffusers
+    from diffusers.pipelines.stable_video_diffusion import pipeline_stable_video_diffusion as svd_module
+
+    if diffusers.__version__ != "0.28.0":
+        raise SystemExit(f"needs diffusers 0.28.0 (see the docstring), found {diffusers.__version__}")
+    svd_module.tensor2vid = _no_tensor2vid  # imported by both official pipelines, unused for latents
     sys.path.insert(0, str(svd_keyframe))
     sys.path.insert(1, str(lookbeyond / "VideoDiffusion"))  # its attn_ctrl/ is the same file
     from attn_ctrl import attention_control
@@ -351,7 +369,7 @@ def main() -> None:
     tensors["B.sigmas"] = sched.sigmas.clone()  # C uses the same 2-step sigmas
 
     metadata = {
-        "source": "jeanne-wang/svd_keyframe_interpolation@61fd2bf + YiGuYT/LookBeyond@ea00c7b, diffusers 0.27.0",
+        "source": "jeanne-wang/svd_keyframe_interpolation@61fd2bf + YiGuYT/LookBeyond@ea00c7b, diffusers 0.28.0",
         "unet_config": json.dumps(UNET_CONFIG), "unet_shapes": json.dumps(shapes), "gains": json.dumps(GAINS),
         "seeds": json.dumps(SEEDS), "finetune_scale": repr(FINETUNE_SCALE), "delta_keys": json.dumps(DELTA_KEYS),
         "layers": json.dumps(names), "num_frames": str(NUM_FRAMES), "image_hw": json.dumps([HEIGHT, WIDTH]),
