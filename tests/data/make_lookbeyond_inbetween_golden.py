@@ -27,6 +27,11 @@ held to the official *attention control and fusion*, not to that library bug.  0
 has ``tensor2vid``, which the official pipelines import but use only to turn decoded frames into
 images; this script requests latents and installs a stand-in that refuses to run.
 
+One more library difference is removed from the reference UNets: diffusers builds the ResNet
+GroupNorms inside its cross-attention SVD blocks with ``eps=1e-6``, Stability's SGM code (which
+ComfyUI runs) with ``eps=1e-5`` everywhere (``normalization(channels)``); the script sets them to
+1e-5 (:func:`match_sgm_group_norm_eps`), leaving ~2e-7 between the two UNets in float64.
+
 What it builds (float64 UNets, so the comparison is not limited by rounding):
 
 * a tiny ``UNetSpatioTemporalConditionModel`` (``tests/_tiny_models.TINY_SVD_CONFIG`` with SVD's
@@ -159,9 +164,21 @@ def images():
     return [Image.fromarray(g.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)) for _ in range(2)]
 
 
+# Stability's sgm/modules/diffusionmodules/openaimodel.py normalization(): GroupNorm32(32, ch), eps 1e-5.
+SGM_RESNET_EPS = 1e-5
+
+
+def match_sgm_group_norm_eps(unet) -> None:
+    """Give diffusers' SVD ResNet GroupNorms SGM's eps (see the module docstring)."""
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.GroupNorm) and ".resnets." in name:
+            module.eps = SGM_RESNET_EPS
+
+
 def build_pipeline(cls, unet_cls, scheduler_cls, attention_control, xt, merged, encoders):
     unet = unet_cls(**UNET_CONFIG).double().eval()  # float64 before loading: no float32 rounding
     unet.load_state_dict(xt)
+    match_sgm_group_norm_eps(unet)  # before the pipeline deep-copies it into ori_unet
     vae, clip, processor = encoders
     pipe = cls(vae=vae, image_encoder=clip, unet=unet, scheduler=scheduler_cls.from_config(SVD_XT_SCHEDULER),
                feature_extractor=processor)
@@ -372,7 +389,7 @@ def main() -> None:
         "source": "jeanne-wang/svd_keyframe_interpolation@61fd2bf + YiGuYT/LookBeyond@ea00c7b, diffusers 0.28.0",
         "unet_config": json.dumps(UNET_CONFIG), "unet_shapes": json.dumps(shapes), "gains": json.dumps(GAINS),
         "seeds": json.dumps(SEEDS), "finetune_scale": repr(FINETUNE_SCALE), "delta_keys": json.dumps(DELTA_KEYS),
-        "layers": json.dumps(names), "num_frames": str(NUM_FRAMES), "image_hw": json.dumps([HEIGHT, WIDTH]),
+        "layers": json.dumps(names), "resnet_group_norm_eps": repr(SGM_RESNET_EPS), "num_frames": str(NUM_FRAMES), "image_hw": json.dumps([HEIGHT, WIDTH]),
         "pose_txt": text, "pose_encoder_kwargs": json.dumps(POSE_ENCODER_KWARGS), "pose_shapes": json.dumps(pose_shapes),
         "settings": json.dumps({"fps": 7, "motion_bucket_id": 127, "noise_aug_strength": 0.02, "min_guidance": 1.0,
                                 "max_guidance": 3.0, "A": {"steps": 4, "noise_injection_steps": 2, "ratio": 0.5},

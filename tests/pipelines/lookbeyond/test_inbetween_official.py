@@ -95,12 +95,15 @@ class DiffusersTwin:
 
     SUFFIX = ".temporal_transformer_blocks.0.attn1.processor"
 
-    def __init__(self, config: dict, base: dict, merged: dict):
+    def __init__(self, config: dict, base: dict, merged: dict, eps: float):
         self.state: dict = {}
         self.unets = {}
         for pass_, sd in ((Pass.FORWARD, base), (Pass.BACKWARD, merged)):
             unet = diffusers.UNetSpatioTemporalConditionModel(**config).double().eval()
             unet.load_state_dict(sd)
+            for name, module in unet.named_modules():  # as the golden script: SGM's ResNet eps
+                if isinstance(module, torch.nn.GroupNorm) and ".resnets." in name:
+                    module.eps = eps
             procs = {n: HookProcessor(n[: -len(self.SUFFIX)], self.state) if n.endswith(self.SUFFIX) else p
                      for n, p in unet.attn_processors.items()}
             unet.set_attn_processor(procs)
@@ -144,7 +147,7 @@ class RecordingControl(TemporalAttentionControl):
 @pytest.fixture(scope="module")
 def twin(weights):
     xt, merged, meta = weights
-    return DiffusersTwin(json.loads(meta["unet_config"]), xt, merged)
+    return DiffusersTwin(json.loads(meta["unet_config"]), xt, merged, float(meta["resnet_group_norm_eps"]))
 
 
 def _cond(tensors, prefix):
