@@ -1,6 +1,6 @@
 """Pano360 nodes: PanoDiT (Look Beyond stage 1): loader, sampler, text feature from .npy.
 
-The math lives in ``models/pano_dit*.py`` and ``pipelines/pano_dit_sampler.py``; these
+The math lives in ``models/pano_dit*.py`` and ``pipelines/lookbeyond/panorama.py``; these
 nodes only adapt ComfyUI types.  See docs/panodit.md.
 """
 
@@ -17,19 +17,14 @@ from ._common import NodeInputError, describe, mask_to_bhw
 from ._host import io
 from ..models.pano_dit import PanoDiT
 from ..models.pano_dit_loader import CHECKPOINT_KEYS, load_panodit
-from ..pipelines.pano_dit_sampler import (
-    LOOKBEYOND_ROLL_FRACTIONS,
-    NUM_TRAIN_TIMESTEPS,
-    complete_panorama,
-    latent_mask,
-    parse_fractions,
-)
+from ..pipelines.lookbeyond.panorama import LOOKBEYOND_ROLL_FRACTIONS, complete_panorama, latent_mask, parse_fractions
+from ..sampling.gaussian_diffusion import NUM_TRAIN_TIMESTEPS
 
 MODEL_FOLDER = "panodit"
 CATEGORY = "Pano360/sampling"
 PanoDiTType = io.Custom("PANO360_PANODIT")
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TEXT_FEATURE_DIM = 1024  # OpenCLIP ViT-H-14 encode_text width (spec §1f)
+TEXT_FEATURE_DIM = 1024  # OpenCLIP ViT-H-14 encode_text width (open_clip ViT-H-14.json embed_dim; Look Beyond text features)
 LATENT_DOWNSCALE = 8  # SD VAE: 8 pixels per latent cell
 
 _host.register_model_folder(MODEL_FOLDER)
@@ -60,7 +55,9 @@ class Pano360PanoDiTLoader(io.ComfyNode):
             description=(
                 "Loads a Look Beyond PanoDiT (DiT-XL/2 with text cross-attention) from models/panodit: an "
                 "official training checkpoint (.pt with model/ema/opt/args, read without unpickling arbitrary "
-                "objects) or a .safetensors file. The size is detected from the weights."
+                "objects) or a .safetensors file. Every size is read from the weights (any depth, width, "
+                "patch); the head count, which no weight shape shows, from the file's stored config, the "
+                "training args, the standard DiT of that width, or num_heads."
             ),
             inputs=[
                 io.Combo.Input(
@@ -82,15 +79,25 @@ class Pano360PanoDiTLoader(io.ComfyNode):
                     default="fp32",
                     tooltip="Weight precision. fp32 matches the reference; bf16/fp16 halve memory (XL/2: 3.75 GB in fp32).",
                 ),
+                io.Int.Input(
+                    "num_heads", default=0, min=0, max=256,
+                    tooltip="Attention heads; 0 = automatic (a converted file's stored config, the training "
+                    "args, the standard DiT of the same width: XL 16, L 16, B 12, S 6, else 64-channel heads). "
+                    "Set it only for a model of your own with another head count.",
+                ),
             ],
             outputs=[PanoDiTType.Output(tooltip="The PanoDiT model, for the PanoDiT Sampler.")],
         )
 
     @classmethod
-    def execute(cls, checkpoint: str, weights: str, weight_dtype: str) -> io.NodeOutput:
+    def execute(cls, checkpoint: str, weights: str, weight_dtype: str, num_heads: int = 0) -> io.NodeOutput:
         path = _host.model_file_path(MODEL_FOLDER, checkpoint)
         dtype = WEIGHT_DTYPES[weight_dtype]
-        module, info = load_panodit(path, key=weights, dtype=dtype)
+        try:
+            module, info = load_panodit(path, key=weights, dtype=dtype, num_heads=num_heads or None)
+        except ValueError as err:
+            name = "num_heads" if "num_heads" in str(err) else "checkpoint"
+            raise NodeInputError("Pano360PanoDiTLoader", name, "a PanoDiT checkpoint that fits", str(err)) from err
         patcher = _host.ModelPatcher(module, load_device=_host.torch_device(), offload_device=_host.offload_device())
         return io.NodeOutput(PanoDiTHandle(patcher, info["variant"], info["key"], dtype))
 
