@@ -13,7 +13,7 @@ output projections to SVD-*xt*'s UNet::
 the fine-tuned UNet whole for the backward pass.
 
 Keys here are ComfyUI's (SGM) names, e.g. ``input_blocks.1.1.time_stack.0.attn1.to_v.weight``;
-files in diffusers layout are renamed with :mod:`models.argus_unet`'s converter, and a
+files in diffusers layout are renamed with :mod:`models.svd_unet`'s converter, and a
 ``.safetensors`` file is read lazily (only the 48 tensors a delta needs, not the 1.5-4 GB file).
 
 Host-free: never imports ComfyUI.
@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor
 
-from .argus_unet import SGM_PREFIXES, diffusers_to_sgm_key, infer_svd_unet_layout, is_diffusers_svd_unet
+from .svd_unet import SGM_PREFIXES, diffusers_to_sgm_key, infer_svd_unet_layout, is_diffusers_svd_unet
 
 __all__ = [
     "DELTA_LEAVES",

@@ -5,8 +5,8 @@ Reference: ``tests/data/lookbeyond_inbetween_golden.safetensors``, written by th
 on a tiny seeded SVD UNet.  Here diffusers' own ``UNetSpatioTemporalConditionModel`` (the
 twin the reference ran, float64) is driven by the pack's host-free code: the attention hook
 (store, flip, replace), the per-frame CFG and fusion (``keyframe_denoise``), the schedules,
-the delta merge (``models/keyframe_unet.py``), the pose weights and the Euler loop with noise
-re-injection (``sample_euler_reinject``).  The pack's ComfyUI path is checked against the same
+the delta merge (``models/keyframe_unet.py``), the pose weights and the pack's one Euler loop
+with noise re-injection (``sampling.euler``).  The pack's ComfyUI path is checked against the same
 file in ``tests/host/test_lookbeyond_inbetween_host.py``.
 """
 
@@ -20,10 +20,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pano360.models.argus_unet import convert_diffusers_svd_unet_keys, diffusers_to_sgm_key, infer_svd_unet_layout
+from pano360.cameras.formats.realestate10k import parse_rows
 from pano360.models.keyframe_unet import temporal_attention_delta
-from pano360.pipelines.lookbeyond import parse_pose_txt
-from pano360.pipelines.lookbeyond_inbetween import (
+from pano360.models.svd_unet import convert_diffusers_svd_unet_keys, diffusers_to_sgm_key, infer_svd_unet_layout
+from pano360.pipelines.lookbeyond.inbetween import (
     COND,
     UNCOND,
     Pass,
@@ -31,9 +31,9 @@ from pano360.pipelines.lookbeyond_inbetween import (
     inbetween_schedule,
     keyframe_denoise,
     pose_similarity_weights,
-    sample_euler_reinject,
     select_between,
 )
+from pano360.sampling.euler import NoiseReinjection, sample_euler
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -161,15 +161,13 @@ def _sample(twin, tensors, prefix, schedule, reinject=0, ratio=0.5):
     noises = [tensors[f"{prefix}.reinject_noise.{j}"][0] for j in range(4) if f"{prefix}.reinject_noise.{j}" in tensors]
     calls = []
 
-    def model(x, sigma_vec):
-        sigma = sigma_vec[0]
+    def denoiser(x, sigma):
         calls.append(sigma)
         timestep = 0.25 * sigma.log()  # the scheduler's continuous timestep, float32
         return keyframe_denoise(twin.runner(cond, sigma, timestep), x, schedule, TemporalAttentionControl())
 
     x = tensors["noise"][0] * (sigmas.max() ** 2 + 1) ** 0.5  # prepare_latents * init_noise_sigma
-    final = sample_euler_reinject(model, x, sigmas, noise_sampler=lambda s, sn: noises.pop(0),
-                                  reinject=reinject, reinject_ratio=ratio)
+    final = sample_euler(denoiser, x, sigmas, reinject=NoiseReinjection(reinject, ratio, lambda sn, s: noises.pop(0)))
     assert not noises, "not every recorded re-injection noise was used"
     return final, len(calls)
 
@@ -241,7 +239,7 @@ def test_weighted_average_schedule_and_loop_match(golden, twin):
 
 
 def _pose_schedule(tensors, meta, weighted):
-    rows = parse_pose_txt(meta["pose_txt"])
+    rows = parse_rows(meta["pose_txt"])
     c2w = torch.linalg.inv(torch.stack([torch.cat([r.w2c_tensor(), torch.tensor([[0, 0, 0, 1.0]], dtype=torch.float64)])
                                         for r in rows]))
     picked = select_between(len(rows), tensors["noise"].shape[1])

@@ -30,17 +30,16 @@ with the pose-similarity weights ``w_s, w_t`` of :func:`pose_similarity_weights`
 conditional only.  Fusing denoised (x0) predictions equals fusing v-predictions: both passes see
 the same sigma and the weights sum to one, and the skip term ``c_skip * x`` is common to both.
 
-Noise re-injection (``pipeline_frame_interpolation_with_noise_injection.py``): for the first
-``int(steps * ratio)`` steps, ``n`` times: add noise of std ``sqrt(sigma_i^2 - sigma_{i+1}^2)``
-and redo the same step.  The reference's patched scheduler does not advance its step index
-inside ``step``; the loop advances it once per outer step.  Look Beyond's ``videogen.py``
-imports diffusers' stock scheduler, whose ``step`` advances it too, so the index moves twice
-per step there and the run crashes; :func:`sample_euler_reinject` indexes its sigmas
-explicitly, once per outer step.
+Noise re-injection (``pipeline_frame_interpolation_with_noise_injection.py``) is
+:class:`...sampling.euler.NoiseReinjection` in the pack's one Euler loop.  The reference's patched
+scheduler does not advance its step index inside ``step``; Look Beyond's ``videogen.py`` imports
+diffusers' stock scheduler, whose ``step`` does, and advances it again itself, so the run crashes;
+the pack's loop indexes its sigmas explicitly, once per outer step.
 
 Nothing here imports ComfyUI: the ComfyUI side routes its temporal ``attn1`` modules through
-:class:`HookedAttention` (an object patch) and hands a :class:`KeyframeAttentionHook` to them in
-``transformer_options[KEYFRAME_HOOK_KEY]``; tests drive diffusers' twin UNet the same way.
+:class:`...sampling.hooks.HookedAttention` (an object patch) and hands a
+:class:`KeyframeAttentionHook` to them in ``transformer_options[KEYFRAME_HOOK_KEY]``; tests drive
+diffusers' twin UNet the same way.  Docs: docs/lookbeyond_inbetween.md.
 """
 
 from __future__ import annotations
@@ -55,8 +54,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...cameras import CameraPath
+from ...models.lookbeyond_pose import LookBeyondPoseConditioner
+from ...projection.geometry import camera_plucker
+
 __all__ = [
     "KEYFRAME_HOOK_KEY",
+    "LOOKBEYOND_NUM_FRAMES",
+    "LOOKBEYOND_STEPS",
+    "LOOKBEYOND_EXPORT_FPS",
     "MIN_GUIDANCE",
     "MAX_GUIDANCE",
     "Pass",
@@ -68,14 +74,26 @@ __all__ = [
     "attention_probabilities",
     "TemporalAttentionControl",
     "KeyframeAttentionHook",
-    "HookedAttention",
     "keyframe_denoise",
-    "reinjection_steps",
-    "sample_euler_reinject",
+    "KeyframeConditioning",
+    "keyframe_conditioning",
+    "InbetweenPoses",
+    "inbetween_poses",
+    "stored_map_bytes",
 ]
 
 # transformer_options key under which the hook of the current pass travels to the UNet.
 KEYFRAME_HOOK_KEY = "pano360_keyframe_attention"
+# Look Beyond videogen.py defaults: --num_frames 14, --num_inference_steps 50; README --fps 24
+# (the export frame rate; the model is conditioned on fps 7, i.e. fps id 6).
+LOOKBEYOND_NUM_FRAMES = 14
+LOOKBEYOND_STEPS = 50
+LOOKBEYOND_EXPORT_FPS = 24
+CONDITIONING_FPS = 7  # FrameInterpolationWithNoiseInjectionPipeline fps (the UNet sees fps - 1)
+MOTION_BUCKET_ID = 127  # motion_bucket_id
+NOISE_AUG_STRENGTH = 0.02  # noise_aug_strength, in [-1, 1] pixel units
+# svd_keyframe_interpolation's keyframe_interpolation.sh: 5 re-injections over the first half.
+REINJECT_RATIO = 0.5
 # FrameInterpolationWithNoiseInjectionPipeline.__call__ defaults (min/max_guidance_scale).
 MIN_GUIDANCE = 1.0
 MAX_GUIDANCE = 3.0
@@ -169,16 +187,18 @@ def pose_similarity_weights(c2w: Tensor, source: Tensor, target: Tensor) -> tupl
 
 def select_between(num_rows: int, num_frames: int, first: int = 0, last: int | None = None) -> list[int]:
     """Indices of ``num_frames`` cameras among rows ``first..last`` (inclusive), spread as
-    ``videogen.py`` ``select_between_frames`` does (``np.linspace(..., dtype=int)``).
-    ValueError when the range holds fewer rows than frames."""
+    ``videogen.py`` ``select_between_frames`` does (``np.linspace(..., dtype=int)``), ordered
+    from ``first`` to ``last`` (descending when ``first > last``).  ValueError when the range
+    holds fewer rows than frames."""
     last = num_rows - 1 if last is None else last
     if not (0 <= first < num_rows and 0 <= last < num_rows):
         raise ValueError(f"rows {first}..{last} outside the camera path's 0..{num_rows - 1}")
-    first, last = min(first, last), max(first, last)
-    count = last - first + 1
+    lo, hi = min(first, last), max(first, last)
+    count = hi - lo + 1
     if count < num_frames:
-        raise ValueError(f"{count} cameras between rows {first} and {last}, need at least {num_frames} (one per frame)")
-    return [first + int(i) for i in np.linspace(0, count - 1, num_frames, dtype=int)]
+        raise ValueError(f"{count} cameras between rows {lo} and {hi}, need at least {num_frames} (one per frame)")
+    rows = [lo + int(i) for i in np.linspace(0, count - 1, num_frames, dtype=int)]
+    return rows if first <= last else rows[::-1]
 
 
 # ---------------------------------------------------------------- attention control
@@ -270,48 +290,6 @@ class KeyframeAttentionHook:
         return F.linear(_apply_probabilities(probs, v), alternate["to_out.0.weight"].to(x), alternate["to_out.0.bias"].to(x))
 
 
-class HookedAttention(nn.Module):
-    """Stands in for a UNet's self-attention module (installed as a ComfyUI object patch).
-
-    It shares the wrapped module's ``to_q``, ``to_k``, ``to_v`` and ``to_out`` (same attribute
-    names, so weight keys and weight patches are unchanged) and behaves exactly like it unless
-    ``transformer_options[KEYFRAME_HOOK_KEY]`` holds a hook; then the hook computes the call with
-    this layer's name, the chunk labels (``transformer_options["cond_or_uncond"]``) and the
-    backward pass's ``alternate`` weights (non-persistent buffers: they follow the model's
-    device but stay out of its state dict).
-    """
-
-    def __init__(self, inner: nn.Module, layer: str, alternate: Mapping[str, Tensor] | None = None):
-        super().__init__()
-        self.to_q, self.to_k, self.to_v, self.to_out = inner.to_q, inner.to_k, inner.to_v, inner.to_out
-        self.heads = inner.heads
-        self.layer = layer
-        self._inner_forward = inner.forward  # a bound method: the wrapped module stays unregistered
-        self._alternate_names: tuple[str, ...] = ()
-        if alternate is not None:
-            names = []
-            for key, value in alternate.items():
-                name = "alternate_" + key.replace(".", "_")
-                self.register_buffer(name, value.detach().clone(), persistent=False)
-                names.append((key, name))
-            self._alternate_names = tuple(names)
-
-    def alternate(self) -> dict[str, Tensor] | None:
-        if not self._alternate_names:
-            return None
-        return {key: getattr(self, name) for key, name in self._alternate_names}
-
-    def forward(self, x: Tensor, context: Tensor | None = None, value: Tensor | None = None, mask: Tensor | None = None,
-                transformer_options: Mapping | None = None) -> Tensor:
-        options = {} if transformer_options is None else transformer_options
-        hook = options.get(KEYFRAME_HOOK_KEY)
-        if hook is None:
-            return self._inner_forward(x, context=context, value=value, mask=mask, transformer_options=options)
-        if context is not None or value is not None or mask is not None:
-            raise RuntimeError(f"{self.layer}: keyframe attention control expects plain self-attention")
-        return hook(self, self.layer, x, options.get("cond_or_uncond") or (COND,), self.alternate())
-
-
 # ---------------------------------------------------------------- the two-pass step and the loop
 
 
@@ -346,63 +324,6 @@ def keyframe_denoise(run_pass: PassRunner, x: Tensor, schedule: InbetweenSchedul
     return w * forward + (1.0 - w) * backward
 
 
-def reinjection_steps(num_steps: int, ratio: float) -> int:
-    """How many leading steps get noise re-injection: ``int(steps * ratio)`` (reference)."""
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"noise re-injection ratio must be in [0, 1], got {ratio}")
-    return int(num_steps * ratio)
-
-
-def _euler(x: Tensor, denoised: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
-    """One Euler step of the probability-flow ODE (Karras et al. 2022, Alg. 2 without churn)."""
-    return x + (x - denoised) / sigma * (sigma_next - sigma)
-
-
-@torch.no_grad()
-def sample_euler_reinject(model, x: Tensor, sigmas: Tensor, extra_args: dict | None = None, callback=None,
-                          disable=None, noise_sampler: Callable[[Tensor, Tensor], Tensor] | None = None,
-                          reinject: int = 0, reinject_ratio: float = 0.5) -> Tensor:
-    """Euler sampling with svd_keyframe_interpolation's noise re-injection (k-diffusion signature).
-
-    model(x, sigma (B,), **extra_args) -> denoised; x: the noisy start ``x_T``; sigmas: the
-    schedule ending in 0.  For each of the first ``int(steps * reinject_ratio)`` steps, after the
-    step from sigma_i to sigma_{i+1}: ``reinject`` times, add ``noise_sampler(sigma_{i+1}, sigma_i)``
-    (standard normal) times ``sqrt(sigma_i^2 - sigma_{i+1}^2)`` and redo the step.  The sigma
-    index advances once per outer step.  callback({"x", "i", "sigma", "sigma_hat", "denoised"})
-    after each outer step (it may raise to cancel).
-    """
-    extra_args = {} if extra_args is None else extra_args
-    steps = len(sigmas) - 1
-    threshold = reinjection_steps(steps, reinject_ratio) if reinject > 0 else 0
-    if threshold and noise_sampler is None:
-        raise ValueError("noise re-injection needs a noise_sampler")
-    s_in = x.new_ones([x.shape[0]])
-    for i in range(steps):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma * s_in, **extra_args)
-        x = _euler(x, denoised, sigma, sigma_next)
-        if i < threshold:
-            rise = torch.sqrt(sigma**2 - sigma_next**2)
-            for _ in range(reinject):
-                x = x + noise_sampler(sigma_next, sigma).to(x) * rise
-                denoised = model(x, sigma * s_in, **extra_args)
-                x = _euler(x, denoised, sigma, sigma_next)
-        if callback is not None:
-            callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
-    return x
-
-
-def seeded_noise_sampler(x: Tensor, seed: int) -> Callable[[Tensor, Tensor], Tensor]:
-    """Standard normal noise like ``x``, from a CPU generator seeded with ``seed`` (the same
-    numbers on every device)."""
-    generator = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
-
-    def sample(sigma: Tensor, sigma_next: Tensor) -> Tensor:
-        return torch.randn(x.shape, generator=generator, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
-
-    return sample
-
-
 def stored_map_bytes(latent_hw: tuple[int, int], num_frames: int, levels: Sequence[tuple[int, int, int]],
                      chunks: int = 2, bytes_per_value: int = 2) -> int:
     """Analytic memory of one step's stored maps: ``sum over temporal attn1 layers of
@@ -416,3 +337,94 @@ def stored_map_bytes(latent_hw: tuple[int, int], num_frames: int, levels: Sequen
         s = math.ceil(h / 2**exponent) * math.ceil(w / 2**exponent)
         total += layers * chunks * s * heads * num_frames**2 * bytes_per_value
     return total
+
+
+# ---------------------------------------------------------------- conditioning and poses
+
+
+@dataclass(frozen=True)
+class KeyframeConditioning:
+    """What the two passes are conditioned on (SVD's conditioning, per pass).
+
+    clip: the CLIP image embeddings ``(1, D)`` of keyframe 1 (forward pass) and keyframe 2
+    (backward pass).  concat / uncond_concat: the image-condition latents ``(T or 1, 4, h, w)`` of
+    the conditional and unconditional branch of each pass, in that pass's frame order (``1`` =
+    one latent for every frame); without pose conditioning the unconditional ones are zeros.
+    """
+
+    clip: tuple[Tensor, Tensor]
+    concat: tuple[Tensor, Tensor]
+    uncond_concat: tuple[Tensor, Tensor]
+
+
+def keyframe_conditioning(encode_image: Callable[[Tensor], Tensor], encode_latent: Callable[[Tensor], Tensor],
+                          first: Tensor, last: Tensor, *, noise_aug: float, generator: torch.Generator,
+                          pose: tuple[LookBeyondPoseConditioner, Tensor] | None = None) -> KeyframeConditioning:
+    """SVD conditioning of both passes, as the reference pipelines build it.
+
+    first, last: ``(1, 3, H, W)`` keyframes in 0..1.  encode_image: ``(B, 3, H, W) -> (B, D)`` CLIP
+    image embeddings of the clean frames; encode_latent: ``(B, 3, H, W) -> (B, 4, H/8, W/8)`` VAE
+    latents (mode, unscaled) of the noise-augmented frames.  Noise augmentation: one Gaussian
+    draw of std ``noise_aug`` in [-1, 1] pixel units (``noise_aug / 2`` in 0..1), the same draw for
+    both frames (reference: ``image1 + s * noise``, ``image2 + s * noise``).  pose: Look Beyond's
+    conditioner and the Plücker rays ``(T, 6, H, W)`` of the inbetween frames: the embedding is
+    added (then fused) to both CFG branches of the forward pass and, time-flipped, of the backward
+    pass.
+    """
+    if first.shape != last.shape:
+        raise ValueError(f"keyframes differ in size: {tuple(first.shape)} vs {tuple(last.shape)}")
+    noise = torch.randn(first.shape, generator=generator, dtype=torch.float32).to(first)
+    augmented = [frame + noise * (noise_aug * 0.5) for frame in (first, last)]
+    clip = tuple(encode_image(frame) for frame in (first, last))
+    latents = tuple(encode_latent(frame) for frame in augmented)  # (1, 4, h, w) each
+    if pose is None:
+        return KeyframeConditioning(clip, latents, tuple(torch.zeros_like(z) for z in latents))
+    conditioner, rays = pose
+    weight = next(conditioner.parameters())
+    with torch.no_grad():
+        embedding = conditioner.embed(rays.to(weight))  # (T, 4, h, w)
+        embeddings = (embedding, embedding.flip(0))
+        concat = tuple(conditioner.fuse(z.to(weight), e).to(z) for z, e in zip(latents, embeddings))
+        uncond = tuple(conditioner.fuse(torch.zeros_like(e), e).to(z) for z, e in zip(latents, embeddings))
+    if concat[0].shape[-2:] != latents[0].shape[-2:]:
+        raise ValueError(f"pose embedding {tuple(concat[0].shape[-2:])} and image latent "
+                         f"{tuple(latents[0].shape[-2:])} differ in size")
+    return KeyframeConditioning(clip, concat, uncond)
+
+
+@dataclass(frozen=True)
+class InbetweenPoses:
+    """The cameras of the inbetween frames: ``c2w (T, 4, 4)`` OpenCV axes, pixel intrinsics
+    ``(T, 4)`` (fx, fy, cx, cy) of the ``(H, W)`` frames, and the two keyframes' ``c2w``."""
+
+    c2w: Tensor
+    intrinsics: Tensor
+    source: Tensor
+    target: Tensor
+
+    def rays(self, hw: tuple[int, int]) -> Tensor:
+        """Plücker rays ``(T, 6, H, W)`` (Look Beyond's ``ray_condition``)."""
+        return camera_plucker(self.c2w, self.intrinsics, hw)
+
+    def similarity(self) -> tuple[Tensor, Tensor]:
+        return pose_similarity_weights(self.c2w, self.source, self.target)
+
+
+def inbetween_poses(path: CameraPath, num_frames: int, hw: tuple[int, int], first: int = 0,
+                    last: int | None = None) -> InbetweenPoses:
+    """The ``num_frames`` cameras between rows ``first`` and ``last`` of ``path`` (spread as
+    :func:`select_between`), as Look Beyond reads them from its pose file.
+
+    The path's poses are used as they are (Look Beyond uses the file's absolute poses: read the
+    file with ``relative_to_first`` off to match it).  Intrinsics are those of a centred pinhole
+    with square pixels and the path's horizontal FOV (a :class:`CameraPath` keeps no principal
+    point), in pixels of ``hw``.
+    """
+    last = path.num_frames - 1 if last is None else last
+    rows = select_between(path.num_frames, num_frames, first, last)
+    c2w_all = path.camera_to_world(dtype=torch.float64, opencv=True)
+    h, w = hw
+    fov = torch.tensor(path.fov_x, dtype=torch.float64)[rows]
+    focal = 0.5 * w / torch.tan(fov / 2)
+    intrinsics = torch.stack([focal, focal, torch.full_like(focal, w / 2), torch.full_like(focal, h / 2)], -1)
+    return InbetweenPoses(c2w_all[rows], intrinsics, c2w_all[first], c2w_all[last])
