@@ -7,8 +7,8 @@ these bundles as optional inputs; without them they use their paper's settings.
 from __future__ import annotations
 
 from . import _host
-from ._bundles import (FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX, WINDOW_SETTINGS, FusionSettings, SamplerSettings,
-                       WindowSettings)
+from ._bundles import (FUSION_SETTINGS, INBETWEEN_FUSIONS, INBETWEEN_SETTINGS, SAMPLER_SETTINGS, SEED_MAX,
+                       WINDOW_SETTINGS, FusionSettings, InbetweenSettings, SamplerSettings, WindowSettings)
 from ._common import NodeInputError, known, widget_errors
 from ._host import io
 from ..sampling.fusion import SyncSchedule
@@ -17,6 +17,7 @@ CATEGORY = "Pano360/sampling"
 SAMPLER = io.Custom(SAMPLER_SETTINGS)
 FUSION = io.Custom(FUSION_SETTINGS)
 WINDOWS = io.Custom(WINDOW_SETTINGS)
+INBETWEEN = io.Custom(INBETWEEN_SETTINGS)
 
 
 class Pano360SamplerSettings(io.ComfyNode):
@@ -125,6 +126,74 @@ class Pano360WindowSettings(io.ComfyNode):
         return io.NodeOutput(WindowSettings(window, overlap))
 
 
+class Pano360InbetweenSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        d = InbetweenSettings()
+        return io.Schema(
+            node_id="Pano360InbetweenSettings",
+            display_name="Pano360 Inbetween Settings",
+            category=CATEGORY,
+            description="Guidance, fusion, SVD conditioning, noise re-injection and camera rows for the Keyframe "
+                        "Inbetween sampler (Look Beyond). Without this node it uses Look Beyond's videogen.py settings: "
+                        "equal fusion, guidance 1 to 3, fps 7, motion bucket 127, noise aug 0.02, no re-injection, "
+                        "Karras sigmas, every camera of the path.",
+            inputs=[
+                io.Combo.Input("fusion", options=list(INBETWEEN_FUSIONS), default=d.fusion,
+                               tooltip="How the forward (keyframe 1) and backward (keyframe 2) predictions are mixed: "
+                                       "'equal' 0.5/0.5 with time-symmetric guidance; 'weighted' linearly from the first "
+                                       "keyframe's pass to the second's (with a camera path: by pose similarity)."),
+                io.Float.Input("min_guidance", default=d.min_guidance, min=0.0, max=20.0, step=0.1,
+                               tooltip="CFG scale at the pass's own keyframe (reference: 1). 'equal' fusion averages "
+                                       "the ramp with its time flip."),
+                io.Float.Input("max_guidance", default=d.max_guidance, min=0.0, max=20.0, step=0.1,
+                               tooltip="CFG scale at the far end of each pass (reference: 3). At most 1 everywhere: "
+                                       "no unconditional branch (the reference's rule)."),
+                io.Int.Input("fps", default=d.fps, min=1, max=1024,
+                             tooltip="SVD's fps conditioning (the model sees fps − 1; reference 7). Not the video's "
+                                     "playback rate (set that in Create Video; Look Beyond exports at 24)."),
+                io.Int.Input("motion_bucket_id", default=d.motion_bucket_id, min=1, max=1023,
+                             tooltip="SVD's motion bucket (reference 127): higher, more motion."),
+                io.Float.Input("noise_aug", default=d.noise_aug, min=0.0, max=1.0, step=0.005,
+                               tooltip="Noise added to both keyframes before VAE encoding, std in [−1, 1] pixel units "
+                                       "(reference 0.02); also SVD's augmentation id."),
+                io.Int.Input("reinject", default=d.reinject, min=0, max=20,
+                             tooltip="Noise re-injections per step over the first steps (svd_keyframe_interpolation's "
+                                     "script: 5; Look Beyond: 0). Each costs one more two-pass step."),
+                io.Float.Input("reinject_ratio", default=d.reinject_ratio, min=0.0, max=1.0, step=0.05,
+                               tooltip="Fraction of the steps (from the first) that get re-injections (reference 0.5)."),
+                io.Combo.Input("scheduler", options=_host.scheduler_names(), default=d.scheduler,
+                               tooltip="ComfyUI noise schedule over SVD's sigma range (reference: 'karras', SVD-XT's "
+                                       "Karras sigmas 0.002–700)."),
+                io.Int.Input("first_pose", default=d.first_pose, min=0, max=100000,
+                             tooltip="Camera path row of the first keyframe (with a Perspective Loop pose.txt of "
+                                     "cameras_between n, frame k is row k·(n+1))."),
+                io.Int.Input("last_pose", default=d.last_pose, min=-1, max=100000,
+                             tooltip="Camera path row of the last keyframe; −1 = the path's last row. The sampler "
+                                     "spreads its frames over the rows in between (as Look Beyond's select_between_frames)."),
+            ],
+            outputs=[INBETWEEN.Output("settings", tooltip="The bundle, for the Keyframe Inbetween sampler's 'settings' input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, min_guidance=None, max_guidance=None):
+        if message := widget_errors(cls.define_schema(), min_guidance=min_guidance, max_guidance=max_guidance):
+            return message
+        if known(min_guidance, max_guidance) and min_guidance > max_guidance:
+            return f"Pano360InbetweenSettings: input 'min_guidance': expected <= max_guidance ({max_guidance}), got {min_guidance}"
+        return True
+
+    @classmethod
+    def execute(cls, fusion, min_guidance, max_guidance, fps, motion_bucket_id, noise_aug, reinject, reinject_ratio,
+                scheduler, first_pose, last_pose) -> io.NodeOutput:
+        try:
+            return io.NodeOutput(InbetweenSettings(fusion, min_guidance, max_guidance, fps, motion_bucket_id, noise_aug,
+                                                   reinject, reinject_ratio, scheduler, first_pose, last_pose))
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "min_guidance" if "guidance" in str(err) else "fusion",
+                                 "valid inbetween settings", str(err)) from err
+
+
 def bundle(value, cls_, default, node: str, name: str):
     """The bundle at input ``name`` of ``node``, or ``default`` when nothing is connected."""
     if value is None:
@@ -136,4 +205,4 @@ def bundle(value, cls_, default, node: str, name: str):
     return value
 
 
-NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings]
+NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings, Pano360InbetweenSettings]

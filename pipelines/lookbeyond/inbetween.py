@@ -75,6 +75,8 @@ __all__ = [
     "TemporalAttentionControl",
     "KeyframeAttentionHook",
     "keyframe_denoise",
+    "COND_NAMES",
+    "two_pass_predictor",
     "KeyframeConditioning",
     "keyframe_conditioning",
     "InbetweenPoses",
@@ -337,6 +339,32 @@ def stored_map_bytes(latent_hw: tuple[int, int], num_frames: int, levels: Sequen
         s = math.ceil(h / 2**exponent) * math.ceil(w / 2**exponent)
         total += layers * chunks * s * heads * num_frames**2 * bytes_per_value
     return total
+
+
+# The conditioning lists a host keeps per pass: (conditional, unconditional).
+COND_NAMES = {Pass.FORWARD: ("positive1", "negative1"), Pass.BACKWARD: ("positive2", "negative2")}
+# evaluate(model_key, cond_names, x, transformer_options) -> one prediction per cond name
+Evaluate = Callable[[str | None, Sequence[str], Tensor, Mapping], Sequence[Tensor]]
+
+
+def two_pass_predictor(schedule: InbetweenSchedule, backward_model: str | None = None
+                       ) -> Callable[[Evaluate, Tensor, Tensor], Tensor]:
+    """The prediction of a host guider: ``predict(evaluate, x, timestep) -> x0`` runs
+    :func:`keyframe_denoise` with each pass evaluated by the host on the conds of
+    :data:`COND_NAMES`, with the pass's hook in ``transformer_options[KEYFRAME_HOOK_KEY]``.
+    backward_model: the host's key of a separate backward-pass model (``full`` weights), or None
+    (both passes on the main model).  A fresh :class:`TemporalAttentionControl` per prediction."""
+
+    def predict(evaluate: Evaluate, x: Tensor, timestep: Tensor) -> Tensor:
+        def run_pass(hook: KeyframeAttentionHook, x_pass: Tensor, with_uncond: bool):
+            names = COND_NAMES[hook.pass_] if with_uncond else COND_NAMES[hook.pass_][:1]
+            model = backward_model if hook.pass_ is Pass.BACKWARD else None
+            out = evaluate(model, names, x_pass, {KEYFRAME_HOOK_KEY: hook})
+            return out[0], (out[1] if with_uncond else None)
+
+        return keyframe_denoise(run_pass, x, schedule, TemporalAttentionControl())
+
+    return predict
 
 
 # ---------------------------------------------------------------- conditioning and poses
