@@ -229,9 +229,10 @@ class Pano360KeyframeModelLoader(io.ComfyNode):
                                tooltip="svd_keyframe_interpolation's fine-tuned UNet (diffusers folder in models/lookbeyond: "
                                        "pick <name>/unet/diffusion_pytorch_model.safetensors) or Look Beyond's "
                                        "checkpoint-N/unet/…; files in models/diffusion_models are listed too."),
-                io.Combo.Input("reference_unet", options=_files("checkpoints"),
-                               tooltip="For temporal_attn_delta: SVD img2vid in models/checkpoints (svd.safetensors, the "
-                                       "14-frame model the fine-tuned UNet started from). Only 48 tensors are read."),
+                io.Combo.Input("reference_unet", options=_files(LOOKBEYOND_FOLDER),
+                               tooltip="For temporal_attn_delta: SVD img2vid in models/lookbeyond (svd.safetensors, the "
+                                       "14-frame model the fine-tuned UNet started from; a link to "
+                                       "models/checkpoints/svd.safetensors is enough). Only 48 tensors are read."),
                 io.Combo.Input("pose_weights", options=_files(LOOKBEYOND_FOLDER),
                                tooltip="Optional Look Beyond pose encoder, listed from the lookbeyond model folder: pick "
                                        "model_2_state_dict.pth of a checkpoint folder; model_1 (reducer) and model_3 (fuser) are read beside it. none: no pose "
@@ -288,8 +289,8 @@ class Pano360KeyframeModelLoader(io.ComfyNode):
     def _merged(model, finetuned_unet: str, reference_unet: str) -> dict:
         node = "Pano360KeyframeModelLoader"
         sources = {}
-        for name, folder, value in (("finetuned_unet", LOOKBEYOND_FOLDER, finetuned_unet), ("reference_unet", "checkpoints", reference_unet)):
-            path = _host.model_file_path(folder, value)
+        for name, value in (("finetuned_unet", finetuned_unet), ("reference_unet", reference_unet)):
+            path = _host.model_file_path(LOOKBEYOND_FOLDER, value)
             try:
                 sources[name] = read_delta_tensors(path, load_file=_host.load_torch_file)
             except ValueError as err:

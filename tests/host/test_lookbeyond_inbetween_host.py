@@ -78,9 +78,8 @@ def model_files(comfy_in_process, weights):
         save_file({k: v.contiguous() for k, v in sd.items()}, str(folder / "diffusion_pytorch_model.safetensors"))
         (folder / "config.json").write_text(json.dumps(config))
     sgm = convert_diffusers_svd_unet_keys(img2vid)
-    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_file({**{f"model.diffusion_model.{k}": v.contiguous() for k, v in sgm.items()},
-               "first_stage_model.decoder.conv_in.bias": torch.zeros(4)}, str(models / "checkpoints" / "tiny_svd.safetensors"))
+               "first_stage_model.decoder.conv_in.bias": torch.zeros(4)}, str(models / "lookbeyond" / "tiny_svd.safetensors"))
     # full mode with the merged UNet must equal temporal_attn_delta mode
     layout = infer_svd_unet_layout(xt)
     merged = temporal_attention_delta(*(convert_diffusers_svd_unet_keys(sd) for sd in (xt, finetuned, img2vid)))
@@ -89,8 +88,14 @@ def model_files(comfy_in_process, weights):
     folder.mkdir(parents=True, exist_ok=True)
     save_file({**xt, **{back[k]: v for k, v in merged.items()}}, str(folder / "diffusion_pytorch_model.safetensors"))
     (folder / "config.json").write_text(json.dumps(config))
-    return {"finetuned": "tiny_finetuned/unet/diffusion_pytorch_model.safetensors", "reference": "tiny_svd.safetensors",
-            "merged": "tiny_merged/unet/diffusion_pytorch_model.safetensors", "merged_sgm": merged}
+    yield {"finetuned": "tiny_finetuned/unet/diffusion_pytorch_model.safetensors", "reference": "tiny_svd.safetensors",
+           "merged": "tiny_merged/unet/diffusion_pytorch_model.safetensors", "merged_sgm": merged}
+    # leave the model lists as recorded (tests/host/test_schemas.py compares the live schemas)
+    import shutil
+
+    for name in ("tiny_finetuned", "tiny_merged", "tiny_svd.safetensors", "not_svd.safetensors"):
+        path = models / "lookbeyond" / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def _base(weights, dtype):

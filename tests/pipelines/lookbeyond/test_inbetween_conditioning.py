@@ -121,3 +121,30 @@ def test_zero_initialised_pose_conditioner_gives_the_plain_latents():
     for got, want in zip(cond.concat, latents):
         assert torch.equal(got, want.expand(5, -1, -1, -1))
     assert all(u.abs().max() == 0 for u in cond.uncond_concat)
+
+
+def test_host_predictor_evaluates_each_pass_on_its_conds_model_and_hook():
+    """two_pass_predictor: forward on the main model with positive1/negative1, backward on the
+    backward model with positive2/negative2 and the time-reversed latents; fused like keyframe_denoise."""
+    from pano360.pipelines.lookbeyond.inbetween import KEYFRAME_HOOK_KEY, Pass, two_pass_predictor
+
+    calls = []
+
+    def evaluate(model_key, names, x, options):
+        hook = options[KEYFRAME_HOOK_KEY]
+        calls.append((model_key, tuple(names), hook.pass_, x.clone()))
+        base = 1.0 if hook.pass_ is Pass.FORWARD else 2.0
+        return [x * 0 + base, x * 0][: len(names)]  # cond = base, uncond = 0
+
+    x = torch.arange(3.0)[:, None, None, None].expand(3, 1, 1, 1)
+    out = two_pass_predictor(inbetween_schedule(3, weighted=True), "backward")(evaluate, x, torch.tensor(1.0))
+    assert [(m, n, p) for m, n, p, _ in calls] == [(None, ("positive1", "negative1"), Pass.FORWARD),
+                                                 ("backward", ("positive2", "negative2"), Pass.BACKWARD)]
+    assert torch.equal(calls[1][3], x.flip(0))
+    g = torch.linspace(1, 3, 3)  # weighted: guidance per frame in each pass's own order
+    w = torch.linspace(1, 0, 3)
+    expect = w * g + (1 - w) * (2 * g).flip(0)
+    assert torch.allclose(out.flatten(), expect.double().to(out.dtype))
+    calls.clear()
+    two_pass_predictor(inbetween_schedule(3, weighted=False, min_guidance=1.0, max_guidance=1.0))(evaluate, x, torch.tensor(1.0))
+    assert [n for _, n, _, _ in calls] == [("positive1",), ("positive2",)]  # no CFG: conditional only
