@@ -245,18 +245,6 @@ class Pano360KeyframeModelLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode=None, finetuned_unet=None, reference_unet=None, pose_weights=None):
-        # ComfyUI skips its own list checks for inputs named here, so they are checked too.
-        if message := widget_errors(cls.define_schema(), mode=mode, finetuned_unet=finetuned_unet,
-                                    reference_unet=reference_unet, pose_weights=pose_weights):
-            return message
-        if mode in ("temporal_attn_delta", "full") and finetuned_unet == NONE:
-            return f"Pano360KeyframeModelLoader: input 'finetuned_unet': expected a UNet file for mode {mode}, got none"
-        if mode == "temporal_attn_delta" and reference_unet == NONE:
-            return f"Pano360KeyframeModelLoader: input 'reference_unet': expected SVD img2vid (svd.safetensors) for temporal_attn_delta, got none"
-        return True
-
-    @classmethod
     def execute(cls, model, mode, finetuned_unet, reference_unet, pose_weights) -> io.NodeOutput:
         node = "Pano360KeyframeModelLoader"
         if mode not in MODES:
