@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib
 
 # Topic modules, in the order their nodes appear in the node library.
-TOPICS = ("projection", "cameras", "output", "settings", "multiview", "seam", "panodit", "lookbeyond", "argus")
+TOPICS = ("projection", "cameras", "output", "settings", "multiview", "videopanda", "seam", "panodit", "lookbeyond", "argus",
+          "videofrom3d", "diffpano")
 
 
 def all_nodes() -> list[type]:
@@ -25,7 +26,9 @@ def all_nodes() -> list[type]:
 
 def make_extension():
     """The V3 ``ComfyExtension`` listing every Pano360 node."""
-    from ._host import ComfyExtension
+    from ._host import ComfyExtension, register_batch_routes
+
+    register_batch_routes()
 
     class Pano360Extension(ComfyExtension):
         async def get_node_list(self) -> list[type]:

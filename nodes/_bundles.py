@@ -14,8 +14,9 @@ from ..pipelines.lookbeyond.inbetween import (CONDITIONING_FPS, MAX_GUIDANCE, MI
                                                NOISE_AUG_STRENGTH, REINJECT_RATIO)
 from ..sampling.fusion import SyncSchedule
 
-__all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "InbetweenSettings", "SAMPLER_SETTINGS",
-           "FUSION_SETTINGS", "WINDOW_SETTINGS", "INBETWEEN_SETTINGS", "INBETWEEN_FUSIONS", "SEED_MAX"]
+__all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "DiffPanoSettings", "InbetweenSettings",
+           "SAMPLER_SETTINGS", "FUSION_SETTINGS", "WINDOW_SETTINGS", "DIFFPANO_SETTINGS", "INBETWEEN_SETTINGS",
+           "INBETWEEN_FUSIONS", "SEED_MAX", "EPIPOLAR_MODES", "EPIPOLAR_BLOCKS"]
 
 # ComfyUI seeds are unsigned 64-bit (KSampler's seed widget max).
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -26,6 +27,12 @@ WINDOW_SETTINGS = "PANO360_WINDOW_SETTINGS"
 INBETWEEN_SETTINGS = "PANO360_INBETWEEN_SETTINGS"
 # equal: 0.5/0.5 with time-symmetric guidance; weighted: linspace(1 -> 0) (or pose similarity).
 INBETWEEN_FUSIONS = ("equal", "weighted")
+DIFFPANO_SETTINGS = "PANO360_DIFFPANO_SETTINGS"
+# Training-free epipolar attention: off, or in the base model's own self-attention.
+EPIPOLAR_MODES = ("training_free", "off")
+# Which attention blocks get it: the middle block and the decoder blocks below full latent
+# resolution (tokens <= 1/4 of the latent's), or every decoder block too.
+EPIPOLAR_BLOCKS = ("mid_and_low_res", "all")
 
 
 @dataclass(frozen=True)
@@ -95,3 +102,37 @@ class InbetweenSettings:
             raise ValueError(f"fusion must be one of {', '.join(INBETWEEN_FUSIONS)}, got {self.fusion!r}")
         if self.min_guidance > self.max_guidance:
             raise ValueError(f"min_guidance {self.min_guidance} is above max_guidance {self.max_guidance}")
+
+
+@dataclass(frozen=True)
+class DiffPanoSettings:
+    """The DiffPano Multi-Panorama sampler's knobs (docs/diffpano.md).
+
+    num_refs: earlier panoramas reprojected into (and attended to by) each new one.
+    epipolar / epipolar_blocks / ref_logit_bias / samples / near / far: the training-free
+    epipolar attention (:data:`EPIPOLAR_MODES`, :data:`EPIPOLAR_BLOCKS`; ``far`` 0 = infinity).
+    dilate_cells: latent cells the regenerated region grows by.  depth_source: ``propagate``,
+    ``estimate`` (MoGe) or ``constant``.  room_distance: panorama 0's median distance (and the
+    sphere radius of ``constant``), in the camera path's units after ``position_scale``.
+    """
+
+    num_refs: int = 2
+    epipolar: str = "training_free"
+    epipolar_blocks: str = "mid_and_low_res"
+    ref_logit_bias: float = 0.0
+    samples: int = 8
+    near: float = 0.5
+    far: float = 0.0
+    dilate_cells: int = 1
+    depth_source: str = "propagate"
+    room_distance: float = 2.5
+    position_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.epipolar not in EPIPOLAR_MODES:
+            raise ValueError(f"epipolar: expected one of {list(EPIPOLAR_MODES)}, got {self.epipolar!r}")
+        if self.epipolar_blocks not in EPIPOLAR_BLOCKS:
+            raise ValueError(f"epipolar_blocks: expected one of {list(EPIPOLAR_BLOCKS)}, got {self.epipolar_blocks!r}")
+        if self.far and self.far <= self.near:
+            raise ValueError(f"far ({self.far}) must be 0 (infinity) or beyond near ({self.near})")
+

@@ -5,7 +5,41 @@ Every other module of ``nodes/`` imports ComfyUI's API from here, and ``projecti
 small module makes the pack easy to port when ComfyUI's unstable ``comfy_api.latest``
 moves, and lets tests see exactly what the pack relies on.
 
-Targets ComfyUI 0.3.64 (``comfy_api.latest``).
+Supports ComfyUI 0.3.64 (2025-10, the oldest) through 0.33 (2026-08, what users run
+today); CI runs the host tests on both (docs/testing.md).  What differs between them,
+and how the pack stays right on both (feature checks, never version numbers):
+
+* **V3 API** (``comfy_api.latest``): still the current, unstable API in 0.33.  0.33 adds
+  schema fields (``search_aliases``, ``is_dev_only``, ``essentials_category``, ...) and
+  dynamic inputs (``io.DynamicCombo``, ``io.Autogrow``, ``io.MatchType``) that 0.3.64
+  lacks; the pack's nodes use neither, so one schema serves both.  ``/object_info``
+  gains ``is_input_list``, ``dev_only``, ``search_aliases``, ...: the recorded schemas
+  are per version (``workflows/schemas/<version>/``) and the workflow tools read
+  dynamic combos, autogrow and match-type inputs of core nodes (``client/schema.py``).
+  The executor passes V3 hidden inputs as a ``V3Data`` dict in 0.33 (a plain dict in
+  0.3.64): call nodes through ComfyUI's executor, never ``PREPARE_CLASS_CLONE``.
+* **Progress**: 0.33's ``ProgressBar.update_absolute`` throttles the updates between the
+  first and the last (``PROGRESS_THROTTLE_*``); :func:`progress_callback` still reports
+  every step, and ComfyUI decides what reaches the browser.  Cancel is unchanged
+  (``throw_exception_if_processing_interrupted``).
+* **Empty latents**: 0.33's ``fix_empty_latent_channels`` also resizes and calls the
+  latent format's ``fix_empty_latent``, which may return a ``comfy.nested_tensor.
+  NestedTensor`` (audio+video models, e.g. LTX-2, MiniMax H3): not a torch.Tensor.
+  Nodes read LATENTs through ``_common.latent_samples`` and name the input when they
+  get one (separate the streams first, e.g. LTXV Separate AV Latent).
+* **Dynamic VRAM** (0.33, GPUs with comfy-aimdo, on by default): ComfyUI's loaders make
+  ``CoreModelPatcher`` patchers, which then stream the weights of ComfyUI-built models
+  (``comfy.ops`` layers) on demand (``ModelPatcherDynamic``).  :func:`model_patcher`
+  does the same for ComfyUI-built models and keeps the legacy ``ModelPatcher`` for
+  plain torch modules (PanoDiT), whose layers ``ModelPatcherDynamic`` cannot stream; on
+  the CPU both are the legacy patcher.
+* **Multi-GPU work units** (0.33): ``model_function_wrapper`` is called once per device
+  clone, from one thread per device, each with its share of the conds and
+  ``transformer_options["sample_sigmas"]`` moved to its device.  The pack's wrapper
+  (``UnetRollWrapper``) finds the step from ``sample_sigmas`` and keeps no per-device
+  state; the post-CFG and denoise-mask hooks run once per step on the output device.
+* **Checkpoint saving** (tests): ``BaseModel.state_dict_for_saving`` takes the UNet state
+  dict first in 0.33.
 """
 
 from __future__ import annotations
@@ -13,6 +47,8 @@ from __future__ import annotations
 import logging
 import os
 from typing import Callable
+
+import torch
 
 import comfy.model_management as _mm
 import comfy.utils as _utils
@@ -22,6 +58,7 @@ from comfy_api.latest import ComfyExtension, io, ui
 log = logging.getLogger("pano360")
 
 __all__ = [
+    "register_batch_routes",
     "ComfyExtension",
     "io",
     "ui",
@@ -42,7 +79,9 @@ __all__ = [
     "offload_device",
     "load_models",
     "free_memory",
+    "free_bytes",
     "ModelPatcher",
+    "model_patcher",
 ]
 
 InterruptProcessingException = _mm.InterruptProcessingException
@@ -136,13 +175,35 @@ def free_memory() -> None:
     _mm.soft_empty_cache()
 
 
+def free_bytes(device=None) -> int:
+    """Free memory ComfyUI sees on ``device`` (default: where IMAGE/LATENT outputs live, the
+    intermediate device; system RAM for the CPU), ``model_management.get_free_memory``."""
+    return int(_mm.get_free_memory(device if device is not None else _mm.intermediate_device()))
+
+
 def __getattr__(name: str):
-    # ModelPatcher is imported lazily: comfy.model_patcher pulls in a lot.
+    # ModelPatcher is imported lazily: comfy.model_patcher pulls in a lot.  It is the
+    # legacy patcher on every version (for plain torch modules); see model_patcher().
     if name == "ModelPatcher":
         from comfy.model_patcher import ModelPatcher
 
         return ModelPatcher
     raise AttributeError(name)
+
+
+def model_patcher(model, load_device=None, offload_device=None, comfy_built: bool = True):
+    """A ModelPatcher for ``model`` made the way ComfyUI's own loaders make one.
+
+    ``comfy_built``: the model was built by ComfyUI (``model_config.get_model``, layers from
+    ``comfy.ops``); it then gets ``comfy.model_patcher.CoreModelPatcher``, which ComfyUI
+    0.33 switches to ``ModelPatcherDynamic`` when dynamic VRAM is on.  Plain torch modules
+    (``comfy_built=False``) get the legacy ``ModelPatcher``, which moves them whole.
+    """
+    import comfy.model_patcher as _patcher
+
+    cls = getattr(_patcher, "CoreModelPatcher", _patcher.ModelPatcher) if comfy_built else _patcher.ModelPatcher
+    return cls(model, load_device=load_device or _mm.get_torch_device(),
+               offload_device=offload_device or _mm.unet_offload_device())
 
 
 # --- sampling with ComfyUI's samplers (multi-view, Argus) ------------------------------------
@@ -236,7 +297,7 @@ def model_object(model, name: str):
 
 def diffusion_model_keys(model) -> list[str]:
     """The state-dict keys of a MODEL's diffusion model (ComfyUI's key layout, no prefix)."""
-    return list(model.get_model_object("diffusion_model").state_dict().keys())
+    return list(diffusion_model(model).state_dict().keys())
 
 
 def object_patches(model) -> dict:
@@ -319,13 +380,62 @@ def sample_with_guider(guider, latent, sampler_function, sigmas, seed: int, call
     """Sample ``latent`` (raw, e.g. zeros) with seeded noise (``comfy.sample.prepare_noise``), the
     k-diffusion style ``sampler_function`` (``comfy.samplers.KSAMPLER``) and ``sigmas``.
     callback(step, x0, x, steps) per step.  Returns raw latents (``process_latent_out``)."""
-    import comfy.sample
     import comfy.samplers as _samplers
 
-    noise = comfy.sample.prepare_noise(latent, seed)
+    noise = prepare_noise(latent, seed)
     sampler = _samplers.KSAMPLER(sampler_function)
     return guider.sample(noise, latent, sampler, sigmas, callback=callback,
                          disable_pbar=not _utils.PROGRESS_BAR_ENABLED, seed=seed)
+
+# --- model patches (VideoPanda adapter) -----------------------------------------------------
+
+
+def diffusion_model(model):
+    """The ModelPatcher's network (``model.diffusion_model``), for building object patches."""
+    return model.get_model_object("diffusion_model")
+
+
+def flow_model_sampling(model, shift: float, shift_low: float | None = None):
+    """A rectified-flow ``model_sampling`` (``ModelSamplingDiscreteFlow`` + ``CONST``, what the
+    ModelSamplingSD3 node builds) whose sigmas follow ``sampling.flow.shifted_sigma`` with
+    ``shift`` (and the interpolated ``shift_low``); timesteps stay ``1000 * sigma``.  For
+    ``ModelPatcher.add_object_patch("model_sampling", ...)``."""
+    import comfy.model_sampling as _ms
+
+    from ..sampling.flow import shifted_sigma
+
+    class ShiftedFlow(_ms.ModelSamplingDiscreteFlow, _ms.CONST):
+        def sigma(self, timestep):
+            u = timestep / self.multiplier
+            return shifted_sigma(torch.as_tensor(u, dtype=torch.float64), shift, shift_low).to(torch.float32)
+
+        def percent_to_sigma(self, percent):
+            if percent <= 0.0:
+                return 1.0
+            if percent >= 1.0:
+                return 0.0
+            return float(shifted_sigma(torch.tensor(1.0 - percent, dtype=torch.float64), shift, shift_low))
+
+    sampling = ShiftedFlow(model.model.model_config)
+    sampling.set_parameters(shift=shift, multiplier=1000)  # ComfyUI's flow table: 1000 steps, t = 1000 sigma
+    return sampling
+
+
+def set_weights(model, weights: dict) -> list[str]:
+    """Replace weights (ComfyUI's ``"set"`` patch) on a ModelPatcher; keys without the
+    ``diffusion_model.`` prefix.  Returns the keys the model did not have."""
+    patches = {f"diffusion_model.{k}": ("set", (v,)) for k, v in weights.items()}
+    applied = set(model.add_patches(patches, 1.0))
+    return sorted(k for k in patches if k not in applied)
+
+
+def with_lora(model, lora: dict, strength: float = 1.0):
+    """``model`` with a LoRA state dict applied through ComfyUI's own LoRA loader
+    (``comfy.sd.load_lora_for_models``; kohya ``lora_down``/``lora_up``/``alpha`` keys)."""
+    import comfy.sd
+
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0.0)
+    return patched
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -353,7 +463,6 @@ def build_model(sd: dict, model_config_name: str, *, unet_config_overrides: dict
     them (nothing is half-loaded).  dtype: None picks ComfyUI's choice for the device.
     """
     import comfy.model_detection as _detect
-    import comfy.model_patcher as _patcher
     import comfy.supported_models as _supported
 
     unet_config = _detect.detect_unet_config(sd, "")
@@ -385,7 +494,12 @@ def build_model(sd: dict, model_config_name: str, *, unet_config_overrides: dict
         )
     model = model.to(offload)
     model.load_model_weights(sd, "")
-    return _patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
+    return model_patcher(model, load_device=load_device, offload_device=offload)
+
+
+def folder_paths_of(name: str) -> list[str]:
+    """The folders registered under a model folder name (``folder_paths.get_folder_paths``)."""
+    return list(_folder_paths.get_folder_paths(name))
 
 
 def share_model_folder(name: str, other: str) -> None:
@@ -422,3 +536,246 @@ def input_file(relative: str) -> str:
     if not relative or os.path.commonpath([root, full]) != root:
         raise ValueError(f"expected a file inside ComfyUI's {kind} folder {root}, got {relative!r}")
     return full
+
+
+# ---- batch client: the output lookup route (client/marker.py) -----------------------------
+
+
+def register_batch_routes() -> None:
+    """Serve the batch client's output lookup (``client.marker.ROUTE``) on ComfyUI's server, so a
+    rerun of ``python -m pano360 batch`` can tell which prompts finished before a restart.
+    Idempotent; does nothing when ComfyUI runs without its server (scripts, in-process tests)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from ..client import marker
+
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None or any(getattr(r, "path", None) == marker.ROUTE for r in instance.routes):
+        return
+
+    @instance.routes.get(marker.ROUTE)
+    async def batch_outputs_info(request):
+        return web.json_response(marker.info_reply(metadata=not metadata_disabled()))
+
+    @instance.routes.post(marker.ROUTE)
+    async def batch_outputs_find(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "expected a JSON body"}, status=400)
+        status, reply = await asyncio.get_running_loop().run_in_executor(
+            None, marker.find_reply, output_directory(), body, not metadata_disabled())
+        return web.json_response(reply, status=status)
+
+
+# ---- videofrom3d: Flux anchors (SAG), XLabs LoRAs, CogVideoX inbetweening (GGI) ---------------
+
+
+def with_values(conditioning, **values):
+    """A copy of a CONDITIONING with ``values`` set in every entry (as ``node_helpers.conditioning_set_values``)."""
+    return [[t[0], {**t[1], **values}] for t in conditioning]
+
+
+def apply_controlnet(positive, negative, control_net, image, strength: float, vae=None):
+    """ComfyUI's ``ControlNetApplyAdvanced`` (whole schedule, both branches).  image: IMAGE [B,H,W,C]."""
+    import nodes as _comfy_nodes  # ComfyUI's own nodes.py
+
+    return _comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control_net, image, strength,
+                                                                   0.0, 1.0, vae=vae)
+
+
+def vae_encode(vae, image):
+    """IMAGE [B,H,W,C] -> raw latents (as ``VAEEncode``)."""
+    return vae.encode(image[..., :3])
+
+
+def vae_decode(vae, samples):
+    """Raw latents -> IMAGE frames [N,H,W,C] (video VAEs' time axis folded into the batch)."""
+    images = vae.decode(samples)
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+def sample_with_sampler_function(model, noise, sigmas, positive, negative, cfg: float, latent, sampler_function,
+                                 *, seed: int, cfg_from_step: int = 0, callback=None):
+    """``comfy.sample.sample_custom`` with a k-diffusion style ``sampler_function(model, x, sigmas,
+    extra_args, callback, disable)`` (ComfyUI's ``KSAMPLER``), explicit sigmas, and CFG only from
+    step ``cfg_from_step`` on (the conditional prediction alone before it).  Returns raw latents."""
+    import comfy.sample
+    import comfy.samplers
+
+    m = model
+    if cfg_from_step > 0:
+        first = sigmas[: cfg_from_step].to(torch.float32)
+
+        def cfg_function(args):
+            sigma = args["sigma"].flatten()[0].to(first.device, torch.float32)
+            if bool((first - sigma).abs().min() < 1e-6 * max(1.0, float(sigma))):
+                return args["cond"]
+            return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"]
+
+        m = model.clone()
+        m.set_model_sampler_cfg_function(cfg_function)
+    sampler = comfy.samplers.KSAMPLER(sampler_function)
+    return comfy.sample.sample_custom(m, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      callback=callback, disable_pbar=not _utils.PROGRESS_BAR_ENABLED, seed=seed)
+
+
+def prepare_noise(latent, seed: int):
+    """ComfyUI's seeded initial noise for a latent (``comfy.sample.prepare_noise``)."""
+    import comfy.sample
+
+    return comfy.sample.prepare_noise(latent, seed)
+
+
+def lora_patched(model, lora_sd: dict, key_map: dict, strength: float):
+    """A clone of ``model`` with a LoRA applied through ComfyUI's own ``comfy.lora.load_lora``
+    (patches computed on load, like ``LoraLoaderModelOnly``).  ValueError when a key does not map."""
+    import comfy.lora
+
+    patches = comfy.lora.load_lora(lora_sd, key_map)
+    m = model.clone()
+    applied = m.add_patches(patches, strength)
+    if len(applied) != len(patches):
+        missing = sorted(str(k) for k in set(patches) - set(applied))
+        raise ValueError(f"LoRA: the model has no weights for {missing[:5]}")
+    return m
+
+
+def controlnet_from_state_dict(sd: dict):
+    """A ComfyUI CONTROL_NET from a state dict (``comfy.controlnet.load_controlnet_state_dict``)."""
+    import comfy.controlnet
+
+    control = comfy.controlnet.load_controlnet_state_dict(sd)
+    if control is None:
+        raise ValueError("ComfyUI does not recognise this ControlNet's keys")
+    return control
+
+
+def has_native_cogvideox() -> bool:
+    """Whether this ComfyUI has a native CogVideoX model (0.33 and later)."""
+    try:
+        import comfy.ldm.cogvideo.model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def wrap_module(module):
+    """A ComfyUI MODEL-like ModelPatcher around any ``nn.Module`` (ComfyUI places it on the device)."""
+    import comfy.model_patcher as _patcher
+
+    return _patcher.ModelPatcher(module, load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device())
+
+
+def padded_text_conditioning(clip, text: str, length: int):
+    """Encode ``text`` with a T5 CLIP padded to exactly ``length`` tokens (CogVideoX: 226), whatever
+    the loader's own padding; returns the (1, length, D) embeddings.  ValueError if the text is longer."""
+    tokens = clip.tokenize(text)
+    key = "t5xxl" if "t5xxl" in tokens else next(iter(tokens))
+    rows = tokens[key]
+    if len(rows) != 1:
+        raise ValueError(f"text: {sum(len(r) for r in rows)} tokens, more than the {length} CogVideoX reads")
+    row = list(rows[0])
+    tokenizer = getattr(clip.tokenizer, key, None) or getattr(clip.tokenizer, f"clip_{key}", None)
+    pad = getattr(tokenizer, "pad_token", 0)
+    while row and row[-1][0] == pad:
+        row.pop()
+    if len(row) > length:
+        raise ValueError(f"text: {len(row)} tokens, more than the {length} CogVideoX reads")
+    pad_entry = (pad, 1.0) if len(rows[0][0]) == 2 else (pad, 1.0, 0)
+    row += [pad_entry] * (length - len(row))
+    tokens = {**tokens, key: [row]}
+    return clip.encode_from_tokens(tokens)
+
+
+# ---- DiffPano: model wrappers and ComfyUI 0.33's MoGe panorama depth -----------------------
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """Add ``wrapper(executor, *args, **kwargs)`` around the diffusion model's forward on the
+    ModelPatcher ``model`` (``WrappersMP.DIFFUSION_MODEL``, ComfyUI 0.3.64 and 0.33); a wrapper
+    under the same ``key`` is replaced."""
+    import comfy.patcher_extension as _ext
+
+    model.remove_wrappers_with_key(_ext.WrappersMP.DIFFUSION_MODEL, key)
+    model.add_wrapper_with_key(_ext.WrappersMP.DIFFUSION_MODEL, key, wrapper)
+
+
+def moge_panorama_distance(moge_model, image):
+    """Distances of an equirect ``IMAGE [1, H, W, 3]`` from ComfyUI's native MoGe panorama
+    inference (``comfy_extras/nodes_moge.py``, ComfyUI 0.33+): ``(H, W)``, relative scale.
+
+    ValueError when this ComfyUI has no MoGe nodes."""
+    try:
+        from comfy_extras.nodes_moge import MoGePanoramaInference
+    except ImportError:
+        raise ValueError("MoGe panorama depth needs a ComfyUI with the native MoGe nodes "
+                         "(comfy_extras/nodes_moge.py, ComfyUI 0.33 or newer)") from None
+    merge = max(256, min(8192, int(image.shape[2])))
+    out = MoGePanoramaInference.execute(moge_model, image, resolution_level=9, split_resolution=512,
+                                        merge_resolution=merge, batch_size=4)
+    return out.args[0]["depth"][0]
+
+
+# ---- video VAEs through diffusers (the CogVideoX VAE on ComfyUI 0.3.64) ------------------------
+
+
+def vae_dtype(working_dtypes=(torch.bfloat16, torch.float16, torch.float32)):
+    """The dtype ComfyUI would run a VAE in on its device (``model_management.vae_dtype``)."""
+    return _mm.vae_dtype(_mm.get_torch_device(), list(working_dtypes))
+
+
+class ModuleVideoVAE:
+    """ComfyUI's VAE interface -- ``encode(IMAGE)``, ``decode(latent)`` and the compression facts
+    stock nodes read -- around a video VAE ``nn.Module`` that ComfyUI's memory manager places.
+
+    encode_fn(module, frames [T, H, W, C] 0..1) -> raw latents (1, C', T', h, w);
+    decode_fn(module, latents) -> frames [B, T, H, W, 3] 0..1 (as ``comfy.sd.VAE`` returns video).
+    """
+
+    def __init__(self, module, encode_fn, decode_fn, latent_channels: int, spatial: int = 8, temporal: int = 4):
+        holder = torch.nn.Module()  # ModelPatcher sets attributes (``device``) diffusers models make read-only
+        holder.vae = module
+        self.first_stage_model = module
+        self.patcher = wrap_module(holder)
+        self._encode, self._decode = encode_fn, decode_fn
+        self.latent_channels, self.latent_dim, self.output_channels = latent_channels, 3, 3
+        self._spatial, self._temporal = spatial, temporal
+        # comfy.sd.VAE's CogVideoX entries: causal time axis (first frame alone, then groups of 4)
+        self.downscale_ratio = (lambda a: max(0, (a + temporal - 1) // temporal), spatial, spatial)
+        self.upscale_ratio = (lambda a: max(0, a * temporal - (temporal - 1)), spatial, spatial)
+
+    def encode(self, pixels):
+        _mm.load_models_gpu([self.patcher])
+        return self._encode(self.first_stage_model, pixels).to(_mm.intermediate_device())
+
+    def decode(self, samples):
+        _mm.load_models_gpu([self.patcher])
+        return self._decode(self.first_stage_model, samples).to(_mm.intermediate_device())
+
+    def spacial_compression_encode(self) -> int:
+        return self._spatial
+
+    def spacial_compression_decode(self) -> int:
+        return self._spatial
+
+    def temporal_compression_decode(self) -> int:
+        return self._temporal
+
+    def throw_exception_if_invalid(self) -> None:
+        return None
+
+
+def native_vae(sd: dict):
+    """ComfyUI's own VAE from a state dict (what the stock ``VAELoader`` builds)."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=sd)
+    vae.throw_exception_if_invalid()
+    return vae

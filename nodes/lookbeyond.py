@@ -24,13 +24,17 @@ from ..sampling.hooks import HookedAttention, k_diffusion_euler
 from . import _host
 from ._bundles import INBETWEEN_SETTINGS, SEED_MAX, InbetweenSettings
 from ..cameras.formats.realestate10k import format_rows
-from ..media.atomic import next_free_folder
+from ..media.atomic import next_counter_name, next_free_folder
 from ..pipelines.lookbeyond.perspective_loop import POSE_HEADER, loop_cameras, write_frame_folders
 from ..projection import erp_to_rig, rig_preset
 from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZE
-from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw, widget_errors
+from ..projection.memory import estimate_rig
+from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
+                      image_to_bchw, node_id, output_path, widget_errors)
 from ._host import io, log, output_directory, progress_callback
 from .cameras import CAMERA_PATH
+from .output import comfy_metadata
+from .projection import require_memory
 from .settings import bundle
 
 CATEGORY = "Pano360/lookbeyond"
@@ -38,17 +42,6 @@ RIG_TYPE = "PANO360_RIG"
 # cameras_between = 12 gives the 14 cameras per keyframe pair of SVD's 14-frame
 # inbetweening (Look Beyond videogen.py --num_frames 14).
 SVD_INBETWEEN = 12
-
-
-PREFIX_EXPECTED = "a relative folder name inside the output folder (no '..', not absolute)"
-
-
-def _prefix_ok(folder_prefix) -> bool:
-    """Whether ``folder_prefix`` names a folder inside ComfyUI's output folder."""
-    if not isinstance(folder_prefix, str) or not folder_prefix or os.path.isabs(folder_prefix):
-        return False
-    parts = folder_prefix.replace("\\", "/").split("/")
-    return ".." not in parts and bool(parts[-1])
 
 
 class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
@@ -71,7 +64,9 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                 io.Int.Input("num_frames", default=LOOKBEYOND_NUM, min=1, max=360,
                              tooltip="Number of frames in the loop; yaws run linearly from 180° to −180° (frames 0 and N−1 look the same way, closing the loop). " + ANGLE_CONVENTION),
                 io.Float.Input("fov", default=LOOKBEYOND_FOV, min=1.0, max=179.0, step=0.5,
-                               tooltip="Horizontal field of view of every frame. " + ANGLE_CONVENTION),
+                               tooltip="Horizontal field of view of every frame in Look Beyond's convention: the "
+                                       "border pixel centres lie on the frustum edges (its Equirec2Perspec; 90 = "
+                                       "its frames exactly). " + ANGLE_CONVENTION),
                 io.Int.Input("size", default=LOOKBEYOND_SIZE, min=8, max=8192, step=8,
                              tooltip="Width and height of each square frame in pixels (Look Beyond: 1024; its video stage resizes to 512)."),
                 io.Int.Input("cameras_between", default=0, min=0, max=1000,
@@ -89,6 +84,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                 io.String.Output("folder", tooltip="The written folder(s), one per line (empty when save is off)."),
                 io.String.Output("pose_txt", tooltip="The pose.txt text (RealEstate10K format; the first line is a placeholder readers skip)."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
 
@@ -96,41 +92,47 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
     def validate_inputs(cls, folder_prefix: str | None = "lookbeyond/loop") -> bool | str:
         # No **kwargs: ComfyUI 0.3.64 would then skip its min/max/choice checks of every input.
         # A linked input arrives as None (its value is not known before the run): execute checks it.
-        if folder_prefix is None or _prefix_ok(folder_prefix):
+        if folder_prefix is None:
             return True
-        return f"folder_prefix: expected {PREFIX_EXPECTED}, got {folder_prefix!r}"
+        try:
+            output_path(output_directory(), folder_prefix, node_id(cls), "folder_prefix")
+        except NodeInputError as err:
+            return str(err)
+        return True
 
     @classmethod
     def execute(cls, panorama, num_frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,
                 save: bool, rig=None) -> io.NodeOutput:
-        node = "Pano360LookBeyondPerspectiveLoop"
-        erp = image_to_bchw(panorama, node, "panorama")
-        if erp.shape[-1] != 2 * erp.shape[-2]:
-            raise NodeInputError(node, "panorama", "an equirect image with width = 2 × height",
-                                 f"{erp.shape[-1]}×{erp.shape[-2]} (W×H)")
+        node = node_id(cls)
+        check_widgets(cls, num_frames=num_frames, fov=fov, size=size, cameras_between=cameras_between)
+        erp = equirect_to_bchw(panorama, node, "panorama")
+        given_rig = rig
         if rig is None:
             rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
         elif not hasattr(rig, "views"):
             raise NodeInputError(node, "rig", "a PANO360_RIG", describe(rig))
         try:
-            views = erp_to_rig(erp, rig)                                # (V*B, C, h, w) view-major
+            estimate = estimate_rig(rig, erp.shape[0], erp.shape[1], erp.shape[-2:], dtype=erp.dtype)
         except ValueError as err:
             raise NodeInputError(node, "rig", "views of one common size", str(err)) from err
+        require_memory(estimate, node, "size" if given_rig is None else "rig", erp.device)
+        views = erp_to_rig(erp, rig, callback=progress_callback(1))  # (V*B, C, h, w) view-major
         frame_ids, rows = loop_cameras(rig.views, cameras_between)
         pose_text = format_rows(rows, POSE_HEADER)
         images = bchw_to_image(views)
         written: list[str] = []
         if save:
-            if not _prefix_ok(folder_prefix):
-                raise NodeInputError(node, "folder_prefix", PREFIX_EXPECTED, repr(folder_prefix))
+            target = output_path(output_directory(), folder_prefix, node, "folder_prefix")
             batch = erp.shape[0]
             per_pano = [images[b::batch] for b in range(batch)]          # view-major -> frames of pano b
-            parent, prefix = os.path.split(os.path.normpath(os.path.join(output_directory(), folder_prefix)))
+            parent, prefix = os.path.split(target)
             first = next_free_folder(parent, prefix)
             start = int(first.rsplit("_", 1)[1])
             folders = [os.path.join(parent, f"{prefix}_{start + b:05d}") for b in range(batch)]
             written = write_frame_folders(folders, per_pano, frame_ids, pose_text,
-                                          callback=progress_callback(batch * len(frame_ids)))
+                                          callback=progress_callback(batch * len(frame_ids)),
+                                          next_free=next_counter_name,
+                                          text=comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo))
         return io.NodeOutput(images, "\n".join(written), pose_text)
 
 
@@ -246,9 +248,9 @@ class Pano360KeyframeModelLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mode, finetuned_unet, reference_unet, pose_weights) -> io.NodeOutput:
-        node = "Pano360KeyframeModelLoader"
-        if mode not in MODES:
-            raise NodeInputError(node, "mode", f"one of {', '.join(MODES)}", repr(mode))
+        node = node_id(cls)
+        check_widgets(cls, mode=mode, finetuned_unet=finetuned_unet, reference_unet=reference_unet,
+                      pose_weights=pose_weights)
         for name, value in (("finetuned_unet", finetuned_unet), ("reference_unet", reference_unet)):
             needed = mode != "base_only" and (name == "finetuned_unet" or mode == "temporal_attn_delta")
             if needed and value == NONE:
@@ -352,7 +354,8 @@ class Pano360KeyframeInbetween(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip_vision, vae, first_frame, last_frame, num_frames, width, height, steps, seed,
                 camera_path=None, pose_encoder=None, settings=None) -> io.NodeOutput:
-        node = "Pano360KeyframeInbetween"
+        node = node_id(cls)
+        check_widgets(cls, num_frames=num_frames, width=width, height=height, steps=steps, seed=seed)
         s = bundle(settings, InbetweenSettings, InbetweenSettings(), node, "settings")
         first, last = _frame(first_frame, node, "first_frame"), _frame(last_frame, node, "last_frame")
         if first.shape != last.shape:

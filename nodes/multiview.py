@@ -3,9 +3,13 @@
 Training-free VideoPanda on public models: the rig's views are one latent batch (view-major,
 docs/conventions.md) sampled by ComfyUI's own sampler; a post-CFG hook on a clone of the
 MODEL fuses the views' predicted clean latents on the sphere at every step
-(``pipelines/multiview.py``).  Given cells (a view mask) are held with ComfyUI's latent
+(``sampling/fusion.py``).  Given cells (a view mask) are held with ComfyUI's latent
 ``noise_mask``; noise augmentation releases them for the last steps through the model's
 denoise-mask function.  See docs/multiview.md.
+
+With a trained VideoPanda adapter (``videopanda`` input, nodes/videopanda.py) the network
+itself denoises the views jointly; sphere fusion is then off unless a Fusion Settings node
+turns it on.  See docs/videopanda.md.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ import torch
 from ..pipelines.videopanda.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
 from ..pipelines.videopanda.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
 from ..projection import Rig, rig_preset
-from ..sampling.fusion import POLE_PITCH, LatentLayout, MultiViewFusion, pole_views
+from ..sampling.fusion import POLE_PITCH, LatentLayout, MultiViewFusion, SyncSchedule, pole_views
 from ..sampling.held import given_grid, one_view_frames
 from ..sampling.hooks import denoise_mask_hook, post_cfg_hook
 from ..sampling.windows import window_seed
 from . import _host
 from ._bundles import FusionSettings, SamplerSettings, WindowSettings
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, check_widgets, describe, latent_samples
 from ._host import io
 from .settings import FUSION, SAMPLER, WINDOWS, bundle
+from .videopanda import VIDEOPANDA, AdapterRun
 
 RIG = io.Custom("PANO360_RIG")
 VIEW_MASK = io.Custom("PANO360_VIEW_MASK")
@@ -33,6 +38,8 @@ DEFAULT_RIG = "videopanda8"
 # VideoPanda §4.2: DDIM, 25 steps; CFG 8 text-only, 4 video-conditioned.
 PAPER_SAMPLING = SamplerSettings(seed=0, steps=25, cfg=8.0, sampler_name="euler", scheduler="normal")
 PAPER_WINDOWS_SETTINGS = WindowSettings(PAPER_WINDOW, PAPER_OVERLAP)
+# With a trained adapter the network joins the views; sphere fusion is opt-in (a Fusion Settings node).
+ADAPTER_FUSION = FusionSettings(SyncSchedule(strength=0.0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -55,7 +62,12 @@ def _settings_inputs() -> list:
                               "VideoPanda's 25 steps, CFG 8, euler, seed 0."),
         FUSION.Input("fusion", optional=True,
                      tooltip="View synchronisation on the sphere and noise augmentation of given cells (Pano360 "
-                             "Fusion Settings). Not connected: full synchronisation at every step, given cells held."),
+                             "Fusion Settings). Not connected: full synchronisation at every step, given cells held; "
+                             "with a VideoPanda adapter: no synchronisation (the network joins the views)."),
+        VIDEOPANDA.Input("videopanda", optional=True,
+                         tooltip="A trained VideoPanda adapter (Pano360 VideoPanda Adapter Loader) for a Wan 2.1 "
+                                 "T2V model: views are denoised jointly by its multi-view attention, conditioned on "
+                                 "their rays and the view mask. Not connected: training-free fusion."),
     ]
 
 
@@ -70,9 +82,12 @@ def _pole_prompt_inputs() -> list:
     ]
 
 
-def _bundles(settings, fusion, node: str) -> tuple[SamplerSettings, FusionSettings]:
-    return (bundle(settings, SamplerSettings, PAPER_SAMPLING, node, "settings"),
-            bundle(fusion, FusionSettings, FusionSettings(), node, "fusion"))
+def _bundles(settings, fusion, adapter: bool, node: str) -> tuple[SamplerSettings, FusionSettings]:
+    fusion_settings = bundle(fusion, FusionSettings, ADAPTER_FUSION if adapter else FusionSettings(), node, "fusion")
+    if adapter and fusion_settings.noise_augmentation > 0:
+        raise NodeInputError(node, "fusion", "noise_augmentation 0 with a VideoPanda adapter (set the adapter's "
+                             "noise_aug_sigma on its loader instead)", str(fusion_settings.noise_augmentation))
+    return bundle(settings, SamplerSettings, PAPER_SAMPLING, node, "settings"), fusion_settings
 
 
 def _rig(rig: Rig | None, node: str) -> Rig:
@@ -128,40 +143,50 @@ def _item_mask(per_view: torch.Tensor, layout: LatentLayout) -> torch.Tensor:
 
 
 def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
-                settings: SamplerSettings, fusion_settings: FusionSettings, callback=None) -> torch.Tensor:
-    """Sample a view×frame grid with ComfyUI's sampler and the fusion hook.
+                settings: SamplerSettings, fusion_settings: FusionSettings, callback=None,
+                adapter: AdapterRun | None = None) -> torch.Tensor:
+    """Sample a view×frame grid with ComfyUI's sampler, the fusion hook and, when given, a
+    VideoPanda adapter.
 
     samples: raw latents in the model's layout (after ``fix_empty_latent``) holding the
     given values at the mask's cells.  mask: ``[V, T]`` (1 = given) or None.  Returns raw
-    latents, same layout.
+    latents, same layout; cells held to the end come out exactly as given.
     """
     layout = LatentLayout.of(samples.shape, rig.num_views)
     held = mask is not None and bool(mask.any())
     until = fusion_settings.hold_until
-    fusion = MultiViewFusion(
-        rig, layout, schedule=fusion_settings.sync,
-        given=_host.latent_to_model_space(model, samples) if held else None,
-        given_mask=mask if held else None, hold_until=until,
-    )
     patched = model.clone()
-    patched.set_model_sampler_post_cfg_function(post_cfg_hook(fusion))
+    if adapter is not None:
+        patched = adapter.apply(patched, rig, mask, samples, settings.seed)
+    if fusion_settings.sync.strength > 0:
+        fusion = MultiViewFusion(
+            rig, layout, schedule=fusion_settings.sync,
+            given=_host.latent_to_model_space(model, samples) if held else None,
+            given_mask=mask if held else None, hold_until=until,
+        )
+        patched.set_model_sampler_post_cfg_function(post_cfg_hook(fusion))
     noise_mask = None
     if held:
         noise_mask = noise_mask_for_latent(mask, tuple(samples.shape))
         if fusion_settings.noise_augmentation > 0:
             patched.set_model_denoise_mask_function(denoise_mask_hook(until))
-    return _host.sample(
+    out = _host.sample(
         patched, samples, seed=settings.seed, steps=settings.steps, cfg=settings.cfg,
         sampler_name=settings.sampler_name, scheduler=settings.scheduler,
         positive=positive, negative=negative, noise_mask=noise_mask, callback=callback,
     )
+    if held and fusion_settings.noise_augmentation == 0:
+        # ComfyUI holds these cells up to float rounding of its last Euler step; put them back exactly.
+        keep = 1.0 - noise_mask.to(device=out.device, dtype=out.dtype)
+        out = torch.lerp(out, samples.to(out), keep)
+    return out
 
 
 def _grid_latent(model, latent: dict, rig: Rig, node_id: str) -> torch.Tensor:
     """The LATENT's samples as a view-major grid for ``rig`` (a batch of 1 is repeated per view)."""
-    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
-        raise NodeInputError(node_id, "latent", "a LATENT", describe(latent))
-    samples = _host.fix_empty_latent(model, latent["samples"])
+    samples = _host.fix_empty_latent(model, latent_samples(latent, node_id, "latent"))
+    if not isinstance(samples, torch.Tensor):  # 0.33: an empty latent of an audio+video model
+        raise NodeInputError(node_id, "latent", "a model with image or video latents", describe(samples))
     v = rig.num_views
     if samples.ndim not in (4, 5):
         raise NodeInputError(node_id, "latent", "4-D [views*frames,C,h,w] or 5-D [views,C,T,h,w] latents",
@@ -218,6 +243,7 @@ class Pano360ViewMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, regime, views, frames, column_view, custom, rig=None) -> io.NodeOutput:
+        check_widgets(cls, regime=regime, views=views, frames=frames, column_view=column_view)   # regime was blamed on column_view
         if rig is not None and not isinstance(rig, Rig):
             raise NodeInputError("Pano360ViewMask", "rig", "a PANO360_RIG (from Pano360Rig)", describe(rig))
         n = rig.num_views if rig is not None else views
@@ -262,11 +288,12 @@ class Pano360MultiViewSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, settings=None, fusion=None, rig=None, view_mask=None,
-                given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, latent, settings=None, fusion=None, videopanda=None, rig=None,
+                view_mask=None, given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
         node = "Pano360MultiViewSampler"
         rig = _rig(rig, node)
-        sampling, fusion_settings = _bundles(settings, fusion, node)
+        sampling, fusion_settings = _bundles(settings, fusion, videopanda is not None, node)
+        adapter = None if videopanda is None else AdapterRun(videopanda, model, node)
         samples = _grid_latent(model, latent, rig, node)
         layout = LatentLayout.of(samples.shape, rig.num_views)
         mask = cls._mask(view_mask, given, layout, node)
@@ -277,7 +304,8 @@ class Pano360MultiViewSampler(io.ComfyNode):
                               "cells are kept", node)
         cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
         progress = _host.sampling_progress(model, sampling.steps)
-        out = sample_grid(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0))
+        out = sample_grid(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0),
+                          adapter=adapter)
         result = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
         result["samples"] = out
         return io.NodeOutput(result)
@@ -301,8 +329,7 @@ class Pano360MultiViewSampler(io.ComfyNode):
 
     @staticmethod
     def _with_given(samples, given, layout: LatentLayout, mask, node: str) -> torch.Tensor:
-        if not isinstance(given, dict) or not isinstance(given.get("samples"), torch.Tensor):
-            raise NodeInputError(node, "given", "a LATENT", describe(given))
+        latent_samples(given, node, "given")
         if mask is None or not bool(mask.any()):
             raise NodeInputError(node, "view_mask", "given cells for the 'given' latents", "a mask with none")
         try:
@@ -352,10 +379,13 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, windows, column_view, settings=None, fusion=None,
-                window_settings=None, rig=None, video=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+                videopanda=None, window_settings=None, rig=None, video=None, positive_up=None,
+                positive_down=None) -> io.NodeOutput:
         node = "Pano360AutoregressiveExtender"
+        check_widgets(cls, windows=windows, column_view=column_view)
         rig = _rig(rig, node)
-        sampling, fusion_settings = _bundles(settings, fusion, node)
+        sampling, fusion_settings = _bundles(settings, fusion, videopanda is not None, node)
+        adapter = None if videopanda is None else AdapterRun(videopanda, model, node)
         win = bundle(window_settings, WindowSettings, PAPER_WINDOWS_SETTINGS, node, "window_settings")
         window, overlap = win.window, win.overlap
         if windows > 1 and overlap == 0:
@@ -374,7 +404,8 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
 
         def sample_window(latents, mask, k):
             s = sampling.with_seed(window_seed(sampling.seed, k))
-            return sample_grid(model, cond, negative, rig, latents, mask, s, fusion_settings, progress(k * s.steps))
+            return sample_grid(model, cond, negative, rig, latents, mask, s, fusion_settings, progress(k * s.steps),
+                               adapter=adapter)
 
         device = _host.intermediate_device()
         out = extend(sample_window, schedule, layout, video=frames, column_view=column_view if frames is not None else None,
@@ -385,9 +416,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
     def _video(video, layout: LatentLayout, schedule: WindowSchedule, node: str):
         if video is None:
             return None
-        if not isinstance(video, dict) or not isinstance(video.get("samples"), torch.Tensor):
-            raise NodeInputError(node, "video", "a LATENT", describe(video))
-        s = video["samples"]
+        s = latent_samples(video, node, "video")
         cell = (layout.channels, layout.height, layout.width)
         if layout.video and s.ndim == 5 and s.shape[0] == 1:
             s = s[0].permute(1, 0, 2, 3)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import _host
-from ._common import NodeInputError, describe, mask_to_bhw
+from ._common import NodeInputError, check_widgets, describe, latent_samples, mask_to_bhw
 from ._host import io
 from ..models.pano_dit import PanoDiT
 from ..models.pano_dit_loader import CHECKPOINT_KEYS, load_panodit
@@ -91,6 +91,7 @@ class Pano360PanoDiTLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint: str, weights: str, weight_dtype: str, num_heads: int = 0) -> io.NodeOutput:
+        check_widgets(cls, weights=weights, weight_dtype=weight_dtype, num_heads=num_heads)   # 'fp8' was a bare KeyError
         path = _host.model_file_path(MODEL_FOLDER, checkpoint)
         dtype = WEIGHT_DTYPES[weight_dtype]
         try:
@@ -209,6 +210,8 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         known_mask=None,
     ) -> io.NodeOutput:
         node = "Pano360PanoDiTSampler"
+        # an unknown output_orientation was silently treated as "input"
+        check_widgets(cls, steps=steps, seed=seed, roll_width=roll_width, output_orientation=output_orientation)
         if not isinstance(panodit, PanoDiTHandle):
             raise NodeInputError(node, "panodit", "a PANO360_PANODIT from PanoDiT Loader", describe(panodit))
         cfg = panodit.module.config
@@ -217,7 +220,7 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         if known_latent is None:
             raw = torch.zeros(feature.shape[0], cfg.in_channels, size // 2, size)
         else:
-            raw = known_latent["samples"]
+            raw = latent_samples(known_latent, node, "known_latent")
             if raw.ndim != 4 or raw.shape[1:] != (cfg.in_channels, size // 2, size):
                 raise NodeInputError(
                     node, "known_latent", f"latents [B,{cfg.in_channels},{size // 2},{size}] "

@@ -32,11 +32,17 @@ from .types import Fuse
 
 log = logging.getLogger("pano360")
 
-__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "HookedAttention", "seeded_noise_sampler",
-           "k_diffusion_euler"]
+__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "ROLL_OPTION", "HookedAttention",
+           "seeded_noise_sampler", "k_diffusion_euler"]
 
 # ComfyUI's cond_or_uncond label of a batch chunk when a caller gives none: a conditional chunk.
 COND_LABEL = 0
+
+# transformer_options key where :class:`UnetRollWrapper` says how the model sees the latent in
+# this call: ``(shift, width)``, the latent rolled right by ``shift`` of its ``width`` columns
+# (a turn of ``-2 pi shift / width`` in yaw).  Patches that depend on absolute longitude
+# (DiffPano's epipolar attention, pipelines/diffpano/patches.py) read it.
+ROLL_OPTION = "pano360_roll"
 
 
 def post_cfg_hook(fusion: Fuse) -> Callable[[dict], Tensor]:
@@ -127,10 +133,12 @@ class UnetRollWrapper:
         x, timestep, c = args["input"], args["timestep"], args["c"]
         sigma = float(timestep.detach().flatten().max())
         width = x.shape[-1]
-        shift = self.schedule.offset(self.step_for(sigma, c.get("transformer_options") or {}), width)
+        options = c.get("transformer_options") or {}
+        shift = self.schedule.offset(self.step_for(sigma, options), width)
         if shift:
             x = roll_width(x, shift)
             c = roll_conditioning(c, shift, width)
+        c = {**c, "transformer_options": {**options, ROLL_OPTION: (int(shift), int(width))}}
         if self.previous is not None:
             out = self.previous(apply_model, {**args, "input": x, "c": c})
         else:

@@ -195,7 +195,9 @@ def test_camera_path_node_reads_the_perspective_loops_own_pose_file(comfy_in_pro
     yaw = torch.tensor(np.radians(np.linspace(180, -180, n)), dtype=torch.float64)
     expected = rotation_matrix(yaw, torch.zeros_like(yaw), torch.zeros_like(yaw))
     torch.testing.assert_close(path.rotations(), expected, rtol=0, atol=1e-7)  # pose.txt keeps 9 digits
-    assert path.fov_x == pytest.approx([math.pi / 2] * n)
+    # the loop's FOV 90 is Look Beyond's (border pixel centres on the frustum edges, issue 17):
+    # through the pixel edges of 8-pixel frames that is 2 atan(tan 45 * 8 / 7)
+    assert path.fov_x == pytest.approx([2 * math.atan(8 / 7)] * n)
     assert torch.equal(path.positions(), torch.zeros(n, 3))
     relative = comfy_in_process.run_node(Pano360CameraPath, source="realestate10k_txt", file=file,
                                          relative_to_first=True, **kw).result[0]
@@ -228,7 +230,7 @@ def test_seamless_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_check
     assert Image.open(path).size == (128, 64)
 
 
-@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", "trailing/", ""])
+@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", ".", "./.", ""])
 def test_perspective_loop_refuses_folders_outside_output(comfy_in_process, prefix):
     pytest.importorskip("pano360.projection.geometry", reason="projection core not merged")
     from pano360.nodes._common import NodeInputError
@@ -238,3 +240,18 @@ def test_perspective_loop_refuses_folders_outside_output(comfy_in_process, prefi
     with pytest.raises(NodeInputError, match="folder_prefix"):
         comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=torch.rand(1, 8, 16, 3), num_frames=2,
                                   fov=90.0, size=8, cameras_between=0, folder_prefix=prefix, save=True)
+
+
+def test_perspective_loop_prefix_with_a_trailing_slash_writes_inside_output(comfy_in_process):
+    """A trailing slash names the same prefix as without it (``os.path`` normalisation, as
+    ComfyUI's own save check does): the numbered folder lands inside the output folder."""
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+
+    out_dir = os.path.realpath(comfy_in_process.folder_paths.get_output_directory())
+    _, folder, _ = comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=torch.rand(1, 8, 16, 3),
+                                             num_frames=2, fov=90.0, size=8, cameras_between=0,
+                                             folder_prefix="lookbeyond/trailing/", save=True).result
+    assert os.path.commonpath([out_dir, os.path.realpath(folder)]) == out_dir
+    assert os.path.relpath(os.path.dirname(os.path.realpath(folder)), out_dir) == "lookbeyond"
+    assert os.path.basename(folder).startswith("trailing_")
+    assert sorted(os.listdir(folder)) == ["00000.png", "00001.png", "pose.txt"]
