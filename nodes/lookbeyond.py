@@ -151,6 +151,7 @@ BACKWARD_MODEL_KEY = "pano360_keyframe_backward"
 # SVD-XT's resolution; Look Beyond's videogen.py uses 512 x 512.
 LOOKBEYOND_SIZE_PX = 512
 VAE_FACTOR = 8  # SVD's VAE downsamples by 8 (and the pose encoder's PixelUnshuffle(8))
+MIN_SIZE_PX = 16  # ComfyUI's SVD_img2vid_Conditioning width/height minimum (comfy_extras/nodes_video_model.py)
 
 _host.register_model_folder(LOOKBEYOND_FOLDER)
 _host.share_model_folder(LOOKBEYOND_FOLDER, "diffusion_models")
@@ -331,9 +332,9 @@ class Pano360KeyframeInbetween(io.ComfyNode):
                 io.Image.Input("last_frame", tooltip="The last keyframe [1,H,W,C], the same size as first_frame (e.g. frame 00011)."),
                 io.Int.Input("num_frames", default=LOOKBEYOND_NUM_FRAMES, min=2, max=128,
                              tooltip="Frames of the video, keyframes included (Look Beyond: 14; SVD-XT was trained on 25)."),
-                io.Int.Input("width", default=LOOKBEYOND_SIZE_PX, min=64, max=4096, step=VAE_FACTOR,
+                io.Int.Input("width", default=LOOKBEYOND_SIZE_PX, min=MIN_SIZE_PX, max=4096, step=VAE_FACTOR,
                              tooltip="Video width in pixels, a multiple of 8 (Look Beyond: 512; SVD-XT: 1024). The keyframes are resized."),
-                io.Int.Input("height", default=LOOKBEYOND_SIZE_PX, min=64, max=4096, step=VAE_FACTOR,
+                io.Int.Input("height", default=LOOKBEYOND_SIZE_PX, min=MIN_SIZE_PX, max=4096, step=VAE_FACTOR,
                              tooltip="Video height in pixels, a multiple of 8 (Look Beyond: 512; SVD-XT: 576)."),
                 io.Int.Input("steps", default=LOOKBEYOND_STEPS, min=1, max=1000,
                              tooltip="Euler steps (Look Beyond: 50). Each step costs two UNet passes."),

@@ -158,7 +158,7 @@ class Pano360InbetweenSettings(io.ComfyNode):
                                        "no unconditional branch (the reference's rule)."),
                 io.Int.Input("fps", default=d.fps, min=1, max=1024,
                              tooltip="SVD's fps conditioning (the model sees fps − 1; reference 7). Not the video's "
-                                     "playback rate (set that in Create Video; Look Beyond exports at 24)."),
+                                     "playback rate (set that in the video save node, e.g. Save WEBM; Look Beyond exports at 24)."),
                 io.Int.Input("motion_bucket_id", default=d.motion_bucket_id, min=1, max=1023,
                              tooltip="SVD's motion bucket (reference 127): higher, more motion."),
                 io.Float.Input("noise_aug", default=d.noise_aug, min=0.0, max=1.0, step=0.005,

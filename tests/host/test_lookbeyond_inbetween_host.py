@@ -347,7 +347,7 @@ class _Server:
 def test_scene_video_workflow_runs_in_comfy_executor_and_writes_a_video(comfy_in_process, float_model, model_files,
                                                                          monkeypatch):
     """The bundled API workflow through ComfyUI's own executor and core nodes (LoadImage,
-    ImageFromBatch, VAEDecode, CreateVideo, SaveVideo); only the SVD checkpoint loader is
+    ImageFromBatch, VAEDecode, SaveWEBM); only the SVD checkpoint loader is
     replaced (a tiny SVD MODEL, stub CLIP vision and VAE: no SVD weights can be downloaded), at
     test sizes (64 px loop, 32 px video, 2 steps)."""
     import execution
@@ -375,7 +375,7 @@ def test_scene_video_workflow_runs_in_comfy_executor_and_writes_a_video(comfy_in
             return (float_model.clone(), StubClipVision(), StubVAE())
 
     mapping = {"ImageOnlyCheckpointLoader": TinySVDCheckpoint, "ImageFromBatch": nodes_images.ImageFromBatch,
-               "CreateVideo": nodes_video.CreateVideo, "SaveVideo": nodes_video.SaveVideo}
+               "SaveWEBM": nodes_video.SaveWEBM}
     mapping |= {n.__name__: n for n in pack.all_nodes()}
     for name, cls in mapping.items():
         monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, name, cls)
@@ -392,10 +392,10 @@ def test_scene_video_workflow_runs_in_comfy_executor_and_writes_a_video(comfy_in
         executor = execution.PromptExecutor(_Server(), cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
     else:
         executor = execution.PromptExecutor(_Server())
-    executor.execute(prompt, "lookbeyond-test", {}, ["11"])
+    executor.execute(prompt, "lookbeyond-test", {}, ["10"])
     assert executor.success, executor.status_messages
     output = pathlib.Path(comfy_in_process.folder_paths.get_output_directory())
-    videos = sorted(output.glob("pano360/lookbeyond_scene_video*.mp4"))
+    videos = sorted(output.glob("pano360/lookbeyond_scene_video*.webm"))
     assert len(videos) == 1 and videos[0].stat().st_size > 0
     import av
 
