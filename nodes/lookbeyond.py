@@ -384,8 +384,14 @@ class Pano360KeyframeInbetween(io.ComfyNode):
         guider = _host.multi_pass_guider(model, _conds(cond, s), two_pass_predictor(schedule, BACKWARD_MODEL_KEY if backward else None), extra)
         latent = torch.zeros([num_frames, 4, height // VAE_FACTOR, width // VAE_FACTOR])
         sigmas = _host.calculate_sigmas(model, s.scheduler, steps)
+        progress = _host.sampling_progress(model, steps)(0)
+
+        def callback(step, x0, x, total_steps):
+            progress(step, x0, x, total_steps)
+            _host.check_interrupt()  # Cancel between steps (each step is two or more UNet passes)
+
         samples = _host.sample_with_guider(guider, latent, k_diffusion_euler(s.reinject, s.reinject_ratio), sigmas, seed,
-                                           callback=_host.sampling_progress(model, steps)(0))
+                                           callback=callback)
         return io.NodeOutput({"samples": samples})
 
     @staticmethod

@@ -40,12 +40,6 @@ HEAD_CHANNELS = 16  # TINY_SVD_CONFIG: 32 / 2 and 64 / 4 channels per head
 FPS, MOTION, AUG = 7, 127, 0.02
 
 
-def _run(node_cls, **inputs):
-    """A V3 node's execute (these nodes read no hidden inputs; the conftest's run_node is
-    0.3.64-only for now)."""
-    return node_cls.execute(**inputs)
-
-
 @pytest.fixture(scope="module")
 def golden():
     with safe_open(str(GOLDEN), "pt") as f:
@@ -110,7 +104,7 @@ def _base(weights, dtype):
 def delta_model(comfy_in_process, weights, model_files):
     from pano360.nodes.lookbeyond import Pano360KeyframeModelLoader
 
-    out = _run(Pano360KeyframeModelLoader, model=_base(weights, torch.float64),
+    out = comfy_in_process.run_node(Pano360KeyframeModelLoader, model=_base(weights, torch.float64),
                                     mode="temporal_attn_delta", finetuned_unet=model_files["finetuned"],
                                     reference_unet=model_files["reference"], pose_weights="none")
     return out.result[0]
@@ -223,7 +217,7 @@ def test_weighted_fusion_matches_and_full_mode_with_the_merged_unet_equals_delta
     ref = tensors["B.final"][0]
     tol = LOOP_TOL if _golden_sample.state_dtype == torch.float64 else FLOAT32_LOOP_TOL
     assert (delta - ref).abs().max().item() < tol * max(1.0, ref.abs().max().item())
-    full = _run(Pano360KeyframeModelLoader, model=_base(weights, torch.float64), mode="full",
+    full = comfy_in_process.run_node(Pano360KeyframeModelLoader, model=_base(weights, torch.float64), mode="full",
                                      finetuned_unet=model_files["merged"], reference_unet="none",
                                      pose_weights="none").result[0]
     (backward,) = _host.attached_models(full, BACKWARD_MODEL_KEY)
@@ -257,7 +251,7 @@ class StubVAE:
 def float_model(comfy_in_process, weights, model_files):
     from pano360.nodes.lookbeyond import Pano360KeyframeModelLoader
 
-    return _run(Pano360KeyframeModelLoader, model=_base(weights, torch.float32),
+    return comfy_in_process.run_node(Pano360KeyframeModelLoader, model=_base(weights, torch.float32),
                                      mode="temporal_attn_delta", finetuned_unet=model_files["finetuned"],
                                      reference_unet=model_files["reference"], pose_weights="none").result[0]
 
@@ -279,7 +273,7 @@ def _run_sampler(comfy_in_process, model, **overrides):
     inputs = dict(model=model, clip_vision=StubClipVision(), vae=StubVAE(), first_frame=torch.rand(1, 64, 64, 3, generator=g),
                   last_frame=torch.rand(1, 64, 64, 3, generator=g), num_frames=3, width=32, height=24, steps=1, seed=1)
     inputs.update(overrides)
-    return _run(Pano360KeyframeInbetween, **inputs).result[0]["samples"]
+    return comfy_in_process.run_node(Pano360KeyframeInbetween, **inputs).result[0]["samples"]
 
 
 def test_zero_initialised_pose_encoder_leaves_the_sampler_output_unchanged(comfy_in_process, float_model):
@@ -293,6 +287,15 @@ def test_zero_initialised_pose_encoder_leaves_the_sampler_output_unchanged(comfy
     assert torch.equal(plain, posed)
     trained = LookBeyondPoseConditioner(PoseEncoderConfig(channels=32, heads=2))  # random weights: it must matter
     assert not torch.equal(plain, _run_sampler(comfy_in_process, float_model, camera_path=path, pose_encoder=trained))
+
+
+def test_cancel_stops_the_sampler_between_steps(comfy_in_process, float_model):
+    """ComfyUI's Cancel, pressed when the first of three steps is reported, stops the sampler
+    before the second step (ComfyUI's InterruptProcessingException, no latent returned)."""
+    mm = comfy_in_process.model_management
+    with comfy_in_process.cancel_after_progress(1) as progress, pytest.raises(mm.InterruptProcessingException):
+        _run_sampler(comfy_in_process, float_model, steps=3)
+    assert progress == [1]
 
 
 def test_bad_inputs_name_the_node_and_the_input(comfy_in_process, float_model):
@@ -313,19 +316,23 @@ def test_bad_inputs_name_the_node_and_the_input(comfy_in_process, float_model):
         _run_sampler(comfy_in_process, float_model, pose_encoder=zero, camera_path=_loop_path(30), num_frames=17)
 
 
+def _loader(model, mode, finetuned_unet, reference_unet, pose_weights) -> dict:
+    return dict(model=model, mode=mode, finetuned_unet=finetuned_unet, reference_unet=reference_unet, pose_weights=pose_weights)
+
+
 def test_loader_names_missing_and_foreign_weight_files(comfy_in_process, weights, model_files):
     from pano360.nodes._common import NodeInputError
     from pano360.nodes.lookbeyond import Pano360KeyframeModelLoader
 
     base = _base(weights, torch.float32)
     with pytest.raises(NodeInputError, match="input 'reference_unet': expected a UNet file for mode temporal_attn_delta"):
-        Pano360KeyframeModelLoader.execute(base, "temporal_attn_delta", model_files["finetuned"], "none", "none")
+        comfy_in_process.run_node(Pano360KeyframeModelLoader, **_loader(base, "temporal_attn_delta", model_files["finetuned"], "none", "none"))
     bad = pathlib.Path(comfy_in_process.folder_paths.models_dir) / "lookbeyond" / "not_svd.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)}, str(bad))
     with pytest.raises(NodeInputError, match="input 'finetuned_unet': .*no temporal attention"):
-        Pano360KeyframeModelLoader.execute(base, "temporal_attn_delta", "not_svd.safetensors", model_files["reference"], "none")
+        comfy_in_process.run_node(Pano360KeyframeModelLoader, **_loader(base, "temporal_attn_delta", "not_svd.safetensors", model_files["reference"], "none"))
     with pytest.raises(NodeInputError, match="input 'pose_weights': .*no model_1_state_dict.pth"):
-        Pano360KeyframeModelLoader.execute(base, "base_only", "none", "none", "not_svd.safetensors")
+        comfy_in_process.run_node(Pano360KeyframeModelLoader, **_loader(base, "base_only", "none", "none", "not_svd.safetensors"))
 
 
 # ---------------------------------------------------------------- the bundled workflow
