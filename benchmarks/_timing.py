@@ -8,15 +8,16 @@ import time
 import torch
 
 
-def median_time(fn, device: torch.device, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up, synchronising
-    CUDA around each run so GPU work is counted."""
+def median_time(fn, device: torch.device, repeats: int, warmup: bool = True) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up (unless ``warmup``
+    is off), synchronising CUDA around each run so GPU work is counted."""
 
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    fn()
+    if warmup:
+        fn()
     sync()
     times = []
     for _ in range(repeats):

@@ -26,6 +26,8 @@ PUBLIC_MODELS = MappingProxyType({
         f"{_HF}/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly-fp16.safetensors?download=true",
     # templates/image_to_video.json
     "svd.safetensors": f"{_HF}/stabilityai/stable-video-diffusion-img2vid/resolve/main/svd.safetensors?download=true",
+    # templates/txt_to_image_to_video.json (SVD-XT, Look Beyond stage 3's base model)
+    "svd_xt.safetensors": f"{_HF}/stabilityai/stable-video-diffusion-img2vid-xt/resolve/main/svd_xt.safetensors?download=true",
     # templates/text_to_video_wan.json
     "wan2.1_t2v_1.3B_fp16.safetensors": f"{_WAN21}/diffusion_models/wan2.1_t2v_1.3B_fp16.safetensors?download=true",
     "umt5_xxl_fp8_e4m3fn_scaled.safetensors": f"{_WAN21}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors?download=true",
@@ -57,6 +59,9 @@ NOT_PUBLIC = MappingProxyType({
                                 "(python -m pano360 train-diffpano --stage lora, docs/diffpano.md)",
     "diffpano_epipolar.safetensors": "DiffPano published no weights; the epipolar modules the user trains "
                                      "(python -m pano360 train-diffpano --stage epipolar, docs/diffpano.md)",
+    "svd_keyframe_interpolation/unet/diffusion_pytorch_model.safetensors":
+        "svd_keyframe_interpolation's fine-tuned UNet is a Google Drive folder (README of jeanne-wang/svd_keyframe_interpolation), "
+        "not a direct download; its unet/ folder goes to models/lookbeyond/svd_keyframe_interpolation/",
     "open_clip_vit_h14_text.safetensors":
         "an OpenCLIP ViT-H/14 text encoder in ComfyUI's CLIP-H format, made by the user (docs/panodit.md); no file of this name is published",
 })

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..pipelines.lookbeyond.inbetween import (CONDITIONING_FPS, MAX_GUIDANCE, MIN_GUIDANCE, MOTION_BUCKET_ID,
+                                               NOISE_AUG_STRENGTH, REINJECT_RATIO)
 from ..sampling.fusion import SyncSchedule
 
-__all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "DiffPanoSettings", "SAMPLER_SETTINGS",
-           "FUSION_SETTINGS", "WINDOW_SETTINGS", "DIFFPANO_SETTINGS", "SEED_MAX", "EPIPOLAR_MODES", "EPIPOLAR_BLOCKS"]
+__all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "DiffPanoSettings", "InbetweenSettings",
+           "SAMPLER_SETTINGS", "FUSION_SETTINGS", "WINDOW_SETTINGS", "DIFFPANO_SETTINGS", "INBETWEEN_SETTINGS",
+           "INBETWEEN_FUSIONS", "SEED_MAX", "EPIPOLAR_MODES", "EPIPOLAR_BLOCKS"]
 
 # ComfyUI seeds are unsigned 64-bit (KSampler's seed widget max).
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -21,6 +24,9 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF
 SAMPLER_SETTINGS = "PANO360_SAMPLER_SETTINGS"
 FUSION_SETTINGS = "PANO360_FUSION_SETTINGS"
 WINDOW_SETTINGS = "PANO360_WINDOW_SETTINGS"
+INBETWEEN_SETTINGS = "PANO360_INBETWEEN_SETTINGS"
+# equal: 0.5/0.5 with time-symmetric guidance; weighted: linspace(1 -> 0) (or pose similarity).
+INBETWEEN_FUSIONS = ("equal", "weighted")
 DIFFPANO_SETTINGS = "PANO360_DIFFPANO_SETTINGS"
 # Training-free epipolar attention: off, or in the base model's own self-attention.
 EPIPOLAR_MODES = ("training_free", "off")
@@ -71,6 +77,31 @@ class WindowSettings:
         if self.window < 1 or not 0 <= self.overlap < self.window:
             raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window {self.window}, "
                              f"overlap {self.overlap}")
+
+
+@dataclass(frozen=True)
+class InbetweenSettings:
+    """Keyframe inbetweening knobs; defaults are Look Beyond's ``videogen.py`` (svd_keyframe_interpolation's
+    pipeline): equal fusion, guidance 1 -> 3, fps 7, motion bucket 127, noise aug 0.02, no noise
+    re-injection (ratio 0.5 when on), Karras sigmas; cameras between the path's first and last row."""
+
+    fusion: str = "equal"
+    min_guidance: float = MIN_GUIDANCE
+    max_guidance: float = MAX_GUIDANCE
+    fps: int = CONDITIONING_FPS
+    motion_bucket_id: int = MOTION_BUCKET_ID
+    noise_aug: float = NOISE_AUG_STRENGTH
+    reinject: int = 0
+    reinject_ratio: float = REINJECT_RATIO
+    scheduler: str = "karras"
+    first_pose: int = 0
+    last_pose: int = -1  # -1: the camera path's last row
+
+    def __post_init__(self):
+        if self.fusion not in INBETWEEN_FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(INBETWEEN_FUSIONS)}, got {self.fusion!r}")
+        if self.min_guidance > self.max_guidance:
+            raise ValueError(f"min_guidance {self.min_guidance} is above max_guidance {self.max_guidance}")
 
 
 @dataclass(frozen=True)

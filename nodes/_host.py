@@ -287,6 +287,106 @@ def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, s
                   callback=callback)
 
 
+# --- several passes per step (keyframe inbetweening) ---------------------------------------
+
+
+def model_object(model, name: str):
+    """The module at attribute path ``name`` of a MODEL (its object patch when it has one)."""
+    return model.get_model_object(name)
+
+
+def diffusion_model_keys(model) -> list[str]:
+    """The state-dict keys of a MODEL's diffusion model (ComfyUI's key layout, no prefix)."""
+    return list(diffusion_model(model).state_dict().keys())
+
+
+def object_patches(model) -> dict:
+    """``{attribute path: object}`` of a MODEL's object patches."""
+    return dict(model.object_patches)
+
+
+def with_object_patches(model, patches: dict):
+    """A clone of ``model`` whose modules at the given attribute paths are replaced by the given
+    objects while it runs (``ModelPatcher.add_object_patch``)."""
+    clone = model.clone()
+    for name, obj in patches.items():
+        clone.add_object_patch(name, obj)
+    return clone
+
+
+def with_attached_models(model, key: str, models: list):
+    """A clone of ``model`` that ComfyUI loads together with ``models`` for sampling
+    (``set_additional_models``)."""
+    clone = model.clone()
+    clone.set_additional_models(key, list(models))
+    return clone
+
+
+def attached_models(model, key: str) -> list:
+    return list(model.get_additional_models_with_key(key))
+
+
+def model_dtype(model):
+    return model.model_dtype()
+
+
+def calculate_sigmas(model, scheduler: str, steps: int):
+    """ComfyUI's sigmas for ``scheduler`` over the model's own sigma range."""
+    import comfy.samplers as _samplers
+
+    return _samplers.calculate_sigmas(model.get_model_object("model_sampling"), scheduler, steps).cpu()
+
+
+def multi_pass_guider(model, conds: dict, predict: Callable, extra_models: dict | None = None):
+    """A ComfyUI guider (usable with ``SamplerCustomAdvanced``-style sampling) whose prediction is
+    ``predict(evaluate, x, timestep)``.
+
+    ``evaluate(model_key, cond_names, x, transformer_options) -> [prediction per cond]`` runs
+    ``comfy.samplers.calc_cond_batch`` on the main model (``model_key`` None) or on one of
+    ``extra_models`` (attached to ``model`` with :func:`with_attached_models`, so ComfyUI loads
+    them), with ``transformer_options`` merged into the model options; ``conds``: ``{name:
+    conditioning list}``, processed by ComfyUI as usual (SVD's ``concat_latent_image``, time ids…).
+    """
+    import comfy.model_patcher as _patcher
+    import comfy.samplers as _samplers
+
+    extra = dict(extra_models or {})
+
+    class MultiPassGuider(_samplers.CFGGuider):
+        def predict_noise(self, x, timestep, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
+            def evaluate(model_key, cond_names, x_in, transformer_options):
+                target = self.inner_model if model_key is None else extra[model_key].model
+                options = _patcher.create_model_options_clone(model_options)
+                options.setdefault("transformer_options", {}).update(transformer_options)
+                return _samplers.calc_cond_batch(target, [self.conds[n] for n in cond_names], x_in, timestep, options)
+
+            return predict(evaluate, x, timestep)
+
+        def inner_sample(self, *args, **kwargs):
+            for patcher in extra.values():  # loaded with the main model; make them current for calc_cond_batch
+                patcher.pre_run()
+            try:
+                return super().inner_sample(*args, **kwargs)
+            finally:
+                for patcher in extra.values():
+                    patcher.cleanup()
+
+    guider = MultiPassGuider(model)
+    guider.inner_set_conds(conds)
+    return guider
+
+
+def sample_with_guider(guider, latent, sampler_function, sigmas, seed: int, callback=None):
+    """Sample ``latent`` (raw, e.g. zeros) with seeded noise (``comfy.sample.prepare_noise``), the
+    k-diffusion style ``sampler_function`` (``comfy.samplers.KSAMPLER``) and ``sigmas``.
+    callback(step, x0, x, steps) per step.  Returns raw latents (``process_latent_out``)."""
+    import comfy.samplers as _samplers
+
+    noise = prepare_noise(latent, seed)
+    sampler = _samplers.KSAMPLER(sampler_function)
+    return guider.sample(noise, latent, sampler, sigmas, callback=callback,
+                         disable_pbar=not _utils.PROGRESS_BAR_ENABLED, seed=seed)
+
 # --- model patches (VideoPanda adapter) -----------------------------------------------------
 
 

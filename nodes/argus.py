@@ -144,8 +144,10 @@ class Pano360ArgusUNetLoader(io.ComfyNode):
         return io.NodeOutput(load_argus_unet(weights, config, dtype))
 
 
-def load_argus_unet(weights: str, config: dict | None = None, dtype=None):
-    """Load a diffusers or SGM SVD UNet file as a ComfyUI MODEL (used by the loader and tests)."""
+def load_argus_unet(weights: str, config: dict | None = None, dtype=None, node: str = "Pano360ArgusUNetLoader",
+                    input_name: str = "unet_name"):
+    """Load a diffusers or SGM SVD UNet file as a ComfyUI MODEL (used by the SVD UNet loaders and
+    tests); a bad file is a NodeInputError naming ``node`` and ``input_name``."""
     source = os.path.basename(weights)
     sd = _host.load_torch_file(weights)
     try:
@@ -158,7 +160,7 @@ def load_argus_unet(weights: str, config: dict | None = None, dtype=None):
         return _host.build_model(sd, "SVD_img2vid", unet_config_overrides={"num_head_channels": int(head)},
                                  dtype=dtype, source=source, require=_svd_family)
     except ValueError as err:
-        raise NodeInputError("Pano360ArgusUNetLoader", "unet_name", "a complete SVD UNet", str(err)) from err
+        raise NodeInputError(node, input_name, "a complete SVD UNet", str(err)) from err
 
 
 def _svd_family(unet_config: dict) -> str | None:

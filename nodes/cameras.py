@@ -88,6 +88,10 @@ class Pano360CameraPath(io.ComfyNode):
                 io.Boolean.Input("relative_to_first", default=True,
                                  tooltip="For the file sources: on, frame 0 looks forward from the origin and the others "
                                          "follow (what Argus expects); off, the file's own world frame is kept (y up)."),
+                io.String.Input("pose_text", optional=True, default="", force_input=True,
+                                tooltip="For realestate10k_txt: the file's text from another node (e.g. Look Beyond "
+                                        "Perspective Loop's pose_txt output), used instead of 'file'; the link also makes "
+                                        "this node run after the one that writes the poses."),
                 io.Image.Input("video", optional=True,
                                tooltip="The perspective video frames [T,H,W,C]; needed for estimate_from_video, and fits the "
                                        "path to its frame count otherwise."),
@@ -127,7 +131,7 @@ class Pano360CameraPath(io.ComfyNode):
 
     @classmethod
     def execute(cls, source, fov_deg, num_frames, keyframes, file, fov_file, pose_conversion, estimate_fov,
-                yaw_offset_deg, relative_to_first=True, video=None) -> io.NodeOutput:
+                yaw_offset_deg, relative_to_first=True, pose_text="", video=None) -> io.NodeOutput:
         node = "Pano360CameraPath"
         check_widgets(cls, source=source, fov_deg=fov_deg, num_frames=num_frames, pose_conversion=pose_conversion,
                       yaw_offset_deg=yaw_offset_deg)
@@ -145,7 +149,8 @@ class Pano360CameraPath(io.ComfyNode):
             elif source == "megasam_npz":
                 path = read_megasam_npz(_input_file(node, "file", file), pose_conversion, relative_to_first)
             elif source == "realestate10k_txt":
-                path = read_realestate10k(_read_text(_input_file(node, "file", file)), pose_conversion, relative_to_first)
+                text = pose_text if pose_text else _read_text(_input_file(node, "file", file))
+                path = read_realestate10k(text, pose_conversion, relative_to_first)
             elif source == "estimate_from_video":
                 if frames is None:
                     raise NodeInputError(node, "video", "a video for source estimate_from_video", "nothing")
@@ -157,6 +162,8 @@ class Pano360CameraPath(io.ComfyNode):
             raise
         except ValueError as err:  # a library error about the content of one input
             blamed = {"keyframes": "keyframes", "estimate_from_video": "video", "manual_fov": "fov_deg"}.get(source, "file")
+            if source == "realestate10k_txt" and pose_text:
+                blamed = "pose_text"
             raise NodeInputError(node, blamed, f"a valid {source} camera path", str(err)) from err
         path = path.fit_to(n).offset(yaw=math.radians(yaw_offset_deg))
         return io.NodeOutput(path, path.to_text())

@@ -7,8 +7,9 @@ these bundles as optional inputs; without them they use their paper's settings.
 from __future__ import annotations
 
 from . import _host
-from ._bundles import (DIFFPANO_SETTINGS, EPIPOLAR_BLOCKS, EPIPOLAR_MODES, FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX,
-                       WINDOW_SETTINGS, DiffPanoSettings, FusionSettings, SamplerSettings, WindowSettings)
+from ._bundles import (DIFFPANO_SETTINGS, EPIPOLAR_BLOCKS, EPIPOLAR_MODES, FUSION_SETTINGS, INBETWEEN_FUSIONS,
+                       INBETWEEN_SETTINGS, SAMPLER_SETTINGS, SEED_MAX, WINDOW_SETTINGS, DiffPanoSettings, FusionSettings,
+                       InbetweenSettings, SamplerSettings, WindowSettings)
 from ._common import NodeInputError, check_widgets, known, widget_errors
 from ._host import io
 from ..sampling.fusion import SyncSchedule
@@ -17,6 +18,7 @@ CATEGORY = "Pano360/sampling"
 SAMPLER = io.Custom(SAMPLER_SETTINGS)
 FUSION = io.Custom(FUSION_SETTINGS)
 WINDOWS = io.Custom(WINDOW_SETTINGS)
+INBETWEEN = io.Custom(INBETWEEN_SETTINGS)
 DIFFPANO = io.Custom(DIFFPANO_SETTINGS)
 
 
@@ -131,6 +133,75 @@ class Pano360WindowSettings(io.ComfyNode):
         return io.NodeOutput(WindowSettings(window, overlap))
 
 
+class Pano360InbetweenSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        d = InbetweenSettings()
+        return io.Schema(
+            node_id="Pano360InbetweenSettings",
+            display_name="Pano360 Inbetween Settings",
+            category=CATEGORY,
+            description="Guidance, fusion, SVD conditioning, noise re-injection and camera rows for the Keyframe "
+                        "Inbetween sampler (Look Beyond). Without this node it uses Look Beyond's videogen.py settings: "
+                        "equal fusion, guidance 1 to 3, fps 7, motion bucket 127, noise aug 0.02, no re-injection, "
+                        "Karras sigmas, every camera of the path.",
+            inputs=[
+                io.Combo.Input("fusion", options=list(INBETWEEN_FUSIONS), default=d.fusion,
+                               tooltip="How the forward (keyframe 1) and backward (keyframe 2) predictions are mixed: "
+                                       "'equal' 0.5/0.5 with time-symmetric guidance; 'weighted' linearly from the first "
+                                       "keyframe's pass to the second's (with a camera path: by pose similarity)."),
+                io.Float.Input("min_guidance", default=d.min_guidance, min=0.0, max=20.0, step=0.1,
+                               tooltip="CFG scale at the pass's own keyframe (reference: 1). 'equal' fusion averages "
+                                       "the ramp with its time flip."),
+                io.Float.Input("max_guidance", default=d.max_guidance, min=0.0, max=20.0, step=0.1,
+                               tooltip="CFG scale at the far end of each pass (reference: 3). At most 1 everywhere: "
+                                       "no unconditional branch (the reference's rule)."),
+                io.Int.Input("fps", default=d.fps, min=1, max=1024,
+                             tooltip="SVD's fps conditioning (the model sees fps − 1; reference 7). Not the video's "
+                                     "playback rate (set that in the video save node, e.g. Save WEBM; Look Beyond exports at 24)."),
+                io.Int.Input("motion_bucket_id", default=d.motion_bucket_id, min=1, max=1023,
+                             tooltip="SVD's motion bucket (reference 127): higher, more motion."),
+                io.Float.Input("noise_aug", default=d.noise_aug, min=0.0, max=1.0, step=0.005,
+                               tooltip="Noise added to both keyframes before VAE encoding, std in [−1, 1] pixel units "
+                                       "(reference 0.02); also SVD's augmentation id."),
+                io.Int.Input("reinject", default=d.reinject, min=0, max=20,
+                             tooltip="Noise re-injections per step over the first steps (svd_keyframe_interpolation's "
+                                     "script: 5; Look Beyond: 0). Each costs one more two-pass step."),
+                io.Float.Input("reinject_ratio", default=d.reinject_ratio, min=0.0, max=1.0, step=0.05,
+                               tooltip="Fraction of the steps (from the first) that get re-injections (reference 0.5)."),
+                io.Combo.Input("scheduler", options=_host.scheduler_names(), default=d.scheduler,
+                               tooltip="ComfyUI noise schedule over SVD's sigma range (reference: 'karras', SVD-XT's "
+                                       "Karras sigmas 0.002–700)."),
+                io.Int.Input("first_pose", default=d.first_pose, min=0, max=100000,
+                             tooltip="Camera path row of the first keyframe (with a Perspective Loop pose.txt of "
+                                     "cameras_between n, frame k is row k·(n+1))."),
+                io.Int.Input("last_pose", default=d.last_pose, min=-1, max=100000,
+                             tooltip="Camera path row of the last keyframe; −1 = the path's last row. The sampler "
+                                     "spreads its frames over the rows in between (as Look Beyond's select_between_frames)."),
+            ],
+            outputs=[INBETWEEN.Output("settings", tooltip="The bundle, for the Keyframe Inbetween sampler's 'settings' input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, min_guidance=None, max_guidance=None):
+        if message := widget_errors(cls.define_schema(), min_guidance=min_guidance, max_guidance=max_guidance):
+            return message
+        if known(min_guidance, max_guidance) and min_guidance > max_guidance:
+            return f"Pano360InbetweenSettings: input 'min_guidance': expected <= max_guidance ({max_guidance}), got {min_guidance}"
+        return True
+
+    @classmethod
+    def execute(cls, fusion, min_guidance, max_guidance, fps, motion_bucket_id, noise_aug, reinject, reinject_ratio,
+                scheduler, first_pose, last_pose) -> io.NodeOutput:
+        check_widgets(cls, fusion=fusion, min_guidance=min_guidance, max_guidance=max_guidance, fps=fps,
+                      motion_bucket_id=motion_bucket_id, noise_aug=noise_aug, reinject=reinject,
+                      reinject_ratio=reinject_ratio, scheduler=scheduler, first_pose=first_pose, last_pose=last_pose)
+        if min_guidance > max_guidance:
+            raise NodeInputError("Pano360InbetweenSettings", "min_guidance", f"<= max_guidance ({max_guidance})",
+                                 str(min_guidance))
+        return io.NodeOutput(InbetweenSettings(fusion, min_guidance, max_guidance, fps, motion_bucket_id, noise_aug,
+                                               reinject, reinject_ratio, scheduler, first_pose, last_pose))
+
 class Pano360DiffPanoSettings(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -213,4 +284,5 @@ def bundle(value, cls_, default, node: str, name: str):
     return value
 
 
-NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings, Pano360DiffPanoSettings]
+NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings, Pano360DiffPanoSettings,
+         Pano360InbetweenSettings]

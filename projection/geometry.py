@@ -53,6 +53,7 @@ __all__ = [
     "directions_to_erp_xy",
     "view_rays",
     "plucker_embedding",
+    "camera_plucker",
 ]
 
 
@@ -497,3 +498,32 @@ def plucker_embedding(rig: Rig, out_hw: Sequence[int] | None = None, relative_to
     d = view_rays(rig, out_hw, relative_to_first, device, dtype)  # (V, h, w, 3)
     origin = torch.zeros_like(d)
     return torch.cat([torch.cross(origin, d, dim=-1), d], -1).permute(0, 3, 1, 2).contiguous()
+
+
+def camera_plucker(c2w: Tensor, intrinsics: Tensor, out_hw: Sequence[int]) -> Tensor:
+    """Plücker rays ``(o x d, d)`` of pinhole cameras with OpenCV pixel axes, ``(T, 6, h, w)``.
+
+    c2w: ``(T, 3|4, 4)`` camera-to-world matrices in the axes of the pose source (OpenCV's
+    x right, y down, z forward for RealEstate10K / CameraCtrl / Look Beyond).  intrinsics:
+    ``(T, 4)`` ``fx, fy, cx, cy`` in pixels of the ``out_hw`` image.  Rays go through pixel
+    centres ``((u + 0.5 - cx) / fx, (v + 0.5 - cy) / fy, 1)`` with v counted from the top row,
+    normalised, rotated to the world; ``o`` is the camera position.  This is Look Beyond's
+    ``dataset/realestate10K.py`` ``ray_condition`` (and CameraCtrl's), channels first.
+    Output follows ``c2w``'s device and dtype.
+    """
+    h, w = int(out_hw[0]), int(out_hw[1])
+    if c2w.ndim != 3 or c2w.shape[-2:] not in ((3, 4), (4, 4)):
+        raise ValueError(f"c2w: expected (T, 3|4, 4), got {tuple(c2w.shape)}")
+    if intrinsics.shape != (c2w.shape[0], 4):
+        raise ValueError(f"intrinsics: expected ({c2w.shape[0]}, 4), got {tuple(intrinsics.shape)}")
+    k = intrinsics.to(c2w)
+    u = torch.arange(w, device=c2w.device, dtype=c2w.dtype) + 0.5
+    v = torch.arange(h, device=c2w.device, dtype=c2w.dtype) + 0.5
+    x = (u[None, None, :] - k[:, 2, None, None]) / k[:, 0, None, None]  # (T, 1, w)
+    y = (v[None, :, None] - k[:, 3, None, None]) / k[:, 1, None, None]  # (T, h, 1)
+    x, y = torch.broadcast_tensors(x, y)
+    d = torch.stack([x, y, torch.ones_like(x)], -1)
+    d = d / d.norm(dim=-1, keepdim=True)
+    d = torch.einsum("tij,thwj->thwi", c2w[:, :3, :3], d)
+    o = c2w[:, None, None, :3, 3].expand_as(d)
+    return torch.cat([torch.cross(o, d, dim=-1), d], -1).permute(0, 3, 1, 2).contiguous()

@@ -8,6 +8,10 @@ ComfyUI, and ``nodes/`` only installs them.  What each reads is named in its doc
 - :func:`post_cfg_hook`: a per-step correction of x0 after CFG (view fusion on the sphere).
 - :func:`denoise_mask_hook`: hold ComfyUI's noise mask for the first part of the schedule.
 - :class:`UnetRollWrapper`: turn the model's view of the sphere every step (seam rolls).
+- :class:`HookedAttention`: an attention module (installed as an object patch) whose calls a
+  hook passed in ``transformer_options`` may take over (keyframe attention control).
+- :func:`k_diffusion_euler`: the pack's Euler loop (with noise re-injection) in k-diffusion's
+  sampler signature, for ``comfy.samplers.KSAMPLER``.
 
 Hooks hold no device state (ComfyUI 0.33 may call one wrapper once per device clone).
 Host-free: never imports ComfyUI.
@@ -19,15 +23,20 @@ import logging
 from typing import Any, Callable, Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from .euler import NoiseReinjection, sample_euler
 from .seam import RollSchedule, roll_conditioning, roll_width
 from .sigmas import SIGMA_RTOL, step_fraction, step_from_sigma
 from .types import Fuse
 
 log = logging.getLogger("pano360")
 
-__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "ROLL_OPTION"]
+__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "ROLL_OPTION", "HookedAttention",
+           "seeded_noise_sampler", "k_diffusion_euler"]
+
+# ComfyUI's cond_or_uncond label of a batch chunk when a caller gives none: a conditional chunk.
+COND_LABEL = 0
 
 # transformer_options key where :class:`UnetRollWrapper` says how the model sees the latent in
 # this call: ``(shift, width)``, the latent rolled right by ``shift`` of its ``width`` columns
@@ -135,3 +144,92 @@ class UnetRollWrapper:
         else:
             out = apply_model(x, timestep, **c)
         return roll_width(out, -shift) if shift else out
+
+
+class HookedAttention(nn.Module):
+    """Stands in for a UNet's self-attention module (a ComfyUI ``add_object_patch``).
+
+    It shares the wrapped module's ``to_q``, ``to_k``, ``to_v`` and ``to_out`` (same attribute
+    names, so weight keys and weight patches are unchanged) and behaves exactly like it unless
+    ``transformer_options[key]`` holds a hook.  Then the call is the hook's:
+    ``hook(self, layer, x, labels, alternate) -> (N, T, C)`` with ``labels`` ComfyUI's
+    ``transformer_options["cond_or_uncond"]`` (one entry per batch chunk) and ``alternate``
+    extra weights of this layer (non-persistent buffers: they follow the model's device but stay
+    out of its state dict), e.g. another checkpoint's projections for one of several passes.
+    ComfyUI calls self-attention as ``attn1(x, context=, value=, transformer_options=)`` in both
+    supported versions (``BasicTransformerBlock``).
+    """
+
+    def __init__(self, inner: nn.Module, layer: str, key: str, alternate: Mapping[str, Tensor] | None = None):
+        super().__init__()
+        self.to_q, self.to_k, self.to_v, self.to_out = inner.to_q, inner.to_k, inner.to_v, inner.to_out
+        self.heads = inner.heads
+        self.layer = layer
+        self.key = key
+        self._inner_forward = inner.forward  # a bound method: the wrapped module itself stays unregistered
+        names = []
+        for name, value in (alternate or {}).items():
+            buffer = "alternate_" + name.replace(".", "_")
+            self.register_buffer(buffer, value.detach().clone(), persistent=False)
+            names.append((name, buffer))
+        self._alternate_names: tuple[tuple[str, str], ...] = tuple(names)
+
+    def alternate(self) -> dict[str, Tensor] | None:
+        """The alternate weights under their original names (``to_v.weight`` …), or None."""
+        if not self._alternate_names:
+            return None
+        return {name: getattr(self, buffer) for name, buffer in self._alternate_names}
+
+    def forward(self, x: Tensor, context: Tensor | None = None, value: Tensor | None = None, mask: Tensor | None = None,
+                transformer_options: Mapping | None = None) -> Tensor:
+        options = {} if transformer_options is None else transformer_options
+        hook = options.get(self.key)
+        if hook is None:
+            return self._inner_forward(x, context=context, value=value, mask=mask, transformer_options=options)
+        if context is not None or value is not None or mask is not None:
+            raise RuntimeError(f"{self.layer}: the {self.key} hook handles plain self-attention only")
+        return hook(self, self.layer, x, options.get("cond_or_uncond") or (COND_LABEL,), self.alternate())
+
+
+def seeded_noise_sampler(like: Tensor, seed: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """Standard normal noise shaped like ``like`` from a CPU generator seeded with ``seed`` (the
+    same numbers on every device), as ``(sigma_next, sigma) -> noise``."""
+    generator = torch.Generator().manual_seed(int(seed) & 0xFFFF_FFFF_FFFF_FFFF)
+
+    def sample(sigma_next: Tensor, sigma: Tensor) -> Tensor:
+        return torch.randn(like.shape, generator=generator, dtype=torch.float32).to(device=like.device, dtype=like.dtype)
+
+    return sample
+
+
+def k_diffusion_euler(reinject_repeats: int = 0, reinject_ratio: float = 0.5) -> Callable[..., Tensor]:
+    """:func:`.euler.sample_euler` (optionally with :class:`.euler.NoiseReinjection`) as a sampler
+    function of k-diffusion's signature ``(model, x, sigmas, extra_args, callback, disable,
+    noise_sampler)``, for ``comfy.samplers.KSAMPLER``.
+
+    ``model(x, sigma (B,), **extra_args) -> x0`` is ComfyUI's guider; the re-injection noise
+    comes from ``noise_sampler`` or from ``extra_args["seed"]`` (ComfyUI passes the seed);
+    ``callback`` gets k-diffusion's ``{"x", "i", "sigma", "sigma_hat", "denoised"}`` per step.
+    """
+
+    def sample(model, x: Tensor, sigmas: Tensor, extra_args: dict | None = None, callback=None, disable=None,
+               noise_sampler=None) -> Tensor:
+        extra = {} if extra_args is None else extra_args
+        s_in = x.new_ones([x.shape[0]])
+        reinject = None
+        if reinject_repeats > 0:
+            if noise_sampler is None:
+                if extra.get("seed") is None:
+                    raise ValueError("noise re-injection needs a seed or a noise_sampler")
+                noise_sampler = seeded_noise_sampler(x, extra["seed"])
+            reinject = NoiseReinjection(reinject_repeats, reinject_ratio, noise_sampler)
+
+        def on_step(i: int, x_i: Tensor, x0: Tensor) -> None:
+            if callback is not None:
+                callback({"x": x_i, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": x0})
+
+        with torch.no_grad():
+            return sample_euler(lambda x_in, sigma: model(x_in, sigma * s_in, **extra), x, sigmas,
+                                reinject=reinject, on_step=on_step)
+
+    return sample
