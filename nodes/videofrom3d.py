@@ -281,7 +281,7 @@ class Pano360VF3DEquirectEdges(io.ComfyNode):
             raise NodeInputError(cls.__name__, "camera_path", "a camera path with positions", describe(camera_path))
         frames = list(range(0, camera_path.num_frames, every_nth))
         out = equirect_edges(mesh, camera_path.select(frames), (height, 2 * height), EdgeSettings(width_px=line_width),
-                             device=_host.torch_device())
+                             device=_host.torch_device(), callback=progress_callback(len(frames)))
         return io.NodeOutput(out.float().cpu())
 
 

@@ -112,9 +112,17 @@ def preprocess_arcs(mesh: Mesh, path: CameraPath, settings: PreprocessSettings =
 
 
 def equirect_edges(mesh: Mesh, path: CameraPath, erp_hw: tuple[int, int],
-                   settings: EdgeSettings = EdgeSettings(), *, device=None) -> Tensor:
+                   settings: EdgeSettings = EdgeSettings(), *, device=None,
+                   callback: Callable[[int, int], None] | None = None) -> Tensor:
     """Soft edges of equirect views (the pack's sphere convention, each camera's forward at the
-    centre column).  Returns (T, H, W, 3) in [0, 1]."""
-    g = render_erp_gbuffer(mesh, path, erp_hw, device=device)
-    soft = soft_edges(line_art(g, settings), settings)
-    return soft[..., None].expand(*soft.shape, 3).contiguous()
+    centre column).  Returns (T, H, W, 3) in [0, 1].  One view at a time (only one view's
+    float64 G-buffer is alive); ``callback(done, total)`` after each view, which may raise to
+    cancel (ComfyUI's interrupt)."""
+    out = []
+    for i in range(path.num_frames):
+        g = render_erp_gbuffer(mesh, path.select([i]), erp_hw, device=device)
+        soft = soft_edges(line_art(g, settings), settings)
+        out.append(soft[..., None].expand(*soft.shape, 3))
+        if callback is not None:
+            callback(i + 1, path.num_frames)
+    return torch.cat(out).contiguous()

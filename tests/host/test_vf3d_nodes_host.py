@@ -197,6 +197,11 @@ def test_equirect_edges_node(comfy_in_process):
     path = _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0)[0]
     pano = _run(vf.Pano360VF3DEquirectEdges, mesh=mesh, camera_path=path, height=32, every_nth=45, line_width=2.0)[0]
     assert pano.shape == (2, 32, 64, 3) and float(pano.max()) > 0.5
+    # Cancel while the bar moves stops between panoramas (frames 0, 15, 30, 45: four of them)
+    mm = comfy_in_process.model_management
+    with comfy_in_process.cancel_after_progress(1) as progress, pytest.raises(mm.InterruptProcessingException):
+        _run(vf.Pano360VF3DEquirectEdges, mesh=mesh, camera_path=path, height=32, every_nth=15, line_width=2.0)
+    assert progress == [1]
 
 
 def test_bad_inputs_name_the_node_and_input(comfy_in_process):
