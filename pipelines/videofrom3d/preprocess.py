@@ -26,7 +26,16 @@ from .arcs import Arc, arc_count, arc_frame_range, sampled_offsets
 from .correspondence import encode_correspondence, flow_from_correspondence
 from .mesh import Mesh
 from .noise_warp import VF3D_NOISE, NoiseWarpSettings, warp_noise_sequence
-from .render import EdgeSettings, line_art, normal_image, render_erp_gbuffer, render_gbuffer, reproject, soft_edges
+from .render import (
+    EdgeSettings,
+    equirect_soft_edges,
+    line_art,
+    normal_image,
+    render_erp_gbuffer,
+    render_gbuffer,
+    reproject,
+    soft_edges,
+)
 
 __all__ = ["PreprocessSettings", "VF3D_PREPROCESS", "arc_edges", "arc_correspondences", "preprocess_arcs",
            "equirect_edges"]
@@ -120,8 +129,7 @@ def equirect_edges(mesh: Mesh, path: CameraPath, erp_hw: tuple[int, int],
     cancel (ComfyUI's interrupt)."""
     out = []
     for i in range(path.num_frames):
-        g = render_erp_gbuffer(mesh, path.select([i]), erp_hw, device=device)
-        soft = soft_edges(line_art(g, settings), settings)
+        soft = equirect_soft_edges(render_erp_gbuffer(mesh, path.select([i]), erp_hw, device=device), settings)
         out.append(soft[..., None].expand(*soft.shape, 3))
         if callback is not None:
             callback(i + 1, path.num_frames)
