@@ -107,11 +107,48 @@ def _cache_checkpoint(name: str) -> pathlib.Path:
     return pathlib.Path(root) / "models" / "checkpoints" / name
 
 
+# The shared tiny random SD1.5 checkpoint (make_random_models.py) has one level and no
+# middle or decoder attention -- nothing for DiffPano's modules to follow.  The MODEL here is
+# an SD1.5-detected UNet (320 channels, CLIP-L context) with two levels, a middle block and
+# attention in every decoder block, random weights, loaded through ComfyUI's own
+# load_diffusion_model_state_dict; CLIP and VAE come from the shared checkpoint.
+SD15_ATTN_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
+    "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 1],
+    "transformer_depth_middle": 1, "transformer_depth_output": [1, 1, 1, 1], "use_linear_in_transformer": False,
+    "context_dim": 768, "num_heads": 8, "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+
+# SD1.5's own UNet layout as ComfyUI detects it (UNetModel pops transformer_depth_output from the end).
+SD15_LAYOUT = {
+    "num_res_blocks": [2, 2, 2, 2], "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4],
+    "transformer_depth_middle": 1, "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+}
+
+
+def _sd15_attention_model():
+    import comfy.model_detection
+    import comfy.sd
+    from make_random_models import random_init_
+
+    config = comfy.model_detection.model_config_from_unet_config(dict(SD15_ATTN_UNET))
+    assert type(config).__name__ == "SD15"
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({}, device="cpu")
+    random_init_(base.diffusion_model, torch.Generator().manual_seed(360))
+    model = comfy.sd.load_diffusion_model_state_dict(base.diffusion_model.state_dict())
+    assert type(model.model.model_config).__name__ == "SD15"
+    return model
+
+
 @pytest.fixture(scope="module")
 def sd15(comfy_in_process, sd15_checkpoint):
     import comfy.sd
 
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(_cache_checkpoint(sd15_checkpoint)))
+    _, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(_cache_checkpoint(sd15_checkpoint)))
+    model = _sd15_attention_model()
 
     def encode(text):
         return clip.encode_from_tokens_scheduled(clip.tokenize(text))
@@ -176,8 +213,12 @@ def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_pr
 
     model, vae, pos, neg = sd15
     env = comfy_in_process
-    # SD1.5's two upper decoder levels (640 and 320 channels)
-    channels = {f"up_blocks.{i}.attentions.{j}": c for i, c in ((2, 640), (3, 320)) for j in range(3)}
+    from pano360.pipelines.diffpano.patches import comfy_attention_blocks
+
+    # every decoder attention block of the model, named as diffusers names them
+    blocks = comfy_attention_blocks(_host_diffusion_model(model))
+    channels = {loc: b.module.norm.num_channels for loc, b in blocks.items() if loc.startswith("up_blocks.")}
+    assert len(channels) == 4  # two levels of two blocks
     modules = EpipolarAttentionSet(channels, EpipolarConfig(num_samples=4, num_refs=1))
     folder = env.base / "models" / "diffpano"
     folder.mkdir(parents=True, exist_ok=True)
@@ -188,6 +229,12 @@ def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_pr
     finally:  # the shared base folder's model lists stay as other tests expect them
         (folder / "zero.safetensors").unlink()
         env.folder_paths.filename_list_cache.pop("diffpano", None)
+
+
+def _host_diffusion_model(model):
+    from pano360.nodes import _host
+
+    return _host.diffusion_model(model)
 
 
 def _check_trained_path(env, model, pos, neg):
@@ -254,7 +301,13 @@ def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd1
 
     from pano360.models.lora import kohya_unet_name, linear_targets
 
-    model = sd15[0]
+    import comfy.model_detection
+
+    # ComfyUI's own SD1.5 model (the real layout, as detected from an SD1.5 checkpoint) on the meta
+    # device: the key map needs its module names, not weights
+    config = comfy.model_detection.model_config_from_unet_config(dict(SD15_ATTN_UNET, **SD15_LAYOUT))
+    assert type(config).__name__ == "SD15"
+    model = config.get_model({}, device=torch.device("meta"))
     with torch.device("meta"):
         unet = diffusers.UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)  # SD1.5's layout
     names = linear_targets(unet)  # the layers train-diffpano --stage lora adapts, keyed as it saves them
@@ -264,7 +317,7 @@ def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd1
         sd[kohya_unet_name(n) + ".lora_down.weight"] = torch.zeros(2, layer.in_features)
         sd[kohya_unet_name(n) + ".lora_up.weight"] = torch.zeros(layer.out_features, 2)
         sd[kohya_unet_name(n) + ".alpha"] = torch.tensor(2.0)
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    key_map = comfy.lora.model_lora_keys_unet(model, {})
     patches = comfy.lora.load_lora(sd, key_map)
     assert len(names) == 128  # 16 transformer blocks x (attn1, attn2) x 4 projections
     assert len(patches) == len(names)
