@@ -281,7 +281,7 @@ class Pano360VF3DEquirectEdges(io.ComfyNode):
             raise NodeInputError(cls.__name__, "camera_path", "a camera path with positions", describe(camera_path))
         frames = list(range(0, camera_path.num_frames, every_nth))
         out = equirect_edges(mesh, camera_path.select(frames), (height, 2 * height), EdgeSettings(width_px=line_width),
-                             device=_host.torch_device())
+                             device=_host.torch_device(), callback=progress_callback(len(frames)))
         return io.NodeOutput(out.float().cpu())
 
 
@@ -671,6 +671,16 @@ class Pano360VF3DCogVideoXVAELoader(io.ComfyNode):
             raise NodeInputError(cls.__name__, "vae_name", "CogVideoX's VAE (diffusers keys)", str(err)) from None
 
 
+def _t5_embeddings(node: str, name: str, conditioning) -> torch.Tensor:
+    """The (1, tokens, dim) tensor of a one-entry CONDITIONING (VideoFrom3D Text Encode's output)."""
+    entry = conditioning[0] if isinstance(conditioning, list) and len(conditioning) == 1 else None
+    cond = entry[0] if isinstance(entry, (list, tuple)) and entry else None
+    if not isinstance(cond, torch.Tensor) or cond.ndim != 3 or cond.shape[0] != 1:
+        raise NodeInputError(node, name, f"one T5 conditioning (1, {T5_TOKENS}, 4096) from VideoFrom3D Text Encode",
+                             describe(cond if cond is not None else conditioning))
+    return cond
+
+
 def _velocity(model, context: torch.Tensor):
     """``velocity(x (2B, 48, T, h, w), t (2B,))`` for a GGI MODEL, native or diffusers."""
     _host.load_models([model])
@@ -757,11 +767,16 @@ class Pano360VF3DInbetween(io.ComfyNode):
     def execute(cls, model, vae, positive, negative, anchors, arcs, seed, steps, cfg, degradation) -> io.NodeOutput:
         check_widgets(cls, seed=seed, steps=steps, cfg=cfg, degradation=degradation)
         arcs = _check_arcs(cls.__name__, arcs)
-        if anchors.shape[0] != len(arcs) + 1:
+        if not isinstance(anchors, torch.Tensor) or anchors.ndim != 4 or anchors.shape[0] != len(arcs) + 1:
             raise NodeInputError(cls.__name__, "anchors", f"{len(arcs) + 1} images (one more than arcs)",
                                  describe(anchors))
+        pos = _t5_embeddings(cls.__name__, "positive", positive)
+        neg = _t5_embeddings(cls.__name__, "negative", negative)
+        if neg.shape != pos.shape:
+            raise NodeInputError(cls.__name__, "negative", f"T5 embeddings shaped like positive's {list(pos.shape)} "
+                                 "(both from VideoFrom3D Text Encode)", describe(neg))
         settings = GGISettings(steps=steps, guidance=cfg, degradation=degradation)
-        ctx = torch.cat([negative[0][0], positive[0][0]])
+        ctx = torch.cat([neg, pos])
         velocity = _velocity(model, ctx)
         hw = GGI_HW
         latent_hw = (hw[0] // 8, hw[1] // 8)

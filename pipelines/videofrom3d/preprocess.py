@@ -26,7 +26,16 @@ from .arcs import Arc, arc_count, arc_frame_range, sampled_offsets
 from .correspondence import encode_correspondence, flow_from_correspondence
 from .mesh import Mesh
 from .noise_warp import VF3D_NOISE, NoiseWarpSettings, warp_noise_sequence
-from .render import EdgeSettings, line_art, normal_image, render_erp_gbuffer, render_gbuffer, reproject, soft_edges
+from .render import (
+    EdgeSettings,
+    equirect_soft_edges,
+    line_art,
+    normal_image,
+    render_erp_gbuffer,
+    render_gbuffer,
+    reproject,
+    soft_edges,
+)
 
 __all__ = ["PreprocessSettings", "VF3D_PREPROCESS", "arc_edges", "arc_correspondences", "preprocess_arcs",
            "equirect_edges"]
@@ -112,9 +121,16 @@ def preprocess_arcs(mesh: Mesh, path: CameraPath, settings: PreprocessSettings =
 
 
 def equirect_edges(mesh: Mesh, path: CameraPath, erp_hw: tuple[int, int],
-                   settings: EdgeSettings = EdgeSettings(), *, device=None) -> Tensor:
+                   settings: EdgeSettings = EdgeSettings(), *, device=None,
+                   callback: Callable[[int, int], None] | None = None) -> Tensor:
     """Soft edges of equirect views (the pack's sphere convention, each camera's forward at the
-    centre column).  Returns (T, H, W, 3) in [0, 1]."""
-    g = render_erp_gbuffer(mesh, path, erp_hw, device=device)
-    soft = soft_edges(line_art(g, settings), settings)
-    return soft[..., None].expand(*soft.shape, 3).contiguous()
+    centre column).  Returns (T, H, W, 3) in [0, 1].  One view at a time (only one view's
+    float64 G-buffer is alive); ``callback(done, total)`` after each view, which may raise to
+    cancel (ComfyUI's interrupt)."""
+    out = []
+    for i in range(path.num_frames):
+        soft = equirect_soft_edges(render_erp_gbuffer(mesh, path.select([i]), erp_hw, device=device), settings)
+        out.append(soft[..., None].expand(*soft.shape, 3))
+        if callback is not None:
+            callback(i + 1, path.num_frames)
+    return torch.cat(out).contiguous()

@@ -38,6 +38,7 @@ __all__ = [
     "render_erp_gbuffer",
     "line_art",
     "soft_edges",
+    "equirect_soft_edges",
     "normal_image",
     "reproject",
     "forward_flow",
@@ -300,6 +301,23 @@ def soft_edges(lines: Tensor, settings: EdgeSettings = EdgeSettings()) -> Tensor
         peak = kornia.filters.gaussian_blur2d(probe, (k, k), (sigma, sigma), border_type="reflect")[0, 0, c, c]
         x = (x / peak).clamp(0, 1)
     return x[:, 0]
+
+
+def equirect_soft_edges(g: GBuffer, settings: EdgeSettings = EdgeSettings()) -> Tensor:
+    """:func:`soft_edges` of :func:`line_art` for equirect G-buffers, wrapped across the 0/360°
+    seam like every sampler of the pack: an edge between the last and the first column is drawn,
+    and lines near the seam blur onto both sides.  Pixels within a quarter width of the seam come
+    from the same passes on the G-buffer rolled by half a width (the lines' reach, a few pixels
+    at 1080 px width, is far below a quarter width), so no column is special.
+    (T, H, W) equirect G-buffer -> (T, H, W) in [0, 1]."""
+    w = g.face.shape[-1]
+    half = w // 2
+    rolled = GBuffer(*(torch.roll(t, half, dims=2) for t in (g.face, g.point, g.depth, g.normal, g.bary)))
+    plain = soft_edges(line_art(g, settings), settings)
+    across = torch.roll(soft_edges(line_art(rolled, settings), settings), -half, dims=-1)
+    col = torch.arange(w, device=plain.device)
+    near_seam = (col < w // 4) | (col >= w - w // 4)
+    return torch.where(near_seam, across, plain)
 
 
 def normal_image(g: GBuffer, path: CameraPath, lines: Tensor | None = None) -> Tensor:

@@ -197,6 +197,11 @@ def test_equirect_edges_node(comfy_in_process):
     path = _run(vf.Pano360VF3DScenePath, arcs=1, fov_deg=60.0)[0]
     pano = _run(vf.Pano360VF3DEquirectEdges, mesh=mesh, camera_path=path, height=32, every_nth=45, line_width=2.0)[0]
     assert pano.shape == (2, 32, 64, 3) and float(pano.max()) > 0.5
+    # Cancel while the bar moves stops between panoramas (frames 0, 15, 30, 45: four of them)
+    mm = comfy_in_process.model_management
+    with comfy_in_process.cancel_after_progress(1) as progress, pytest.raises(mm.InterruptProcessingException):
+        _run(vf.Pano360VF3DEquirectEdges, mesh=mesh, camera_path=path, height=32, every_nth=15, line_width=2.0)
+    assert progress == [1]
 
 
 def test_bad_inputs_name_the_node_and_input(comfy_in_process):
@@ -218,3 +223,15 @@ def test_bad_inputs_name_the_node_and_input(comfy_in_process):
              seed=0, steps=25, num_replacement=12, guidance=4.0, true_cfg=3.5, control_strength=0.8)
     with pytest.raises(NodeInputError, match="Pano360VF3DLoadArcs: input 'folder'"):
         _run(vf.Pano360VF3DLoadArcs, folder="no_such_folder")
+    # GGI takes VideoFrom3D Text Encode's T5 embeddings; a stock CLIP Text Encode of another length (or a
+    # CLIP-L one) is named before any model runs (model and vae are not even given)
+    arcs = [type("Arc", (), {"hed": torch.zeros(46, 8, 8, 3)})()]
+    t5 = [[torch.zeros(1, 226, 32), {}]]
+    ggi = dict(model=None, vae=None, arcs=arcs, seed=0, steps=2, cfg=6.0, degradation=0.5)
+    with pytest.raises(NodeInputError, match="Pano360VF3DInbetween: input 'negative'.*positive's \\[1, 226, 32\\]"):
+        _run(vf.Pano360VF3DInbetween, positive=t5, negative=[[torch.zeros(1, 77, 32), {}]],
+             anchors=torch.zeros(2, 8, 8, 3), **ggi)
+    with pytest.raises(NodeInputError, match="Pano360VF3DInbetween: input 'positive'.*T5"):
+        _run(vf.Pano360VF3DInbetween, positive=[], negative=t5, anchors=torch.zeros(2, 8, 8, 3), **ggi)
+    with pytest.raises(NodeInputError, match="Pano360VF3DInbetween: input 'anchors'.*2 images"):
+        _run(vf.Pano360VF3DInbetween, positive=t5, negative=t5, anchors=torch.zeros(3, 8, 8, 3), **ggi)

@@ -164,3 +164,22 @@ def test_config_errors():
         TrainConfig(stage="epipolar", views=1)
     with pytest.raises(ValueError, match="fp16 needs a CUDA"):
         train(components(), synthetic_sequences(1, 3, HEIGHT), epipolar_config(steps=1, mixed_precision="fp16"), "/tmp/x")
+
+
+def test_bf16_with_gradient_checkpointing_trains_both_stages(tmp_path):
+    # the GPU settings (bf16 autocast; fp16 needs CUDA) on the CPU: finite losses, weights saved
+    # in float32 and moved by training
+    data = synthetic_sequences(1, 3, HEIGHT, seed=1)
+    result = train(components(), data, epipolar_config(steps=3, mixed_precision="bf16", gradient_checkpointing=True),
+                   tmp_path / "epipolar")
+    assert len(result.losses) == 3 and all(math.isfinite(x) for x in result.losses)
+    modules = load_epipolar(result.output)
+    assert all(p.dtype == torch.float32 for p in modules.parameters())
+    assert float(modules.module_at("up_blocks.1.attentions.0").to_out.weight.abs().max()) > 0
+    images = torch.rand(2, 3, HEIGHT, 2 * HEIGHT, generator=torch.Generator().manual_seed(0))
+    cfg = TrainConfig(stage="lora", steps=2, learning_rate=1e-3, height=HEIGHT, rank=2, save_every=2,
+                      mixed_precision="bf16", gradient_checkpointing=True)
+    lora = train(components(), PanoramaSet(images, ["a room"] * 2, HEIGHT), cfg, tmp_path / "lora")
+    assert all(math.isfinite(x) for x in lora.losses)
+    factors = read_kohya_lora(lora.output, linear_targets(components().unet))
+    assert any(float(f[1].abs().max()) > 0 for f in factors.values())

@@ -62,3 +62,27 @@ def test_equirect_edges_of_the_street():
     cams = _street(2).select([0])
     e = equirect_edges(procedural_town(), cams, (32, 64))
     assert e.shape == (1, 32, 64, 3) and float(e.max()) > 0.5
+
+
+def test_equirect_edges_report_each_view_cancel_and_equal_one_pass():
+    from pano360.pipelines.videofrom3d.render import equirect_soft_edges, render_erp_gbuffer
+
+    town, cams = procedural_town(), _street(46).select([0, 20, 45])
+    ticks = []
+    e = equirect_edges(town, cams, (16, 32), callback=lambda d, t: ticks.append((d, t)))
+    assert ticks == [(1, 3), (2, 3), (3, 3)]
+    # view by view equals rendering every view in one G-buffer
+    one_pass = equirect_soft_edges(render_erp_gbuffer(town, cams, (16, 32)))
+    assert torch.equal(e, one_pass[..., None].expand(*one_pass.shape, 3))
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        ticks.append(done)
+        raise Cancelled
+
+    ticks.clear()
+    with pytest.raises(Cancelled):
+        equirect_edges(town, cams, (16, 32), callback=cancel)
+    assert ticks == [1]  # stopped after the first view

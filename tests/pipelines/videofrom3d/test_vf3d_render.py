@@ -17,6 +17,7 @@ from pano360.cameras import path_from_arrays
 from pano360.pipelines.videofrom3d.raster import clip_near, rasterize
 from pano360.pipelines.videofrom3d.render import (
     EdgeSettings,
+    equirect_soft_edges,
     forward_flow,
     line_art,
     normal_image,
@@ -272,3 +273,26 @@ def test_mesh_rejects_bad_indices():
         Mesh(torch.zeros(3, 3, dtype=torch.float64), torch.tensor([[0, 1, 3]]))
     with pytest.raises(ValueError):
         EdgeSettings(crease_deg=0)
+
+
+def _roll(g, shift):
+    from pano360.pipelines.videofrom3d.render import GBuffer
+
+    return GBuffer(*(torch.roll(t, shift, dims=2) for t in (g.face, g.point, g.depth, g.normal, g.bary)))
+
+
+def test_equirect_edges_wrap_the_seam():
+    # Inside a square room, a camera turned 45° right has the room's corner (-3, y, -3) straight
+    # behind it: the crease between two walls falls exactly between the last and the first column.
+    room = box_mesh([-3.0, -2.0, -3.0], [3.0, 2.0, 3.0])
+    h, w = 48, 96
+    g = render_erp_gbuffer(room, _cams([[0.0, 0.0, 0.0]], yaw=math.radians(45)), (h, w))
+    seam_pair = torch.stack([g.face[0, :, 0], g.face[0, :, -1]])
+    horizon = slice(h // 2 - 2, h // 2 + 2)
+    assert bool((seam_pair[0, horizon] != seam_pair[1, horizon]).all())  # two walls meet at the seam
+    soft = equirect_soft_edges(g)
+    assert float(soft[0, horizon][:, [0, -1]].amax(-1).min()) > 0.9  # the corner is drawn there
+    # and no column is special: rolling the panorama rolls its edges
+    for shift in (w // 2, 7, -13):
+        torch.testing.assert_close(equirect_soft_edges(_roll(g, shift)), torch.roll(soft, shift, dims=-1),
+                                   atol=1e-6, rtol=0)
