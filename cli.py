@@ -12,8 +12,8 @@ import logging
 
 # command name -> (module relative to the pack, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": (".pipelines.demo", "the main job on the bundled default panorama (no weights, no server)"),
-    "convert-panodit": (".models.pano_dit_convert", "PanoDiT checkpoint (.pt, EMA preferred) -> safetensors"),
+    "demo": (".app.demo", "the main job on the bundled default panorama (no weights, no server)"),
+    "convert-panodit": (".app.convert_panodit", "PanoDiT checkpoint (.pt, EMA preferred) -> safetensors"),
     "workflows": (".client.workflows_cli", "build and check the bundled workflows (UI files from API twins, schema validation)"),
     "batch": (".client.batch", "queue a sweep of an API workflow on one or more ComfyUI servers, resumable"),
 }

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import conftest  # noqa: E402,F401  (registers this checkout as `pano360`)
 
-from pano360.pipelines.argus import place_frames_on_sphere  # noqa: E402
-from pano360.pipelines.camera_path import CameraPath, estimate_rotation_path  # noqa: E402
+from pano360.pipelines.argus.conditioning import place_frames_on_sphere  # noqa: E402
+from pano360.cameras import CameraPath, estimate_rotation_path  # noqa: E402
 from pano360.projection import erp_to_perspective, rotation_matrix  # noqa: E402
 
 SEED = 0

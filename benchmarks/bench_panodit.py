@@ -27,7 +27,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import conftest  # noqa: E402,F401  (registers this checkout as `pano360`)
 
 from pano360.models.pano_dit import VARIANTS, PanoDiT  # noqa: E402
-from pano360.pipelines.pano_dit_sampler import make_schedule, sample_panodit  # noqa: E402
+from pano360.pipelines.lookbeyond.panorama import sample_panodit  # noqa: E402
+from pano360.sampling.gaussian_diffusion import make_schedule  # noqa: E402
 
 SEED = 0
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -26,7 +26,7 @@ from _timing import median_time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import conftest  # noqa: E402,F401  (registers this checkout as `pano360`)
 
-from pano360.pipelines.seam import RollSchedule, rolled_denoiser, seam_blended_decode  # noqa: E402
+from pano360.sampling.seam import RollSchedule, rolled_denoiser, seam_blended_decode  # noqa: E402
 
 SEED = 0
 # SD1.5 shapes (diffusers configs of runwayml/stable-diffusion-v1-5): UNet 320/640/1280/1280,

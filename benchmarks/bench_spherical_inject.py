@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
 import conftest  # noqa: E402,F401  (registers this checkout as `pano360`)
 
-from pano360.pipelines.spherical_mp4 import inject_spherical  # noqa: E402
-from pano360.pipelines.video_io import write_mp4  # noqa: E402
+from pano360.media.spherical_mp4 import inject_spherical  # noqa: E402
+from pano360.media.video import write_mp4  # noqa: E402
 
 FRAMES, H, W, FPS, CRF = 48, 512, 1024, 24, 18
 REPEATS = 5

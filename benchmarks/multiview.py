@@ -27,7 +27,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import conftest  # noqa: E402,F401  registers this checkout as package ``pano360``
 
-from pano360.pipelines.multiview import LatentLayout, MultiViewFusion  # noqa: E402
+from pano360.sampling.fusion import LatentLayout, MultiViewFusion  # noqa: E402
 from pano360.projection import rig_preset  # noqa: E402
 
 LATENT_HW = (64, 64)  # SD1.5 latents of VideoPanda's 512x512 views

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 import aiohttp
 
-from .files import write_bytes_atomic, write_json_atomic
+from ..media.atomic import write_bytes, write_json
 from .schema import SchemaSet, fetch_object_info
 from .sweep import (Axis, Job, SweepError, Target, apply, expand, list_input_files, parse_seeds, parse_set,
                     read_prompts, resolve_target, seed_targets)
@@ -150,7 +150,7 @@ class Manifest:
         return entry
 
     def save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        write_json(self.path, self.data, replace=True, fsync=True)
 
 
 def _lock_holder(path: Path) -> int | None:
@@ -730,10 +730,10 @@ class _Batch:
                         data = await server.download(item)
                     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                         raise AttemptFailed(f"download of {item['filename']} from {server.url} failed: {exc}") from exc
-                    write_bytes_atomic(job_dir / rel, data)
+                    write_bytes(job_dir / rel, data, replace=True, fsync=True)
                     files.append(str(rel))
         entry.update(state="done", outputs=files, error=None)
-        write_json_atomic(job_dir / "job.json", {"name": entry["name"], "values": entry["values"],
+        write_json(job_dir / "job.json", replace=True, data={"name": entry["name"], "values": entry["values"],
                                                   "prompt_id": entry["prompt_id"], "server": server.url,
                                                   "outputs": files})
         self.manifest.save()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .convert import ConversionError, api_to_ui, ui_to_api
-from .files import write_json_atomic
+from ..media.atomic import write_json
 from .schema import PACK_ROOT, SCHEMA_DIR, SchemaError, SchemaSet, default_schema_files, fetch_object_info, strip_object_info
 from .validate import Issue, ModelNeed, models_needed, validate_prompt
 
@@ -126,7 +126,7 @@ def build_workflow(api_file: Path, schemas: SchemaSet) -> Path:
     api = json.loads(api_file.read_text(encoding="utf-8"))
     ui = api_to_ui(api, schemas, name=api_file.stem)
     out = ui_path(api_file)
-    write_json_atomic(out, ui)
+    write_json(out, ui, replace=True)
     return out
 
 
@@ -204,7 +204,7 @@ def _run_schemas(args) -> int:
         data = {k: v for k, v in data.items() if k.startswith(args.prefix)}
     if args.strip_prose:
         data = strip_object_info(data)
-    write_json_atomic(Path(args.out), dict(sorted(data.items())))
+    write_json(Path(args.out), dict(sorted(data.items())), replace=True)
     log.info("wrote %d node schemas to %s", len(data), args.out)
     return 0
 

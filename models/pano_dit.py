@@ -1,8 +1,7 @@
 """PanoDiT: Look Beyond's stage-1 panorama transformer (DiT with text cross-attention).
 
 Architecture and checkpoint layout follow ``YiGuYT/LookBeyond:PanoDiT/models/DiT_with_text.py``
-(itself adapted from ``chuanyangjin/fast-DiT:models.py``, Peebles & Xie 2023), described in
-``shared/specs/lookbeyond-videopanda-diffpano.md`` §1b-§1c.  Attribute names *are* the
+(itself adapted from ``chuanyangjin/fast-DiT:models.py``, Peebles & Xie 2023).  Attribute names *are* the
 official state-dict keys, so official training checkpoints load strictly:
 
     x_embedder.proj.{weight,bias}             patch embedding (Conv2d, kernel = stride = patch)

@@ -2,7 +2,7 @@
 
 Official checkpoints (``PanoDiT/train_with_text.py``) are ``torch.save`` dicts
 ``{"model", "ema", "opt", "args"}`` where ``args`` is a pickled ``argparse.Namespace``
-(spec §1b).  They are read with ``torch.load(weights_only=True)`` plus an explicit
+(the ``torch.save`` call in ``train_with_text.py``).  They are read with ``torch.load(weights_only=True)`` plus an explicit
 allow-list of the extra globals such a file needs, so no arbitrary object is ever
 unpickled; anything else is refused with an error naming the forbidden global.
 
@@ -24,6 +24,7 @@ from dataclasses import asdict, replace
 import torch
 from torch import Tensor
 
+from ..media.atomic import atomic_path
 from .pano_dit import VARIANTS, PanoDiT, PanoDiTConfig
 
 __all__ = [
@@ -234,11 +235,6 @@ def convert_to_safetensors(src: str, dst: str, key: str = "auto") -> dict:
         "pano360.config": json.dumps(asdict(info["config"])),
         "pano360.train_args": json.dumps(info["args"], default=str),
     }
-    tmp = dst + ".partial"
-    try:
+    with atomic_path(dst, ".partial.safetensors") as tmp:  # nothing half-written on failure
         save_file(sd, tmp, metadata=metadata)
-        os.replace(tmp, dst)  # nothing half-written on failure
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return info

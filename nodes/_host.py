@@ -53,14 +53,16 @@ def check_interrupt() -> None:
     _mm.throw_exception_if_processing_interrupted()
 
 
-def progress_callback(total: int, node_id: str | None = None) -> Callable[[int], None]:
-    """A ``callback(step)`` for the pipelines: drives ComfyUI's progress bar to
-    ``step + 1`` of ``total`` and honours an interrupt between steps."""
+def progress_callback(total: int, node_id: str | None = None) -> Callable[..., None]:
+    """A ``callback(done, total)`` for the pipelines (``sampling.types.ProgressCallback``):
+    drives ComfyUI's progress bar to ``done`` of ``total`` and honours an interrupt between
+    units of work.  ``total`` here is the bar's length; a pipeline's own total, when given,
+    replaces it (the pipeline knows best)."""
     bar = _utils.ProgressBar(total, node_id=node_id)
 
-    def callback(step: int, preview=None) -> None:
+    def callback(done: int, of: int | None = None, preview=None) -> None:
         check_interrupt()
-        bar.update_absolute(step + 1, total, preview)
+        bar.update_absolute(done, of or total, preview)
 
     return callback
 
@@ -224,7 +226,7 @@ def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, s
                   callback=callback)
 
 
-# --- output (helper `output`) -------------------------------------------------------------
+# --- output ---------------------------------------------------------------------------------
 
 
 def metadata_disabled() -> bool:
@@ -234,27 +236,33 @@ def metadata_disabled() -> bool:
     return bool(args.disable_metadata)
 
 
-# ---- argus: SVD UNet from a converted state dict ------------------------
+# ---- models built from state dicts through ComfyUI's own classes ------------------------
 
 
-def load_svd_unet_state_dict(sd: dict, head_channels: int = 64, dtype=None, source: str = "unet"):
-    """A ComfyUI MODEL (ModelPatcher) of Stable Video Diffusion's img2vid UNet from SGM keys.
+def build_model(sd: dict, model_config_name: str, *, unet_config_overrides: dict | None = None, dtype=None,
+                source: str = "unet", require: Callable[[dict], str | None] | None = None):
+    """A ComfyUI MODEL (ModelPatcher) of ``comfy.supported_models.<model_config_name>`` from a
+    diffusion-model state dict in ComfyUI's key layout (no prefix).
 
-    ComfyUI's own detection (``model_detection.detect_unet_config``) reads the sizes from the
-    keys; the model class is always ``supported_models.SVD_img2vid`` (V-prediction EDM, SVD's
-    sigma range), built directly rather than matched, so smaller test configurations work too.
-    ``head_channels``: channels per attention head (SVD: 64).  Every key of the built UNet must
-    be in ``sd`` and vice versa; otherwise ValueError names them (nothing is half-loaded).
+    The sizes come from ComfyUI's own detection (``model_detection.detect_unet_config``);
+    the model class is chosen by name rather than matched, so smaller test configurations
+    work too.  ``require(unet_config)`` may return a message refusing the detected config.
+    Every key of the built model must be in ``sd`` and vice versa; otherwise ValueError names
+    them (nothing is half-loaded).  dtype: None picks ComfyUI's choice for the device.
     """
     import comfy.model_detection as _detect
     import comfy.model_patcher as _patcher
     import comfy.supported_models as _supported
 
     unet_config = _detect.detect_unet_config(sd, "")
-    if unet_config is None or not unet_config.get("use_temporal_attention"):
-        raise ValueError(f"{source}: not an SVD-family UNet (no temporal layers found)")
-    model_config = _supported.SVD_img2vid(unet_config)
-    model_config.unet_config["num_head_channels"] = int(head_channels)
+    if unet_config is None:
+        raise ValueError(f"{source}: ComfyUI does not recognise this model's keys")
+    if require is not None:
+        refusal = require(unet_config)
+        if refusal:
+            raise ValueError(f"{source}: {refusal}")
+    model_config = getattr(_supported, model_config_name)(unet_config)
+    model_config.unet_config.update(unet_config_overrides or {})
     load_device = _mm.get_torch_device()
     offload = _mm.unet_offload_device()
     if dtype is None:
@@ -270,7 +278,7 @@ def load_svd_unet_state_dict(sd: dict, head_channels: int = 64, dtype=None, sour
     missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
     if missing or unexpected:
         raise ValueError(
-            f"{source}: does not match ComfyUI's SVD UNet: missing {missing[:20]}"
+            f"{source}: does not match ComfyUI's {model_config_name} model: missing {missing[:20]}"
             f"{' …' if len(missing) > 20 else ''}, unexpected {unexpected[:20]}{' …' if len(unexpected) > 20 else ''}"
         )
     model = model.to(offload)
@@ -287,15 +295,28 @@ def share_model_folder(name: str, other: str) -> None:
             _folder_paths.add_model_folder_path(name, path)
 
 
-def input_file(relative: str) -> str:
-    """The real path of ``relative`` inside ComfyUI's input folder (subfolders allowed).
+# ComfyUI's annotation of a file name with its folder ("name.png [output]", folder_paths).
+_ANNOTATIONS = {" [input]": "input", " [output]": "output", " [temp]": "temp"}
 
-    Anything that resolves outside it (an absolute path elsewhere, ``..``, a symlink out) is
-    refused with ValueError: a prompt queued through the API must not read arbitrary files
-    of the server.  Existence is the caller's check.
+
+def input_file(relative: str) -> str:
+    """The real path of ``relative`` inside ComfyUI's input folder (subfolders allowed), or
+    inside its output or temp folder when annotated the way ComfyUI annotates file names
+    (``"sub/pose.txt [output]"``, ``folder_paths.get_annotated_filepath``).
+
+    Anything that resolves outside that folder (an absolute path elsewhere, ``..``, a symlink
+    out) is refused with ValueError: a prompt queued through the API must not read arbitrary
+    files of the server.  Existence is the caller's check.
     """
-    root = os.path.realpath(_folder_paths.get_input_directory())
+    kind = "input"
+    for suffix, name in _ANNOTATIONS.items():
+        if isinstance(relative, str) and relative.endswith(suffix):
+            relative, kind = relative[: -len(suffix)], name
+            break
+    getter = {"input": _folder_paths.get_input_directory, "output": _folder_paths.get_output_directory,
+              "temp": _folder_paths.get_temp_directory}[kind]
+    root = os.path.realpath(getter())
     full = os.path.realpath(os.path.join(root, relative))
     if not relative or os.path.commonpath([root, full]) != root:
-        raise ValueError(f"expected a file inside ComfyUI's input folder {root}, got {relative!r}")
+        raise ValueError(f"expected a file inside ComfyUI's {kind} folder {root}, got {relative!r}")
     return full

@@ -1,18 +1,18 @@
 """Pano360 nodes: Argus, perspective video -> 360° video with Stable Video Diffusion.
 
-The maths lives in ``pipelines/argus.py``, ``pipelines/camera_path.py``,
-``pipelines/argus_windows.py`` and ``models/argus_unet.py``; these nodes convert ComfyUI's data
+The maths lives in ``pipelines/argus/`` (conditioning, long video), ``cameras/`` (the camera
+path) and ``models/svd_unet.py`` (the UNet key converter); these nodes convert ComfyUI's data
 and call them.  See docs/argus.md.
 """
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 
-from ..models.argus_unet import (
+from ..cameras.path import CameraPath
+from ..models.svd_unet import (
     SVD_HEAD_CHANNELS,
     convert_diffusers_svd_unet_keys,
     head_channels_from_config,
@@ -20,7 +20,7 @@ from ..models.argus_unet import (
     read_unet_source,
     strip_sgm_prefix,
 )
-from ..pipelines.argus import (
+from ..pipelines.argus.conditioning import (
     ARGUS_ERP_HW,
     ARGUS_FPS,
     ARGUS_INPUT_LONG_SIDE,
@@ -31,24 +31,18 @@ from ..pipelines.argus import (
     place_frames_on_sphere,
     resize_long_side,
 )
-from ..pipelines.argus_windows import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video, plan_windows, window_seed
-from ..pipelines.camera_path import (
-    CameraPath,
-    constant_path,
-    estimate_rotation_path,
-    path_from_argus_motion,
-    path_from_keyframes,
-    path_from_megasam_npz,
-    path_from_realestate10k,
-)
-from ..pipelines.seam import ARGUS_BLEND_RATIO, seam_blended_decode
+from ..pipelines.argus.long_video import ARGUS_OVERLAP, ARGUS_WINDOW, generate_long_video
+from ..sampling.seam import ARGUS_BLEND_RATIO, seam_blended_decode
+from ..sampling.windows import plan_windows, window_seed
 from . import _host
+from ._bundles import SEED_MAX, SamplerSettings, WindowSettings
 from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw, known,
                       mask_to_bhw, widget_errors)
-from ._host import io, log, progress_callback
+from ._host import io, log
+from .cameras import CAMERA_PATH
+from .settings import SAMPLER, WINDOWS, bundle
 
 CATEGORY = "Pano360/argus"
-CAMERA_PATH = io.Custom("PANO360_CAMERA_PATH")
 # models/argus/<name>/unet/... (diffusers folders) or single files; the files of
 # models/diffusion_models are listed under it too.
 ARGUS_FOLDER = "argus"
@@ -57,141 +51,12 @@ ARGUS_FOLDER = "argus"
 ERP_WIDTH_RANGE = (64, 8192)
 ERP_HEIGHT_RANGE = (32, 4096)
 
-PATH_SOURCES = ("manual_fov", "keyframes", "argus_motion_txt", "megasam_npz", "realestate10k_txt", "estimate_from_video")
+# Argus's sampler settings (inference.sh / sampling_svd.py): 25 euler steps, Karras sigmas, CFG 3.
+ARGUS_SAMPLING = SamplerSettings(seed=0, steps=25, cfg=3.0, sampler_name="euler", scheduler="karras")
+ARGUS_WINDOWS = WindowSettings(ARGUS_WINDOW, ARGUS_OVERLAP)
 
 _host.register_model_folder(ARGUS_FOLDER)
 _host.share_model_folder(ARGUS_FOLDER, "diffusion_models")
-
-
-def _input_file(node: str, name: str, value: str) -> str:
-    """A file inside ComfyUI's input folder (a path relative to it); NodeInputError otherwise."""
-    expected = "an existing file inside ComfyUI's input folder (a path relative to it)"
-    try:
-        path = _host.input_file(value)
-    except ValueError:
-        raise NodeInputError(node, name, expected, repr(value)) from None
-    if not os.path.isfile(path):
-        raise NodeInputError(node, name, expected, repr(value))
-    return path
-
-
-def _read_text(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
-class Pano360CameraPath(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="Pano360CameraPath",
-            display_name="Camera Path (Argus)",
-            category=CATEGORY,
-            description=(
-                "Per-frame camera rotation (yaw, pitch, roll) and horizontal FOV of a perspective video, for "
-                "placing its frames on the sphere. Sources: a fixed FOV with no motion; keyframes; Argus's "
-                "motion/fov txt files; a MegaSaM npz; a RealEstate10K camera file; or an estimate from the "
-                "video itself (rotation-only alignment of consecutive frames, no extra models). Poses from "
-                "files are made relative to frame 0, as Argus expects."
-            ),
-            inputs=[
-                io.Combo.Input("source", options=list(PATH_SOURCES), default="manual_fov",
-                               tooltip="Where the path comes from (see the node description)."),
-                io.Float.Input("fov_deg", default=90.0, min=10.0, max=170.0, step=0.5,
-                               tooltip="Horizontal field of view in degrees, for manual_fov, keyframes without fov, "
-                                       "argus_motion_txt without a fov file, and estimate_from_video unless estimate_fov is on. "
-                                       "Argus's demo default is 90."),
-                io.Int.Input("num_frames", default=25, min=1, max=4096,
-                             tooltip="Number of frames when no video is connected (manual_fov, keyframes). With a video, "
-                                     "the path is fitted to its frame count (cut, or the last pose held)."),
-                io.String.Input("keyframes", default="0:yaw=0,pitch=0,roll=0", multiline=True,
-                                tooltip="For source keyframes: 'frame:name=value,...' separated by ';', names yaw, pitch, "
-                                        "roll, fov; linear in between. " + ANGLE_CONVENTION),
-                io.String.Input("file", default="",
-                                tooltip="For the file sources: path of the motion txt (3 rows pitch, yaw, roll in radians), "
-                                        "MegaSaM npz, or RealEstate10K txt; a path relative to ComfyUI's input folder "
-                                        "(files outside it are refused)."),
-                io.String.Input("fov_file", default="",
-                                tooltip="For argus_motion_txt: the fov txt ('fovx fovy' in degrees). Empty uses fov_deg."),
-                io.Combo.Input("pose_conversion", options=["exact", "argus"], default="exact",
-                               tooltip="For MegaSaM/RealEstate10K poses: 'exact' reads the relative rotation in this pack's "
-                                       "Euler order; 'argus' reproduces Argus's inference.py reading (exact for single-axis "
-                                       "motion, approximate when yaw, pitch and roll combine)."),
-                io.Boolean.Input("estimate_fov", default=False,
-                                 tooltip="For estimate_from_video: also search the FOV (30–120°); needs some camera motion. "
-                                         "Off uses fov_deg."),
-                io.Float.Input("yaw_offset_deg", default=0.0, min=-180.0, max=180.0, step=1.0,
-                               tooltip="Added to every frame's yaw (Argus's yaw_start). " + ANGLE_CONVENTION),
-                io.Image.Input("video", optional=True,
-                               tooltip="The perspective video frames [T,H,W,C]; needed for estimate_from_video, and fits the "
-                                       "path to its frame count otherwise."),
-            ],
-            outputs=[
-                CAMERA_PATH.Output("camera_path", tooltip="Per-frame yaw, pitch, roll and FOV (radians inside)."),
-                io.String.Output("path_text", tooltip="The path as text: one line per frame, degrees."),
-            ],
-        )
-
-    @classmethod
-    def validate_inputs(cls, source="manual_fov", keyframes=None):
-        """Keyframe text is checked before the queue runs (a linked keyframes input is checked in
-        execute).  No ``**kwargs``, and only inputs without ranges: ComfyUI 0.3.64 skips its own
-        min/max/list checks for every input a validate_inputs accepts (execution.validate_inputs)."""
-        if source is not None and source not in PATH_SOURCES:
-            return f"source: expected one of {', '.join(PATH_SOURCES)}, got {source!r}"
-        if source == "keyframes" and isinstance(keyframes, str):
-            try:
-                path_from_keyframes(keyframes, 1)
-            except ValueError as err:
-                return f"keyframes: {err}"
-        return True
-
-    @classmethod
-    def fingerprint_inputs(cls, source, file="", fov_file="", **kw):
-        """Re-run when a camera file changes on disk (its modification time), not only when the
-        widget text changes."""
-        stamps = []
-        for value in (file, fov_file):
-            try:
-                path = _host.input_file(value)
-            except ValueError:  # empty or outside the input folder: execute reports it
-                path = None
-            stamps.append(os.path.getmtime(path) if path and os.path.isfile(path) else None)
-        return (source, *stamps)
-
-    @classmethod
-    def execute(cls, source, fov_deg, num_frames, keyframes, file, fov_file, pose_conversion, estimate_fov,
-                yaw_offset_deg, video=None) -> io.NodeOutput:
-        node = cls.__name__
-        frames = image_to_bchw(video, node, "video") if video is not None else None
-        n = frames.shape[0] if frames is not None else num_frames
-        try:
-            if source == "manual_fov":
-                path = constant_path(n, fov_deg)
-            elif source == "keyframes":
-                path = path_from_keyframes(keyframes, n, fov_deg)
-            elif source == "argus_motion_txt":
-                motion = _read_text(_input_file(node, "file", file))
-                fov = _read_text(_input_file(node, "fov_file", fov_file)) if fov_file else None
-                path = path_from_argus_motion(motion, fov, fov_deg)
-            elif source == "megasam_npz":
-                path = path_from_megasam_npz(_input_file(node, "file", file), pose_conversion)
-            elif source == "realestate10k_txt":
-                path = path_from_realestate10k(_read_text(_input_file(node, "file", file)), pose_conversion)
-            elif source == "estimate_from_video":
-                if frames is None:
-                    raise NodeInputError(node, "video", "a video for source estimate_from_video", "nothing")
-                fov = None if estimate_fov else math.radians(fov_deg)
-                path = estimate_rotation_path(frames, fov, callback=progress_callback(max(1, n - 1)))
-            else:
-                raise NodeInputError(node, "source", f"one of {', '.join(PATH_SOURCES)}", repr(source))
-        except NodeInputError:
-            raise
-        except ValueError as err:  # a library error about the content of one input
-            blamed = {"keyframes": "keyframes", "estimate_from_video": "video", "manual_fov": "fov_deg"}.get(source, "file")
-            raise NodeInputError(node, blamed, f"a valid {source} camera path", str(err)) from err
-        path = path.fit_to(n).offset(yaw=math.radians(yaw_offset_deg))
-        return io.NodeOutput(path, path.to_text())
 
 
 class Pano360PerspectiveToEquirect(io.ComfyNode):
@@ -287,9 +152,15 @@ def load_argus_unet(weights: str, config: dict | None = None, dtype=None):
             sd = strip_sgm_prefix(sd)
         head = head_channels_from_config(config) if config else SVD_HEAD_CHANNELS
         log.info("Argus UNet %s: %d tensors, head width %d", source, len(sd), head)
-        return _host.load_svd_unet_state_dict(sd, head_channels=head, dtype=dtype, source=source)
+        return _host.build_model(sd, "SVD_img2vid", unet_config_overrides={"num_head_channels": int(head)},
+                                 dtype=dtype, source=source, require=_svd_family)
     except ValueError as err:
         raise NodeInputError("Pano360ArgusUNetLoader", "unet_name", "a complete SVD UNet", str(err)) from err
+
+
+def _svd_family(unet_config: dict) -> str | None:
+    """Refuse UNets without SVD's temporal layers (ComfyUI detection's ``use_temporal_attention``)."""
+    return None if unet_config.get("use_temporal_attention") else "not an SVD-family UNet (no temporal layers found)"
 
 
 def _conditioning_lists(cond: ArgusConditioning):
@@ -350,7 +221,7 @@ class Pano360ArgusConditioning(io.ComfyNode):
                 io.Float.Input("noise_aug", default=ARGUS_NOISE_AUG, min=0.0, max=1.0, step=0.005,
                                tooltip="Noise added inside the mask before encoding, in [−1, 1] pixel units (Argus 0.02); "
                                        "also passed to the model as its augmentation id."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
                              tooltip="Seed of the augmentation noise."),
             ],
             outputs=[
@@ -393,17 +264,12 @@ class Pano360ArgusLongVideo(io.ComfyNode):
                 io.Image.Input("equirect", tooltip="Masked equirect frames [T,H,W,C] from Perspective Video → Equirect."),
                 io.Mask.Input("mask", tooltip="[T,H,W], 1 where the input frame covers the sphere."),
                 io.Image.Input("frames", tooltip="The perspective frames [T,h,w,C] (CLIP tokens)."),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                             tooltip="Seed; window i uses seed + i (wrapping at 2^64)."),
-                io.Int.Input("steps", default=25, min=1, max=1000, tooltip="Sampling steps per window (Argus: 25)."),
-                io.Float.Input("cfg", default=3.0, min=0.0, max=100.0, step=0.1, tooltip="Guidance scale (Argus: 3)."),
-                io.Combo.Input("sampler_name", options=_host.sampler_names(), default="euler",
-                               tooltip="Sampler (Argus: euler, deterministic)."),
-                io.Combo.Input("scheduler", options=_host.scheduler_names(), default="karras",
-                               tooltip="Noise schedule (Argus: karras over SVD's sigma 0.002–700)."),
-                io.Int.Input("window", default=ARGUS_WINDOW, min=2, max=128, tooltip="Frames per window (Argus: 25)."),
-                io.Int.Input("overlap", default=ARGUS_OVERLAP, min=0, max=64,
-                             tooltip="Frames shared by consecutive windows (Argus: 5); must be below window."),
+                SAMPLER.Input("settings", optional=True,
+                              tooltip="Seed, steps, CFG, sampler, scheduler (Pano360 Sampler Settings); window i uses "
+                                      "seed + i. Not connected: Argus's 25 euler steps, Karras sigmas, CFG 3, seed 0."),
+                WINDOWS.Input("window_settings", optional=True,
+                              tooltip="Frames per window and overlap (Pano360 Window Settings). Not connected: Argus's "
+                                      "25-frame windows with 5 overlapping."),
                 io.Int.Input("fps", default=ARGUS_FPS, min=1, max=1024, tooltip="SVD's fps id (the model sees fps − 1)."),
                 io.Int.Input("motion_bucket_id", default=ARGUS_MOTION_BUCKET, min=1, max=1023, tooltip="SVD's motion bucket (127)."),
                 io.Float.Input("noise_aug", default=ARGUS_NOISE_AUG, min=0.0, max=1.0, step=0.005,
@@ -415,19 +281,12 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window=None, overlap=None):
-        # No **kwargs: ComfyUI would then skip its min/max/list checks of every input (steps,
-        # sampler_name, ...); window and overlap, named here, are range-checked here. A linked
-        # input arrives as None and is checked when the node runs.
-        if message := widget_errors(cls.define_schema(), window=window, overlap=overlap):
-            return message
-        if known(window, overlap) and (window < 2 or not 0 <= overlap < window):
-            return f"need window >= 2 and 0 <= overlap < window, got overlap {overlap} and window {window}"
-        return True
-
-    @classmethod
-    def execute(cls, model, clip_vision, vae, equirect, mask, frames, seed, steps, cfg, sampler_name, scheduler,
-                window, overlap, fps, motion_bucket_id, noise_aug, blend_ratio) -> io.NodeOutput:
+    def execute(cls, model, clip_vision, vae, equirect, mask, frames, fps, motion_bucket_id, noise_aug, blend_ratio,
+                settings=None, window_settings=None) -> io.NodeOutput:
+        node = cls.__name__
+        sampling = bundle(settings, SamplerSettings, ARGUS_SAMPLING, node, "settings")
+        win = bundle(window_settings, WindowSettings, ARGUS_WINDOWS, node, "window_settings")
+        window, overlap = win.window, win.overlap
         erp, m, pers = _check_video_inputs(cls.__name__, equirect, mask, frames)
         enc_image, enc_latent = _encoders(clip_vision, vae)
         windows = plan_windows(erp.shape[0], window, overlap)
@@ -436,11 +295,12 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         def sample_window(cond_erp, cond_mask, cond_frames, i):
             cond = argus_conditioning(enc_image, enc_latent, cond_erp, cond_mask, cond_frames, noise_aug=noise_aug,
                                       fps=fps, motion_bucket_id=motion_bucket_id,
-                                      generator=torch.Generator().manual_seed(window_seed(seed, i)))
+                                      generator=torch.Generator().manual_seed(window_seed(sampling.seed, i)))
             positive, negative = _conditioning_lists(cond)
             n, _, H, W = cond_erp.shape
             empty = torch.zeros([n, 4, H // 8, W // 8])
-            return _host.sample_latent(model, window_seed(seed, i), steps, cfg, sampler_name, scheduler, positive, negative, empty)
+            return _host.sample_latent(model, window_seed(sampling.seed, i), sampling.steps, sampling.cfg,
+                                       sampling.sampler_name, sampling.scheduler, positive, negative, empty)
 
         def decode(latents):
             return seam_blended_decode(vae.decode, latents, blend_ratio).movedim(-1, 1)
@@ -449,5 +309,5 @@ class Pano360ArgusLongVideo(io.ComfyNode):
         return io.NodeOutput({"samples": latents})
 
 
-NODES = [Pano360CameraPath, Pano360PerspectiveToEquirect, Pano360ArgusUNetLoader, Pano360ArgusConditioning,
+NODES = [Pano360PerspectiveToEquirect, Pano360ArgusUNetLoader, Pano360ArgusConditioning,
          Pano360ArgusLongVideo]

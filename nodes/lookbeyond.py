@@ -1,13 +1,16 @@
 """Pano360 nodes: Look Beyond stage 2 (panorama -> perspective loop + RealEstate10K poses).
 
-The maths and file writing live in ``pipelines/lookbeyond.py``; see docs/seam.md.
+The maths and file writing live in ``pipelines/lookbeyond/perspective_loop.py`` (poses through
+``cameras/formats/realestate10k.py``); see docs/lookbeyond.md.
 """
 
 from __future__ import annotations
 
 import os
 
-from ..pipelines.lookbeyond import format_pose_txt, loop_cameras, next_free_folder, write_frame_folders
+from ..cameras.formats.realestate10k import format_rows
+from ..media.atomic import next_free_folder
+from ..pipelines.lookbeyond.perspective_loop import POSE_HEADER, loop_cameras, write_frame_folders
 from ..projection import erp_to_rig, rig_preset
 from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZE
 from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw
@@ -96,7 +99,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
         except ValueError as err:
             raise NodeInputError(cls.__name__, "rig", "views of one common size", str(err)) from err
         frame_ids, rows = loop_cameras(rig.views, cameras_between)
-        pose_text = format_pose_txt(rows)
+        pose_text = format_rows(rows, POSE_HEADER)
         images = bchw_to_image(views)
         written: list[str] = []
         if save:

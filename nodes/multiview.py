@@ -10,50 +10,29 @@ denoise-mask function.  See docs/multiview.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ..pipelines.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
-from ..pipelines.multiview import (
-    POLE_PITCH,
-    LatentLayout,
-    MultiViewFusion,
-    SyncSchedule,
-    denoise_mask_hook,
-    given_grid,
-    one_view_frames,
-    pole_views,
-    post_cfg_hook,
-)
-from ..pipelines.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
+from ..pipelines.videopanda.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
+from ..pipelines.videopanda.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
 from ..projection import Rig, rig_preset
+from ..sampling.fusion import POLE_PITCH, LatentLayout, MultiViewFusion, pole_views
+from ..sampling.held import given_grid, one_view_frames
+from ..sampling.hooks import denoise_mask_hook, post_cfg_hook
+from ..sampling.windows import window_seed
 from . import _host
-from ._common import NodeInputError, describe, known, widget_errors
+from ._bundles import FusionSettings, SamplerSettings, WindowSettings
+from ._common import NodeInputError, describe
 from ._host import io
+from .settings import FUSION, SAMPLER, WINDOWS, bundle
 
 RIG = io.Custom("PANO360_RIG")
 VIEW_MASK = io.Custom("PANO360_VIEW_MASK")
 CATEGORY = "Pano360/sampling"
 DEFAULT_RIG = "videopanda8"
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 
 # VideoPanda §4.2: DDIM, 25 steps; CFG 8 text-only, 4 video-conditioned.
-PAPER_STEPS = 25
-PAPER_CFG_TEXT = 8.0
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """The sampler settings shared by the Multi-View Sampler and the Autoregressive Extender."""
-
-    seed: int
-    steps: int
-    cfg: float
-    sampler_name: str
-    scheduler: str
-    sync: SyncSchedule
-    noise_augmentation: float
+PAPER_SAMPLING = SamplerSettings(seed=0, steps=25, cfg=8.0, sampler_name="euler", scheduler="normal")
+PAPER_WINDOWS_SETTINGS = WindowSettings(PAPER_WINDOW, PAPER_OVERLAP)
 
 
 # ---------------------------------------------------------------------------------------
@@ -69,30 +48,14 @@ def _conditioning_inputs() -> list:
     ]
 
 
-def _sampling_inputs() -> list:
+def _settings_inputs() -> list:
     return [
-        io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
-                     tooltip="Seed of the initial noise of the whole view×frame grid."),
-        io.Int.Input("steps", default=PAPER_STEPS, min=1, max=10000,
-                     tooltip="Sampler steps (VideoPanda: 25 DDIM steps)."),
-        io.Float.Input("cfg", default=PAPER_CFG_TEXT, min=0.0, max=100.0, step=0.1, round=0.01,
-                       tooltip="Classifier-free guidance scale (VideoPanda: 8 text-only, 4 video-conditioned)."),
-        io.Combo.Input("sampler_name", options=_host.sampler_names(), default="euler",
-                       tooltip="ComfyUI sampler (VideoPanda used DDIM: 'ddim')."),
-        io.Combo.Input("scheduler", options=_host.scheduler_names(), default="normal",
-                       tooltip="ComfyUI scheduler (noise levels per step)."),
-        io.Float.Input("sync_strength", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="How strongly views are synchronised on the sphere at each step: 1 = every view "
-                               "takes the average of all views where they overlap, 0 = views sampled independently."),
-        io.Float.Input("sync_start", default=0.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Fraction of the steps (0 = first step) from which views are synchronised."),
-        io.Float.Input("sync_end", default=1.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Fraction of the steps (1 = last step) until which views are synchronised. "
-                               "Ending a little early (e.g. 0.9) keeps the finest detail of each view unblurred."),
-        io.Float.Input("noise_augmentation", default=0.0, min=0.0, max=1.0, step=0.01,
-                       tooltip="Given cells are held for the first (1 - this) fraction of the steps, then refined "
-                               "from their noised values with the rest (VideoPanda's noise augmentation against "
-                               "drift; 0 = given cells stay exactly as given)."),
+        SAMPLER.Input("settings", optional=True,
+                      tooltip="Seed, steps, CFG, sampler and scheduler (Pano360 Sampler Settings). Not connected: "
+                              "VideoPanda's 25 steps, CFG 8, euler, seed 0."),
+        FUSION.Input("fusion", optional=True,
+                     tooltip="View synchronisation on the sphere and noise augmentation of given cells (Pano360 "
+                             "Fusion Settings). Not connected: full synchronisation at every step, given cells held."),
     ]
 
 
@@ -107,24 +70,17 @@ def _pole_prompt_inputs() -> list:
     ]
 
 
-def _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_start, sync_end,
-              noise_augmentation, node_id: str) -> Sampling:
-    if sync_start > sync_end:
-        raise NodeInputError(node_id, "sync_start", f"<= sync_end ({sync_end})", str(sync_start))
-    return Sampling(seed, steps, cfg, sampler_name, scheduler,
-                    SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation)
+def _bundles(settings, fusion, node: str) -> tuple[SamplerSettings, FusionSettings]:
+    return (bundle(settings, SamplerSettings, PAPER_SAMPLING, node, "settings"),
+            bundle(fusion, FusionSettings, FusionSettings(), node, "fusion"))
 
 
-def window_seed(seed: int, k: int) -> int:
-    """The seed of window ``k``: ``seed + k``, wrapped into ComfyUI's seed range
-    ``0..SEED_MAX`` (``torch.manual_seed`` rejects larger values)."""
-    return (seed + k) % (SEED_MAX + 1)
-
-
-
-
-def _rig(rig: Rig | None) -> Rig:
-    return rig if rig is not None else rig_preset(DEFAULT_RIG)
+def _rig(rig: Rig | None, node: str) -> Rig:
+    if rig is None:
+        return rig_preset(DEFAULT_RIG)
+    if not isinstance(rig, Rig):
+        raise NodeInputError(node, "rig", "a PANO360_RIG (from Pano360 Rig)", describe(rig))
+    return rig
 
 
 # ---------------------------------------------------------------------------------------
@@ -172,7 +128,7 @@ def _item_mask(per_view: torch.Tensor, layout: LatentLayout) -> torch.Tensor:
 
 
 def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
-                settings: Sampling, callback=None) -> torch.Tensor:
+                settings: SamplerSettings, fusion_settings: FusionSettings, callback=None) -> torch.Tensor:
     """Sample a view×frame grid with ComfyUI's sampler and the fusion hook.
 
     samples: raw latents in the model's layout (after ``fix_empty_latent``) holding the
@@ -181,9 +137,9 @@ def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask
     """
     layout = LatentLayout.of(samples.shape, rig.num_views)
     held = mask is not None and bool(mask.any())
-    until = 1.0 - settings.noise_augmentation
+    until = fusion_settings.hold_until
     fusion = MultiViewFusion(
-        rig, layout, schedule=settings.sync,
+        rig, layout, schedule=fusion_settings.sync,
         given=_host.latent_to_model_space(model, samples) if held else None,
         given_mask=mask if held else None, hold_until=until,
     )
@@ -192,7 +148,7 @@ def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask
     noise_mask = None
     if held:
         noise_mask = noise_mask_for_latent(mask, tuple(samples.shape))
-        if settings.noise_augmentation > 0:
+        if fusion_settings.noise_augmentation > 0:
             patched.set_model_denoise_mask_function(denoise_mask_hook(until))
     return _host.sample(
         patched, samples, seed=settings.seed, steps=settings.steps, cfg=settings.cfg,
@@ -291,7 +247,7 @@ class Pano360MultiViewSampler(io.ComfyNode):
                 io.Latent.Input("latent", tooltip="The grid to sample, view-major: image models [views*frames,C,h,w] "
                                                   "(EmptyLatentImage with batch = views, or 1: repeated per view); video "
                                                   "models [views,C,T,h,w] (e.g. EmptyHunyuanLatentVideo, batch = views)."),
-                *_sampling_inputs(),
+                *_settings_inputs(),
                 RIG.Input("rig", optional=True, tooltip="The view rig; videopanda8 when not connected."),
                 VIEW_MASK.Input("view_mask", optional=True,
                                 tooltip="Which view×frame cells are given. Default: none, or the first column "
@@ -306,22 +262,11 @@ class Pano360MultiViewSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sync_start=0.0, sync_end=1.0):
-        # A linked input arrives as None (its value is not known before the run): execute checks it.
-        if message := widget_errors(cls.define_schema(), sync_start=sync_start, sync_end=sync_end):
-            return message
-        if known(sync_start, sync_end) and sync_start > sync_end:
-            return f"Pano360MultiViewSampler: input 'sync_start': expected <= sync_end ({sync_end}), got {sync_start}"
-        return True
-
-    @classmethod
-    def execute(cls, model, positive, negative, latent, seed, steps, cfg, sampler_name, scheduler,
-                sync_strength, sync_start, sync_end, noise_augmentation, rig=None, view_mask=None,
+    def execute(cls, model, positive, negative, latent, settings=None, fusion=None, rig=None, view_mask=None,
                 given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
         node = "Pano360MultiViewSampler"
-        rig = _rig(rig)
-        settings = _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_start, sync_end,
-                             noise_augmentation, node)
+        rig = _rig(rig, node)
+        sampling, fusion_settings = _bundles(settings, fusion, node)
         samples = _grid_latent(model, latent, rig, node)
         layout = LatentLayout.of(samples.shape, rig.num_views)
         mask = cls._mask(view_mask, given, layout, node)
@@ -331,8 +276,8 @@ class Pano360MultiViewSampler(io.ComfyNode):
             _host.log.warning("%s: the latent's noise_mask is not used; a view mask (Pano360 View Mask) says which "
                               "cells are kept", node)
         cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
-        progress = _host.sampling_progress(model, steps)
-        out = sample_grid(model, cond, negative, rig, samples, mask, settings, progress(0))
+        progress = _host.sampling_progress(model, sampling.steps)
+        out = sample_grid(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0))
         result = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
         result["samples"] = out
         return io.NodeOutput(result)
@@ -388,14 +333,14 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
                                                   "EmptyLatentImage, EmptyHunyuanLatentVideo); only its channels, size "
                                                   "and 4-D/5-D kind are used."),
                 io.Int.Input("windows", default=PAPER_WINDOWS, min=1, max=1000,
-                             tooltip="Number of windows: frames = window + (windows - 1) × (window - overlap)."),
-                io.Int.Input("window", default=PAPER_WINDOW, min=2, max=1024,
-                             tooltip="Frames per window (latent frames for 5-D video latents; VideoPanda: 16)."),
-                io.Int.Input("overlap", default=PAPER_OVERLAP, min=1, max=1023,
-                             tooltip="Frames carried from one window into the next (VideoPanda: 1)."),
+                             tooltip="Number of windows: frames = window + (windows - 1) × (window - overlap); "
+                                     "VideoPanda: 4 windows of 16 frames, 1 carried = 61 frames."),
                 io.Int.Input("column_view", default=0, min=0, max=63,
                              tooltip="The view that shows the conditioning video (view 0 of videopanda8 looks forward)."),
-                *_sampling_inputs(),
+                *_settings_inputs(),
+                WINDOWS.Input("window_settings", optional=True,
+                              tooltip="Frames per window and frames carried (Pano360 Window Settings). Not connected: "
+                                      "VideoPanda's 16-frame windows with 1 frame carried."),
                 RIG.Input("rig", optional=True, tooltip="The view rig; videopanda8 when not connected."),
                 io.Latent.Input("video", optional=True,
                                 tooltip="Optional conditioning video at one view: latents [T,C,h,w] (image models) or "
@@ -406,28 +351,16 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, window=PAPER_WINDOW, overlap=PAPER_OVERLAP, sync_start=0.0, sync_end=1.0):
-        # A linked input arrives as None (its value is not known before the run): execute checks it.
-        if message := widget_errors(cls.define_schema(), window=window, overlap=overlap,
-                                    sync_start=sync_start, sync_end=sync_end):
-            return message
-        if known(window, overlap) and overlap >= window:
-            return f"Pano360AutoregressiveExtender: input 'overlap': expected < window ({window}), got {overlap}"
-        if known(sync_start, sync_end) and sync_start > sync_end:
-            return (f"Pano360AutoregressiveExtender: input 'sync_start': expected <= sync_end ({sync_end}), "
-                    f"got {sync_start}")
-        return True
-
-    @classmethod
-    def execute(cls, model, positive, negative, latent, windows, window, overlap, column_view, seed, steps, cfg,
-                sampler_name, scheduler, sync_strength, sync_start, sync_end, noise_augmentation, rig=None,
-                video=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, latent, windows, column_view, settings=None, fusion=None,
+                window_settings=None, rig=None, video=None, positive_up=None, positive_down=None) -> io.NodeOutput:
         node = "Pano360AutoregressiveExtender"
-        rig = _rig(rig)
-        settings = _sampling(seed, steps, cfg, sampler_name, scheduler, sync_strength, sync_start, sync_end,
-                             noise_augmentation, node)
-        if overlap >= window:
-            raise NodeInputError(node, "overlap", f"< window ({window})", str(overlap))
+        rig = _rig(rig, node)
+        sampling, fusion_settings = _bundles(settings, fusion, node)
+        win = bundle(window_settings, WindowSettings, PAPER_WINDOWS_SETTINGS, node, "window_settings")
+        window, overlap = win.window, win.overlap
+        if windows > 1 and overlap == 0:
+            raise NodeInputError(node, "window_settings", "overlap >= 1 for more than one window (nothing to carry)",
+                                 "overlap 0")
         if not 0 <= column_view < rig.num_views:
             raise NodeInputError(node, "column_view", f"0..{rig.num_views - 1}", str(column_view))
         schedule = WindowSchedule(window, overlap, windows)
@@ -437,12 +370,11 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
         layout = LatentLayout(rig.num_views, window, template.shape[1], *template.shape[-2:], template.ndim == 5)
         frames = cls._video(video, layout, schedule, node)
         cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
-        progress = _host.sampling_progress(model, steps * windows)
+        progress = _host.sampling_progress(model, sampling.steps * windows)
 
         def sample_window(latents, mask, k):
-            s = Sampling(window_seed(settings.seed, k), settings.steps, settings.cfg, settings.sampler_name,
-                         settings.scheduler, settings.sync, settings.noise_augmentation)
-            return sample_grid(model, cond, negative, rig, latents, mask, s, progress(k * steps))
+            s = sampling.with_seed(window_seed(sampling.seed, k))
+            return sample_grid(model, cond, negative, rig, latents, mask, s, fusion_settings, progress(k * s.steps))
 
         device = _host.intermediate_device()
         out = extend(sample_window, schedule, layout, video=frames, column_view=column_view if frames is not None else None,

@@ -1,7 +1,7 @@
 """Pano360 nodes: 360° files that players recognise, a perspective sweep, and the viewer.
 
-The file formats live in ``pipelines/spherical_mp4.py`` (V1 + V2 spherical metadata),
-``pipelines/gpano.py`` (GPano XMP) and ``pipelines/sweep.py`` (camera paths); the viewer
+The file formats live in ``media/spherical_mp4.py`` (V1 + V2 spherical metadata) and
+``media/gpano.py`` (GPano XMP), camera paths in ``cameras/``; the viewer
 is ``web/pano360.js``.  Save/preview nodes return ``ui.pano360`` items
 ``{filename, subfolder, type, kind, stereo}`` that the viewer loads through ``/view``.
 See docs/output.md.
@@ -15,11 +15,12 @@ import os
 import numpy as np
 import torch
 
-from ..pipelines.gpano import GPanoFields, save_jpeg, save_png
-from ..pipelines.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
-from ..pipelines.sweep import EASINGS, keyframe_path, parse_keyframes, render_path, yaw_sweep
-from ..pipelines.video_io import DEFAULT_CRF
-from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, image_to_bchw
+from ..cameras import EASINGS, CameraPath, keyframe_path, render_path, yaw_sweep
+from ..media.gpano import GPanoFields, save_jpeg, save_png
+from ..media.images import to_uint8
+from ..media.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
+from ..media.video import DEFAULT_CRF
+from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw
 from ._host import (
     input_directory,
     io,
@@ -51,7 +52,7 @@ def images_to_uint8(images: torch.Tensor, node_id: str, input_name: str) -> np.n
     x = image_to_bchw(images, node_id, input_name).movedim(1, -1)
     if x.shape[-1] == 1:
         x = x.expand(*x.shape[:-1], 3)
-    return (x[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return to_uint8(x[..., :3])
 
 
 def check_stereo_frame(images: torch.Tensor, stereo_mode: str, node_id: str, input_name: str) -> None:
@@ -64,13 +65,13 @@ def check_stereo_frame(images: torch.Tensor, stereo_mode: str, node_id: str, inp
 
 
 def _frame_progress(num_frames: int, every: int = 8):
-    """A per-frame ``callback(i)`` that updates ComfyUI's progress bar (and honours Cancel)
-    every ``every`` frames and on the last one."""
+    """A per-frame ``callback(done, total)`` that updates ComfyUI's progress bar (and honours
+    Cancel) every ``every`` frames and on the last one."""
     bar = progress_callback(num_frames)
 
-    def callback(i: int) -> None:
-        if (i + 1) % every == 0 or i + 1 == num_frames:
-            bar(i)
+    def callback(done: int, total: int | None = None) -> None:
+        if done % every == 0 or done == num_frames:
+            bar(done, num_frames)
 
     return callback
 
@@ -201,13 +202,15 @@ class Pano360PerspectiveSweep(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Renders an equirect image or video as a normal perspective video along a camera path, for "
-                "platforms without 360° support: a yaw sweep (turn around), or keyframes of yaw/pitch/FOV eased "
-                "between. A still panorama gives `frames` frames; a video gives one output frame per input frame."
+                "platforms without 360° support: a yaw sweep (turn around), keyframes of yaw/pitch/roll/FOV eased "
+                "between, or a connected Camera Path. A still panorama gives `frames` frames; a video gives one "
+                "output frame per input frame."
             ),
             inputs=[
                 io.Image.Input("panorama", tooltip="Equirect image (batch of 1) or video frames [T,H,W,C], width = 2 × height."),
                 io.Combo.Input("path", options=["yaw_sweep", "keyframes"], default="yaw_sweep",
-                               tooltip="yaw_sweep: turn from start_yaw by total_yaw. keyframes: follow the keyframes text."),
+                               tooltip="yaw_sweep: turn from start_yaw by total_yaw. keyframes: follow the keyframes text. "
+                                       "Ignored when a camera_path is connected."),
                 io.Int.Input("frames", default=96, min=1, max=10000,
                              tooltip="Number of output frames for a still panorama (a video input uses its own frame count)."),
                 io.Float.Input("start_yaw", default=0.0, min=-360.0, max=360.0, step=1.0,
@@ -218,10 +221,16 @@ class Pano360PerspectiveSweep(io.ComfyNode):
                 io.Float.Input("fov", default=90.0, min=1.0, max=179.0, step=1.0, tooltip="yaw_sweep: horizontal field of view in degrees."),
                 io.Combo.Input("easing", options=list(EASINGS), default="linear",
                                tooltip="Speed profile: linear (constant), ease_in_out (slow start and end), ease_in, ease_out. For keyframes it applies to each segment."),
-                io.String.Input("keyframes", multiline=True, default="0, 0, 0, 90\n48, 90, 10, 70\n95, 180, 0, 90",
-                                tooltip="keyframes: one 'frame, yaw, pitch, fov' per line (frame 0-based; pitch/fov optional; # comments) or a JSON list of {frame, yaw, pitch, fov}. Yaw is interpolated as written (0→360 is a full right turn). " + ANGLE_CONVENTION),
+                io.String.Input("keyframes", multiline=True,
+                                default="0: yaw=0, pitch=0, fov=90\n48: yaw=90, pitch=10, fov=70\n95: yaw=180, pitch=0, fov=90",
+                                tooltip="keyframes: 'frame: name=value, ...' per line or separated by ';' (frame 0-based; names "
+                                        "yaw, pitch, roll, fov in degrees; # comments), each name eased between the keyframes "
+                                        "that set it. Yaw is interpolated as written (0→360 is a full right turn). " + ANGLE_CONVENTION),
                 io.Int.Input("width", default=1280, min=16, max=8192, step=2, tooltip="Output frame width in pixels."),
                 io.Int.Input("height", default=720, min=16, max=8192, step=2, tooltip="Output frame height in pixels."),
+                io.Custom("PANO360_CAMERA_PATH").Input("camera_path", optional=True,
+                                                       tooltip="A camera path (Camera Path node) to follow instead of "
+                                                               "path; fitted to the frame count. " + ANGLE_CONVENTION),
             ],
             outputs=[io.Image.Output("images", display_name="frames",
                                      tooltip="Perspective frames [N,height,width,C]; feed Create Video → Save Video.")],
@@ -229,7 +238,7 @@ class Pano360PerspectiveSweep(io.ComfyNode):
 
     @classmethod
     def execute(cls, panorama, path: str, frames: int, start_yaw: float, total_yaw: float, pitch: float,
-                fov: float, easing: str, keyframes: str, width: int, height: int) -> io.NodeOutput:
+                fov: float, easing: str, keyframes: str, width: int, height: int, camera_path=None) -> io.NodeOutput:
         node = cls.__name__
         erp = image_to_bchw(panorama, node, "panorama")
         if erp.shape[-1] != 2 * erp.shape[-2]:
@@ -237,10 +246,14 @@ class Pano360PerspectiveSweep(io.ComfyNode):
                                  f"{erp.shape[-1]}x{erp.shape[-2]}")
         n = erp.shape[0] if erp.shape[0] > 1 else frames
         try:
-            if path == "yaw_sweep":
+            if camera_path is not None:
+                if not isinstance(camera_path, CameraPath):
+                    raise NodeInputError(node, "camera_path", "a PANO360_CAMERA_PATH", describe(camera_path))
+                cam = camera_path.fit_to(n)
+            elif path == "yaw_sweep":
                 cam = yaw_sweep(n, start_yaw, total_yaw, pitch, fov, easing)
             elif path == "keyframes":
-                cam = keyframe_path(parse_keyframes(keyframes), n, easing)
+                cam = keyframe_path(keyframes, n, easing=easing, fov_deg=fov)
             else:
                 raise NodeInputError(node, "path", "yaw_sweep or keyframes", repr(path))
         except NodeInputError:

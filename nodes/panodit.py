@@ -1,6 +1,6 @@
 """Pano360 nodes: PanoDiT (Look Beyond stage 1): loader, sampler, text feature from .npy.
 
-The math lives in ``models/pano_dit*.py`` and ``pipelines/pano_dit_sampler.py``; these
+The math lives in ``models/pano_dit*.py`` and ``pipelines/lookbeyond/panorama.py``; these
 nodes only adapt ComfyUI types.  See docs/panodit.md.
 """
 
@@ -17,19 +17,14 @@ from ._common import NodeInputError, describe, mask_to_bhw
 from ._host import io
 from ..models.pano_dit import PanoDiT
 from ..models.pano_dit_loader import CHECKPOINT_KEYS, load_panodit
-from ..pipelines.pano_dit_sampler import (
-    LOOKBEYOND_ROLL_FRACTIONS,
-    NUM_TRAIN_TIMESTEPS,
-    complete_panorama,
-    latent_mask,
-    parse_fractions,
-)
+from ..pipelines.lookbeyond.panorama import LOOKBEYOND_ROLL_FRACTIONS, complete_panorama, latent_mask, parse_fractions
+from ..sampling.gaussian_diffusion import NUM_TRAIN_TIMESTEPS
 
 MODEL_FOLDER = "panodit"
 CATEGORY = "Pano360/sampling"
 PanoDiTType = io.Custom("PANO360_PANODIT")
 WEIGHT_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-TEXT_FEATURE_DIM = 1024  # OpenCLIP ViT-H-14 encode_text width (spec §1f)
+TEXT_FEATURE_DIM = 1024  # OpenCLIP ViT-H-14 encode_text width (open_clip ViT-H-14.json embed_dim; Look Beyond text features)
 LATENT_DOWNSCALE = 8  # SD VAE: 8 pixels per latent cell
 
 _host.register_model_folder(MODEL_FOLDER)

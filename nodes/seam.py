@@ -1,18 +1,13 @@
 """Pano360 nodes: seam-aware sampling and decoding for any ComfyUI model.
 
-The maths lives in ``pipelines/seam.py``; these nodes clone a MODEL and install a hook,
+The maths lives in ``sampling/seam.py`` and ``sampling/hooks.py``; these nodes clone a MODEL and install a hook,
 or call the VAE twice and blend.  See docs/seam.md.
 """
 
 from __future__ import annotations
 
-from ..pipelines.seam import (
-    ARGUS_BLEND_RATIO,
-    ARGUS_ROLL_FRACTION,
-    RollSchedule,
-    UnetRollWrapper,
-    seam_blended_decode,
-)
+from ..sampling.hooks import UnetRollWrapper
+from ..sampling.seam import ARGUS_BLEND_RATIO, ARGUS_ROLL_FRACTION, RollSchedule, seam_blended_decode
 from ._common import NodeInputError, describe
 from ._host import io, log, progress_callback
 

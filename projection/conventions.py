@@ -5,10 +5,10 @@ clockwise, horizontal FOV through the *outer edges* of the border pixels (pixel 
 
 - **py360convert** ``e2p(e_img, fov_deg, u_deg, v_deg, out_hw, in_rot_deg)``: ``u_deg`` =
   yaw, ``v_deg`` = pitch (same signs, README "- Left / + Right", "- Down / + Up");
-  ``in_rot_deg`` = roll (same sign; checked numerically in tests/test_projection_reference.py); its
+  ``in_rot_deg`` = roll (same sign; checked numerically in tests/projection/test_projection_reference.py); its
   FOV spans the *centres* of the border pixels (``linspace(-tan, tan, w)`` in
   ``utils.xyzpers``), so the same rays need ``tan(fov_py / 2) = (1 - 1/w) tan(fov / 2)``.
-- **Argus** (``src/pers2equi.py``, shared/specs/argus-videofrom3d.md 1e): same yaw/pitch/roll
+- **Argus** (``src/pers2equi.py``): same yaw/pitch/roll
   signs, radians, FOV in degrees; equirect longitude runs from -180 deg at column 0 to
   +180 deg at the last column (endpoints included, not pixel centres); cached trajectories
   ``motion/<name>.txt`` are 3 x T rows ``[pitch, yaw, roll]`` in radians.

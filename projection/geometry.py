@@ -29,6 +29,9 @@ __all__ = [
     "rig_preset",
     "rig_from_json",
     "rotation_matrix",
+    "angles_from_rotation",
+    "OPENCV_FROM_PACK",
+    "flip_camera_y",
     "check_fov",
     "check_erp_hw",
     "pinhole_rays",
@@ -251,6 +254,45 @@ def rotation_matrix(yaw, pitch, roll) -> Tensor:
     rx = mat((one, zero, zero), (zero, cp, sp), (zero, -sp, cp))  # R_x(-pitch)
     rz = mat((cr, sr, zero), (-sr, cr, zero), (zero, zero, one))  # R_z(-roll)
     return ry @ rx @ rz
+
+
+def angles_from_rotation(rot) -> Tensor:
+    """The inverse of :func:`rotation_matrix`: ``(..., 3, 3)`` -> ``(..., 3)`` yaw, pitch, roll.
+
+    Radians, module convention.  The forward column gives yaw and pitch, the up row gives
+    roll; pitch lies in ``[-pi/2, pi/2]``.  At pitch = +-90 degrees (gimbal lock) yaw and
+    roll turn about the same axis: yaw is set to 0 and the combined angle goes into roll,
+    so ``rotation_matrix(*angles_from_rotation(R).unbind(-1))`` rebuilds ``R`` there too.
+    Accepts tensors or arrays; returns a tensor (float64 for arrays).
+    """
+    r = rot if isinstance(rot, Tensor) else torch.as_tensor(rot, dtype=torch.float64)
+    # atan2 rather than asin(R[1, 2]): asin loses the angle near +-90 degrees.
+    pitch = torch.atan2(r[..., 1, 2], torch.hypot(r[..., 0, 2], r[..., 2, 2]))
+    yaw = torch.atan2(r[..., 0, 2], r[..., 2, 2])
+    roll = torch.atan2(-r[..., 1, 0], r[..., 1, 1])
+    # Gimbal lock: the forward axis is vertical and yaw and roll turn about the same axis.
+    # With yaw = 0, R = R_x(-pitch) R_z(-roll), whose first row is (cos roll, sin roll, 0).
+    locked = torch.hypot(r[..., 0, 2], r[..., 2, 2]) < GIMBAL_LOCK_EPS * torch.finfo(r.dtype).eps
+    if bool(locked.any()):
+        yaw = torch.where(locked, torch.zeros_like(yaw), yaw)
+        roll = torch.where(locked, torch.atan2(r[..., 0, 1], r[..., 0, 0]), roll)
+    return torch.stack([yaw, pitch, roll], -1)
+
+
+# At |pitch| this close to 90 degrees (cos pitch below this many machine epsilons) yaw is
+# unreadable (both entries it comes from are rounding noise) and is folded into roll.
+GIMBAL_LOCK_EPS = 16.0
+
+# OpenCV camera axes (x right, y down, z forward) vs the pack's (x right, y up, z forward).
+OPENCV_FROM_PACK = ((1.0, 0.0, 0.0), (0.0, -1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+def flip_camera_y(rot: Tensor) -> Tensor:
+    """``F R F`` with ``F = diag(1, -1, 1)`` (:data:`OPENCV_FROM_PACK`): a camera-to-world
+    rotation in pack axes becomes the same rotation in OpenCV axes (y down in both the camera
+    and the world frame), and back; the map is its own inverse.  ``(..., 3, 3)``."""
+    f = torch.tensor(OPENCV_FROM_PACK, device=rot.device, dtype=rot.dtype)
+    return f @ rot @ f
 
 
 def pinhole_rays(fov_x, out_hw: Sequence[int], device=None, dtype=torch.float32) -> Tensor:

@@ -44,7 +44,7 @@ def _timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def test_tiny_diffusers_unet_loads_through_argus_loader_and_matches_diffusers(comfy_in_process, tiny_unet):
-    from pano360.models.argus_unet import read_unet_source
+    from pano360.models.svd_unet import read_unet_source
     from pano360.nodes.argus import load_argus_unet
 
     unet, folder = tiny_unet
@@ -135,8 +135,8 @@ class StubVAE:
 
 
 def _small_inputs(T=3, H=32):
-    from pano360.pipelines.camera_path import constant_path
-    from pano360.pipelines.argus import place_frames_on_sphere
+    from pano360.cameras import constant_path
+    from pano360.pipelines.argus.conditioning import place_frames_on_sphere
 
     frames = torch.rand(T, 3, 12, 16, generator=torch.Generator().manual_seed(0))
     erp, mask = place_frames_on_sphere(frames, constant_path(T, 90.0), (H, 2 * H))
@@ -145,10 +145,10 @@ def _small_inputs(T=3, H=32):
 
 def test_perspective_to_equirect_node_outputs_masked_frames(comfy_in_process):
     from pano360.nodes.argus import Pano360PerspectiveToEquirect
-    from pano360.pipelines.camera_path import path_from_keyframes
+    from pano360.cameras import keyframe_path
 
     frames = torch.rand(4, 12, 16, 3)
-    path = path_from_keyframes("0:yaw=0; 3:yaw=90", 4, 60.0)
+    path = keyframe_path("0:yaw=0; 3:yaw=90", 4, fov_deg=60.0)
     out = comfy_in_process.run_node(Pano360PerspectiveToEquirect, frames=frames, camera_path=path, width=128, height=64,
                                    input_long_side=0)
     erp, mask = out.result
@@ -160,7 +160,7 @@ def test_perspective_to_equirect_node_outputs_masked_frames(comfy_in_process):
 
 def test_camera_path_node_names_the_bad_input(comfy_in_process):
     from pano360.nodes._common import NodeInputError
-    from pano360.nodes.argus import Pano360CameraPath
+    from pano360.nodes.cameras import Pano360CameraPath
 
     kw = dict(fov_deg=90.0, num_frames=5, keyframes="0:yaw=0", file="", fov_file="", pose_conversion="exact",
               estimate_fov=False, yaw_offset_deg=10.0)
@@ -202,7 +202,7 @@ def test_conditioning_node_builds_svd_conds_and_zero_negative(comfy_in_process):
 @pytest.fixture(scope="module")
 def tiny_sampling_model(comfy_in_process, tmp_path_factory):
     diffusers = pytest.importorskip("diffusers")
-    from pano360.models.argus_unet import read_unet_source
+    from pano360.models.svd_unet import read_unet_source
     from pano360.nodes.argus import load_argus_unet
 
     torch.manual_seed(0)
@@ -214,13 +214,15 @@ def tiny_sampling_model(comfy_in_process, tmp_path_factory):
 
 
 def test_long_video_node_samples_windows_with_comfy_sampler(comfy_in_process, tiny_sampling_model):
+    from pano360.nodes._bundles import SamplerSettings, WindowSettings
     from pano360.nodes.argus import Pano360ArgusLongVideo
 
     erp, mask, frames = _small_inputs(T=7)
     out = comfy_in_process.run_node(
         Pano360ArgusLongVideo, model=tiny_sampling_model, clip_vision=StubClipVision(), vae=StubVAE(),
-        equirect=erp, mask=mask, frames=frames, seed=1, steps=2, cfg=3.0, sampler_name="euler",
-        scheduler="karras", window=5, overlap=2, fps=5, motion_bucket_id=127, noise_aug=0.02, blend_ratio=16.0,
+        equirect=erp, mask=mask, frames=frames, fps=5, motion_bucket_id=127, noise_aug=0.02, blend_ratio=16.0,
+        settings=SamplerSettings(seed=1, steps=2, cfg=3.0, sampler_name="euler", scheduler="karras"),
+        window_settings=WindowSettings(window=5, overlap=2),
     )
     samples = out.result[0]["samples"]
     assert samples.shape == (7, 4, 4, 8)
@@ -230,7 +232,7 @@ def test_long_video_node_samples_windows_with_comfy_sampler(comfy_in_process, ti
 def test_sgm_layout_single_file_with_prefix_loads_the_same_weights(comfy_in_process, tiny_unet, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from pano360.models.argus_unet import convert_diffusers_svd_unet_keys
+    from pano360.models.svd_unet import convert_diffusers_svd_unet_keys
     from pano360.nodes.argus import load_argus_unet
 
     _, folder = tiny_unet
@@ -273,7 +275,7 @@ def test_camera_path_reruns_when_its_file_changes(comfy_in_process):
 
     import folder_paths
 
-    from pano360.nodes.argus import Pano360CameraPath
+    from pano360.nodes.cameras import Pano360CameraPath
 
     f = pathlib.Path(folder_paths.get_input_directory()) / "motion_fingerprint.txt"
     f.write_text("0 0\n0 0\n0 0\n")
@@ -287,7 +289,7 @@ def test_camera_path_reruns_when_its_file_changes(comfy_in_process):
 
 def test_camera_path_refuses_files_outside_the_input_folder(comfy_in_process, tmp_path):
     from pano360.nodes._common import NodeInputError
-    from pano360.nodes.argus import Pano360CameraPath
+    from pano360.nodes.cameras import Pano360CameraPath
 
     outside = tmp_path / "secret.txt"
     outside.write_text("0 0\n0 0\n0 0\n")
@@ -306,16 +308,16 @@ def test_comfyui_still_range_checks_inputs_of_nodes_with_validate_inputs(comfy_i
     import execution
     import nodes as comfy_nodes
 
-    from pano360.nodes import argus, panodit
-    from pano360.nodes.argus import Pano360CameraPath
+    from pano360.nodes import argus, cameras, panodit, settings
+    from pano360.nodes.cameras import Pano360CameraPath
 
-    for node in argus.NODES + panodit.NODES:
+    for node in argus.NODES + panodit.NODES + cameras.NODES + settings.NODES:
         if "validate_inputs" in vars(node):
             assert inspect.getfullargspec(node.validate_inputs).varkw is None, node.__name__
 
     monkeypatch.setitem(comfy_nodes.NODE_CLASS_MAPPINGS, "Pano360CameraPath", Pano360CameraPath)
     inputs = dict(source="manual_fov", fov_deg=500.0, num_frames=25, keyframes="", file="", fov_file="",
-                  pose_conversion="exact", estimate_fov=False, yaw_offset_deg=0.0)
+                  pose_conversion="exact", estimate_fov=False, yaw_offset_deg=0.0, relative_to_first=True)
     ok, errors, _ = asyncio.run(execution.validate_inputs("p", {"1": {"class_type": "Pano360CameraPath",
                                                                       "inputs": inputs}}, "1", {}))
     assert not ok and [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [("value_bigger_than_max", "fov_deg")]

@@ -28,19 +28,19 @@ def progress_events(comfy_in_process):
 
 def test_progress_callback_drives_comfy_progress_bar(host, progress_events):
     callback = host.progress_callback(4, node_id="7")
-    for step in range(4):
-        callback(step)
+    for done in range(1, 5):
+        callback(done, 4)
     assert progress_events == [(1, 4, "7"), (2, 4, "7"), (3, 4, "7"), (4, 4, "7")]
 
 
 def test_progress_callback_honours_interrupt_between_steps(host, progress_events, comfy_in_process):
     mm = comfy_in_process.model_management
     callback = host.progress_callback(3)
-    callback(0)
+    callback(1, 3)
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(host.InterruptProcessingException):
-            callback(1)
+            callback(2, 3)
     finally:
         mm.interrupt_current_processing(False)
     assert progress_events == [(1, 3, None)]  # the interrupted step reports nothing

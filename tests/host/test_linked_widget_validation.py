@@ -13,7 +13,8 @@ import pytest
 
 # One stub node with an output of every type the prompts below link from.
 SOURCE_TYPES = ("IMAGE", "PANO360_RIG", "INT", "STRING", "FLOAT", "LATENT", "MODEL", "CONDITIONING",
-                "PANO360_CAMERA_PATH", "CLIP_VISION", "VAE", "MASK", "PANO360_PANODIT")
+                "PANO360_CAMERA_PATH", "CLIP_VISION", "VAE", "MASK", "PANO360_PANODIT",
+                "PANO360_SAMPLER_SETTINGS", "PANO360_WINDOW_SETTINGS")
 
 
 def _slot(kind: str) -> list:
@@ -65,33 +66,21 @@ def test_rig_custom_json_check_accepts_linked_text(validate):
     assert not ok and "custom_json" in " ".join(details)
 
 
-def test_extender_overlap_check_accepts_a_linked_window(validate):
-    from pano360.nodes.multiview import Pano360AutoregressiveExtender
+def test_window_overlap_check_accepts_a_linked_window(validate):
+    from pano360.nodes.settings import Pano360WindowSettings
 
-    inputs = {
-        "model": _slot("MODEL"), "positive": _slot("CONDITIONING"), "negative": _slot("CONDITIONING"),
-        "latent": _slot("LATENT"), "windows": 2, "window": _slot("INT"), "overlap": 20, "column_view": 0,
-        "seed": 0, "steps": 2, "cfg": 1.0, "sampler_name": "euler", "scheduler": "normal",
-        "sync_strength": 1.0, "sync_start": 0.0, "sync_end": 1.0, "noise_augmentation": 0.0,
-    }
-    assert validate(Pano360AutoregressiveExtender, inputs) == (True, [])  # window may be 32 at run time
-    ok, details = validate(Pano360AutoregressiveExtender, {**inputs, "window": 16})
+    inputs = {"window": _slot("INT"), "overlap": 20}
+    assert validate(Pano360WindowSettings, inputs) == (True, [])  # window may be 32 at run time
+    ok, details = validate(Pano360WindowSettings, {**inputs, "window": 16})
     assert not ok and "overlap" in " ".join(details)
-    ok, _ = validate(Pano360AutoregressiveExtender, {**inputs, "window": 32, "sync_start": 0.9, "sync_end": 0.1})
-    assert not ok
 
 
-def test_sampler_sync_check_accepts_a_linked_sync_end(validate):
-    from pano360.nodes.multiview import Pano360MultiViewSampler
+def test_fusion_sync_check_accepts_a_linked_sync_end(validate):
+    from pano360.nodes.settings import Pano360FusionSettings
 
-    inputs = {
-        "model": _slot("MODEL"), "positive": _slot("CONDITIONING"), "negative": _slot("CONDITIONING"),
-        "latent": _slot("LATENT"), "seed": 0, "steps": 2, "cfg": 1.0, "sampler_name": "euler",
-        "scheduler": "normal", "sync_strength": 1.0, "sync_start": 0.5, "sync_end": _slot("FLOAT"),
-        "noise_augmentation": 0.0,
-    }
-    assert validate(Pano360MultiViewSampler, inputs) == (True, [])
-    ok, details = validate(Pano360MultiViewSampler, {**inputs, "sync_end": 0.2})
+    inputs = {"sync_strength": 1.0, "sync_start": 0.5, "sync_end": _slot("FLOAT"), "noise_augmentation": 0.0}
+    assert validate(Pano360FusionSettings, inputs) == (True, [])
+    ok, details = validate(Pano360FusionSettings, {**inputs, "sync_end": 0.2})
     assert not ok and "sync_start" in " ".join(details)
 
 
@@ -133,18 +122,18 @@ def test_perspective_to_equirect_accepts_linked_sizes_and_range_checks_named_one
     assert not ok and "'width'" in " ".join(details)   # ComfyUI's own max, re-checked for a named input
 
 
-def test_argus_long_video_accepts_a_linked_window(validate):
+def test_argus_long_video_accepts_linked_settings(validate):
     from pano360.nodes.argus import Pano360ArgusLongVideo
 
     inputs = {
         "model": _slot("MODEL"), "clip_vision": _slot("CLIP_VISION"), "vae": _slot("VAE"),
-        "equirect": _slot("IMAGE"), "mask": _slot("MASK"), "frames": _slot("IMAGE"), "seed": 0, "steps": 2,
-        "cfg": 3.0, "sampler_name": "euler", "scheduler": "karras", "window": _slot("INT"), "overlap": 5,
+        "equirect": _slot("IMAGE"), "mask": _slot("MASK"), "frames": _slot("IMAGE"),
+        "settings": _slot("PANO360_SAMPLER_SETTINGS"), "window_settings": _slot("PANO360_WINDOW_SETTINGS"),
         "fps": 5, "motion_bucket_id": 127, "noise_aug": 0.02, "blend_ratio": 16.0,
     }
     assert validate(Pano360ArgusLongVideo, inputs) == (True, [])
-    ok, details = validate(Pano360ArgusLongVideo, {**inputs, "window": 5})
-    assert not ok and "overlap" in " ".join(details)
+    ok, details = validate(Pano360ArgusLongVideo, {**inputs, "fps": 0})
+    assert not ok and "fps" in " ".join(details)
 
 
 def test_panodit_string_checks_accept_linked_text(validate):
@@ -160,8 +149,8 @@ def test_panodit_string_checks_accept_linked_text(validate):
 
 def test_named_inputs_keep_comfyui_range_checks(validate):
     from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
-    from pano360.nodes.multiview import Pano360MultiViewSampler
     from pano360.nodes.projection import Pano360EquirectToPerspective
+    from pano360.nodes.settings import Pano360FusionSettings
 
     base = {"panorama": _slot("IMAGE"), "rig": _slot("PANO360_RIG"), "mode": "bilinear"}
     ok, details = validate(Pano360EquirectToPerspective, {**base, "width": 10**6, "height": 10**6})
@@ -170,6 +159,6 @@ def test_named_inputs_keep_comfyui_range_checks(validate):
             "folder_prefix": "lookbeyond/loop", "save": False}
     ok, _ = validate(Pano360LookBeyondPerspectiveLoop, loop)   # fov 500 > max: ComfyUI's own check runs
     assert not ok
-    schema = Pano360MultiViewSampler.define_schema()
-    assert Pano360MultiViewSampler.validate_inputs(sync_start=-1.0, sync_end=1.0) != True  # noqa: E712
-    assert schema.node_id in Pano360MultiViewSampler.validate_inputs(sync_start=2.0, sync_end=3.0)
+    schema = Pano360FusionSettings.define_schema()
+    assert Pano360FusionSettings.validate_inputs(sync_start=-1.0, sync_end=1.0) != True  # noqa: E712
+    assert schema.node_id in Pano360FusionSettings.validate_inputs(sync_start=2.0, sync_end=3.0)

@@ -41,7 +41,7 @@ def sd15(comfy_in_process, sd15_checkpoint):
 
 
 def _disagreement(views: torch.Tensor, rig) -> float:
-    from pano360.pipelines.multiview import canvas_size
+    from pano360.sampling.fusion import canvas_size
     from pano360.projection import perspective_to_erp
 
     erp, weight = perspective_to_erp(views, *rig.angles(), canvas_size(rig, views.shape[-2:], oversample=4))
@@ -55,16 +55,27 @@ def _disagreement(views: torch.Tensor, rig) -> float:
 
 def _run(env, model, pos, neg, latent, rig, **kw):
     from pano360.nodes.multiview import Pano360MultiViewSampler
+    from pano360.nodes.settings import Pano360FusionSettings, Pano360SamplerSettings
 
-    settings = dict(seed=3, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal", sync_strength=1.0,
-                    sync_start=0.0, sync_end=1.0, noise_augmentation=0.0)
-    settings.update(kw)
-    out = env.run_node(Pano360MultiViewSampler, model=model, positive=pos, negative=neg, latent=latent, rig=rig, **settings)
+    settings = dict(seed=3, steps=1, cfg=1.0, sampler_name="euler", scheduler="normal")
+    fusion = dict(sync_strength=1.0, sync_start=0.0, sync_end=1.0, noise_augmentation=0.0)
+    links = {}
+    for key, value in kw.items():
+        if key in settings:
+            settings[key] = value
+        elif key in fusion:
+            fusion[key] = value
+        else:
+            links[key] = value
+    bundles = dict(settings=env.run_node(Pano360SamplerSettings, **settings).args[0],
+                   fusion=env.run_node(Pano360FusionSettings, **fusion).args[0])
+    out = env.run_node(Pano360MultiViewSampler, model=model, positive=pos, negative=neg, latent=latent, rig=rig,
+                       **bundles, **links)
     return out.args[0]["samples"]
 
 
 def test_sampler_fuses_views_and_holds_given_cells_in_comfy_sampling(comfy_in_process, sd15):
-    from pano360.pipelines.view_mask import build_view_mask
+    from pano360.pipelines.videopanda.view_mask import build_view_mask
     from pano360.projection import rig_preset
 
     model, pos, neg = sd15
@@ -103,7 +114,7 @@ def test_text_to_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_checkp
             node["inputs"]["ckpt_name"] = sd15_checkpoint
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=64, height=64)
-        if node["class_type"] == "Pano360MultiViewSampler":
+        if node["class_type"] == "Pano360SamplerSettings":
             node["inputs"].update(steps=1, cfg=1.0, sampler_name="euler", scheduler="normal")
         if node["class_type"] == "SaveImage":
             node["inputs"]["filename_prefix"] = "pano360_tests/multiview"
@@ -162,7 +173,7 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
 
     calls = []
 
-    def fake_sample_grid(model, positive, negative, rig, samples, mask, settings, callback=None):
+    def fake_sample_grid(model, positive, negative, rig, samples, mask, settings, fusion, callback=None):
         calls.append((tuple(samples.shape), mask.clone(), settings.seed, samples.clone()))
         return samples + 1.0  # "generated" = input + 1 everywhere
 
@@ -176,11 +187,14 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
     else:
         latent = {"samples": torch.zeros(batch, c, h, w)}  # any batch: only the kind and size are used
         video = {"samples": torch.arange(7.0).reshape(7, 1, 1, 1).expand(7, c, h, w).contiguous()}
+    from pano360.nodes.settings import Pano360SamplerSettings, Pano360WindowSettings
+
+    settings = comfy_in_process.run_node(Pano360SamplerSettings, seed=10, steps=2, cfg=1.0, sampler_name="euler",
+                                         scheduler="normal").args[0]
+    windows = comfy_in_process.run_node(Pano360WindowSettings, window=3, overlap=1).args[0]
     out = comfy_in_process.run_node(
         mv.Pano360AutoregressiveExtender, model=_StubModel(c, 3 if video_model else 2), positive=[], negative=[],
-        latent=latent, windows=3, window=3, overlap=1, column_view=1, seed=10, steps=2, cfg=1.0,
-        sampler_name="euler", scheduler="normal", sync_strength=1.0, sync_start=0.0, sync_end=1.0,
-        noise_augmentation=0.0, rig=rig, video=video,
+        latent=latent, windows=3, column_view=1, settings=settings, window_settings=windows, rig=rig, video=video,
     ).args[0]["samples"]
     assert [seed for _, _, seed, _ in calls] == [10, 11, 12]
     assert out.shape == ((3, c, 7, h, w) if video_model else (3 * 7, c, h, w))
@@ -193,7 +207,8 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
 
 
 def test_extender_window_seeds_wrap_at_the_largest_seed(comfy_in_process):
-    from pano360.nodes.multiview import SEED_MAX, window_seed
+    from pano360.nodes._bundles import SEED_MAX
+    from pano360.sampling.windows import window_seed
 
     seeds = [window_seed(SEED_MAX - 1, k) for k in range(4)]
     assert seeds == [SEED_MAX - 1, SEED_MAX, 0, 1]
@@ -208,7 +223,7 @@ def test_sky_and_ground_prompts_reach_only_their_views_in_comfy_cond_batching(co
     import comfy.samplers
 
     from pano360.nodes.multiview import per_view_conditioning
-    from pano360.pipelines.multiview import LatentLayout
+    from pano360.sampling.fusion import LatentLayout
     from pano360.projection import rig_preset
 
     rig = rig_preset("videopanda8")  # views 6 (up) and 7 (down)
@@ -235,12 +250,13 @@ def test_sky_and_ground_prompts_reach_only_their_views_in_comfy_cond_batching(co
 
 
 def test_widget_checks_name_the_input(comfy_in_process):
-    from pano360.nodes.multiview import Pano360AutoregressiveExtender, Pano360MultiViewSampler, Pano360ViewMask
+    from pano360.nodes.multiview import Pano360ViewMask
+    from pano360.nodes.settings import Pano360FusionSettings, Pano360WindowSettings
     from pano360.nodes._common import NodeInputError
 
-    assert "input 'overlap'" in Pano360AutoregressiveExtender.validate_inputs(window=4, overlap=4)
-    assert "input 'sync_start'" in Pano360MultiViewSampler.validate_inputs(sync_start=0.8, sync_end=0.2)
-    assert Pano360MultiViewSampler.validate_inputs(sync_start=0.2, sync_end=0.8) is True
+    assert "input 'overlap'" in Pano360WindowSettings.validate_inputs(window=4, overlap=4)
+    assert "input 'sync_start'" in Pano360FusionSettings.validate_inputs(sync_start=0.8, sync_end=0.2)
+    assert Pano360FusionSettings.validate_inputs(sync_start=0.2, sync_end=0.8) is True
     out = comfy_in_process.run_node(Pano360ViewMask, regime="first_row_and_column", views=8, frames=16,
                                     column_view=2, custom="")
     mask, preview = out.args

@@ -12,8 +12,8 @@ import torch
 
 pytest.importorskip("comfy_env", reason="tests/host infrastructure (branch host) not present")
 
-from pano360.pipelines.gpano import read_gpano, read_png_text  # noqa: E402
-from pano360.pipelines.spherical_mp4 import read_spherical, walk_boxes  # noqa: E402
+from pano360.media.gpano import read_gpano, read_png_text  # noqa: E402
+from pano360.media.spherical_mp4 import read_spherical, walk_boxes  # noqa: E402
 
 
 def _frames(t=4, h=32, w=64) -> torch.Tensor:
@@ -134,7 +134,7 @@ def test_api_prompt_saves_a_360_video_served_by_view(comfy_server, tmp_path):
 
 def _sweep_inputs(**kw):
     base = dict(path="yaw_sweep", frames=6, start_yaw=0.0, total_yaw=360.0, pitch=0.0, fov=90.0,
-                easing="linear", keyframes="0, 0\n5, 90", width=24, height=16)
+                easing="linear", keyframes="0: yaw=0\n5: yaw=90", width=24, height=16)
     base.update(kw)
     return base
 
@@ -147,7 +147,7 @@ def test_perspective_sweep_still_and_video(comfy_in_process, nodes):
     assert frames[0, :, :11, 0].min() > 0.7 and frames[0, :, 13:, 2].min() > 0.7
     assert frames[1, :, :, 2].min() > 0.7
     (frames,) = _call(comfy_in_process, nodes.Pano360PerspectiveSweep, panorama=_frames(t=3),
-                      **_sweep_inputs(path="keyframes", keyframes="0, 0\n2, 90")).args
+                      **_sweep_inputs(path="keyframes", keyframes="0: yaw=0\n2: yaw=90")).args
     assert frames.shape[0] == 3
 
 
@@ -156,7 +156,7 @@ def test_perspective_sweep_bad_keyframes_name_the_input(comfy_in_process, nodes)
 
     with pytest.raises(NodeInputError, match="keyframes.*line 1"):
         _call(comfy_in_process, nodes.Pano360PerspectiveSweep, panorama=_frames(t=1),
-              **_sweep_inputs(path="keyframes", keyframes="zero, 0"))
+              **_sweep_inputs(path="keyframes", keyframes="zero: yaw=0"))
 
 
 @pytest.mark.parametrize("which", ["save", "preview"])

@@ -150,7 +150,7 @@ def test_blended_decode_node_names_bad_latent(comfy_in_process):
 def test_perspective_loop_node_writes_frames_and_poses(comfy_in_process):
     pytest.importorskip("pano360.projection.geometry", reason="projection core not merged")
     from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
-    from pano360.pipelines.lookbeyond import parse_pose_txt
+    from pano360.cameras.formats import parse_rows as parse_pose_txt
 
     h = 32
     lon = ((torch.arange(2 * h) + 0.5) / (2 * h) - 0.5) * 2 * math.pi
@@ -170,6 +170,36 @@ def test_perspective_loop_node_writes_frames_and_poses(comfy_in_process):
         expected = torch.tensor([0.5 + 0.4 * math.cos(math.radians(yaw)), 0.5 + 0.4 * math.sin(math.radians(yaw)), 0.5])
         torch.testing.assert_close(centre, expected, rtol=0, atol=0.03)
     assert not [n for n in os.listdir(os.path.dirname(folder)) if n.startswith(".")], "temporary folder left behind"
+
+
+def test_camera_path_node_reads_the_perspective_loops_own_pose_file(comfy_in_process):
+    """The Perspective Loop's pose.txt goes back through the Camera Path node (the pack's one
+    RealEstate10K reader) and gives the loop's cameras: yaw linspace(180, -180, N), pitch and
+    roll 0, FOV 90 (compared as rotations, so 180 and -180 are the same camera)."""
+    from pano360.nodes.cameras import Pano360CameraPath
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+    from pano360.projection import rotation_matrix
+
+    h = 16
+    pano = torch.rand(1, h, 2 * h, 3, generator=torch.Generator().manual_seed(0))
+    n = 5
+    _, folder, _ = comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=pano, num_frames=n, fov=90.0,
+                                             size=8, cameras_between=0, folder_prefix="lookbeyond/readback",
+                                             save=True).result
+    out_dir = comfy_in_process.folder_paths.get_output_directory()
+    file = os.path.relpath(os.path.join(folder, "pose.txt"), out_dir) + " [output]"
+    kw = dict(fov_deg=60.0, num_frames=n, keyframes="", fov_file="", pose_conversion="exact", estimate_fov=False,
+              yaw_offset_deg=0.0)
+    path = comfy_in_process.run_node(Pano360CameraPath, source="realestate10k_txt", file=file, relative_to_first=False,
+                                     **kw).result[0]
+    yaw = torch.tensor(np.radians(np.linspace(180, -180, n)), dtype=torch.float64)
+    expected = rotation_matrix(yaw, torch.zeros_like(yaw), torch.zeros_like(yaw))
+    torch.testing.assert_close(path.rotations(), expected, rtol=0, atol=1e-7)  # pose.txt keeps 9 digits
+    assert path.fov_x == pytest.approx([math.pi / 2] * n)
+    assert torch.equal(path.positions(), torch.zeros(n, 3))
+    relative = comfy_in_process.run_node(Pano360CameraPath, source="realestate10k_txt", file=file,
+                                         relative_to_first=True, **kw).result[0]
+    assert relative.yaw[0] == pytest.approx(0.0) and relative.yaw[1] == pytest.approx(math.radians(-90.0))
 
 
 def test_seamless_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_checkpoint):

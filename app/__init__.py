@@ -1,0 +1,1 @@
+"""The command-line jobs registered in ``cli.py`` (no ComfyUI needed)."""

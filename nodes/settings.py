@@ -1,0 +1,139 @@
+"""Pano360 nodes: small settings nodes that bundle a sampler's knobs into one typed output.
+
+The Multi-View Sampler, the Autoregressive Extender and the Argus Long Video Sampler take
+these bundles as optional inputs; without them they use their paper's settings.
+"""
+
+from __future__ import annotations
+
+from . import _host
+from ._bundles import (FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX, WINDOW_SETTINGS, FusionSettings, SamplerSettings,
+                       WindowSettings)
+from ._common import NodeInputError, known, widget_errors
+from ._host import io
+from ..sampling.fusion import SyncSchedule
+
+CATEGORY = "Pano360/sampling"
+SAMPLER = io.Custom(SAMPLER_SETTINGS)
+FUSION = io.Custom(FUSION_SETTINGS)
+WINDOWS = io.Custom(WINDOW_SETTINGS)
+
+
+class Pano360SamplerSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360SamplerSettings",
+            display_name="Pano360 Sampler Settings",
+            category=CATEGORY,
+            description="Seed, steps, CFG, sampler and scheduler for a Pano360 sampler (Multi-View Sampler, "
+                        "Autoregressive Extender, Argus Long Video). Without this node each sampler uses its "
+                        "paper's settings (VideoPanda: 25 steps, CFG 8; Argus: 25 steps, CFG 3, euler, karras).",
+            inputs=[
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                             tooltip="Seed of the initial noise (windowed samplers use seed + window index)."),
+                io.Int.Input("steps", default=25, min=1, max=10000, tooltip="Sampler steps (VideoPanda and Argus: 25)."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (VideoPanda: 8 text-only, 4 video-conditioned; Argus: 3)."),
+                io.Combo.Input("sampler_name", options=_host.sampler_names(), default="euler",
+                               tooltip="ComfyUI sampler (VideoPanda used DDIM: 'ddim'; Argus: 'euler')."),
+                io.Combo.Input("scheduler", options=_host.scheduler_names(), default="normal",
+                               tooltip="ComfyUI scheduler, the noise levels per step (Argus: 'karras')."),
+            ],
+            outputs=[SAMPLER.Output("settings", tooltip="The bundle, for a Pano360 sampler's 'settings' input.")],
+        )
+
+    @classmethod
+    def execute(cls, seed, steps, cfg, sampler_name, scheduler) -> io.NodeOutput:
+        return io.NodeOutput(SamplerSettings(seed, steps, cfg, sampler_name, scheduler))
+
+
+class Pano360FusionSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360FusionSettings",
+            display_name="Pano360 Fusion Settings",
+            category=CATEGORY,
+            description="How the Multi-View Sampler and the Autoregressive Extender synchronise views on the sphere, "
+                        "and how long given cells are held. Without this node: full synchronisation at every step, "
+                        "given cells held to the end.",
+            inputs=[
+                io.Float.Input("sync_strength", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="How strongly views are synchronised on the sphere at each step: 1 = every view "
+                                       "takes the average of all views where they overlap, 0 = views sampled independently."),
+                io.Float.Input("sync_start", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps (0 = first step) from which views are synchronised."),
+                io.Float.Input("sync_end", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Fraction of the steps (1 = last step) until which views are synchronised. "
+                                       "Ending a little early (e.g. 0.9) keeps the finest detail of each view unblurred."),
+                io.Float.Input("noise_augmentation", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Given cells are held for the first (1 - this) fraction of the steps, then refined "
+                                       "from their noised values with the rest (VideoPanda's noise augmentation against "
+                                       "drift; 0 = given cells stay exactly as given)."),
+            ],
+            outputs=[FUSION.Output("fusion", tooltip="The bundle, for a Pano360 sampler's 'fusion' input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, sync_start=0.0, sync_end=1.0):
+        # A linked input arrives as None (its value is not known before the run): execute checks it.
+        if message := widget_errors(cls.define_schema(), sync_start=sync_start, sync_end=sync_end):
+            return message
+        if known(sync_start, sync_end) and sync_start > sync_end:
+            return f"Pano360FusionSettings: input 'sync_start': expected <= sync_end ({sync_end}), got {sync_start}"
+        return True
+
+    @classmethod
+    def execute(cls, sync_strength, sync_start, sync_end, noise_augmentation) -> io.NodeOutput:
+        if sync_start > sync_end:
+            raise NodeInputError("Pano360FusionSettings", "sync_start", f"<= sync_end ({sync_end})", str(sync_start))
+        return io.NodeOutput(FusionSettings(SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation))
+
+
+class Pano360WindowSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360WindowSettings",
+            display_name="Pano360 Window Settings",
+            category=CATEGORY,
+            description="Frames per window and frames carried into the next window, for the windowed samplers "
+                        "(Autoregressive Extender, Argus Long Video). Without this node each uses its paper's "
+                        "windows: VideoPanda 16 frames with 1 carried, Argus 25 frames with 5 overlapping.",
+            inputs=[
+                io.Int.Input("window", default=16, min=2, max=1024,
+                             tooltip="Frames per window (latent frames for 5-D video latents; VideoPanda 16, Argus 25)."),
+                io.Int.Input("overlap", default=1, min=0, max=1023,
+                             tooltip="Frames shared by consecutive windows (VideoPanda 1, Argus 5); below window."),
+            ],
+            outputs=[WINDOWS.Output("windows", tooltip="The bundle, for a windowed sampler's 'window_settings' input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, window=16, overlap=1):
+        if message := widget_errors(cls.define_schema(), window=window, overlap=overlap):
+            return message
+        if known(window, overlap) and overlap >= window:
+            return f"Pano360WindowSettings: input 'overlap': expected < window ({window}), got {overlap}"
+        return True
+
+    @classmethod
+    def execute(cls, window, overlap) -> io.NodeOutput:
+        if overlap >= window:
+            raise NodeInputError("Pano360WindowSettings", "overlap", f"< window ({window})", str(overlap))
+        return io.NodeOutput(WindowSettings(window, overlap))
+
+
+def bundle(value, cls_, default, node: str, name: str):
+    """The bundle at input ``name`` of ``node``, or ``default`` when nothing is connected."""
+    if value is None:
+        return default
+    if not isinstance(value, cls_):
+        from ._common import describe
+
+        raise NodeInputError(node, name, f"a {cls_.__name__} bundle from its settings node", describe(value))
+    return value
+
+
+NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings]

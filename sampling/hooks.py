@@ -1,0 +1,129 @@
+"""The host-free halves of the ComfyUI hooks the pack installs on a MODEL.
+
+ComfyUI's model patches (``ModelPatcher.set_model_sampler_post_cfg_function``,
+``set_model_denoise_mask_function``, ``set_model_unet_function_wrapper``) take plain
+callables over documented dicts; the callables live here, where tests drive them without
+ComfyUI, and ``nodes/`` only installs them.  What each reads is named in its docstring.
+
+- :func:`post_cfg_hook`: a per-step correction of x0 after CFG (view fusion on the sphere).
+- :func:`denoise_mask_hook`: hold ComfyUI's noise mask for the first part of the schedule.
+- :class:`UnetRollWrapper`: turn the model's view of the sphere every step (seam rolls).
+
+Hooks hold no device state (ComfyUI 0.33 may call one wrapper once per device clone).
+Host-free: never imports ComfyUI.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from .seam import RollSchedule, roll_conditioning, roll_width
+from .sigmas import SIGMA_RTOL, step_fraction, step_from_sigma
+from .types import Fuse
+
+log = logging.getLogger("pano360")
+
+__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper"]
+
+
+def post_cfg_hook(fusion: Fuse) -> Callable[[dict], Tensor]:
+    """A function for ``ModelPatcher.set_model_sampler_post_cfg_function``.
+
+    Reads ``args["denoised"]`` (x0 after CFG, the whole batch), ``args["sigma"]`` and the
+    schedule ``args["model_options"]["transformer_options"]["sample_sigmas"]`` (set by
+    ``CFGGuider.inner_sample``), and returns the fused x0.
+    """
+
+    def hook(args: dict) -> Tensor:
+        sigmas = args["model_options"].get("transformer_options", {}).get("sample_sigmas")
+        if sigmas is None:
+            raise RuntimeError("Pano360 multi-view fusion: the sampler did not provide sample_sigmas")
+        return fusion(args["denoised"], step_fraction(float(args["sigma"].max()), sigmas))
+
+    return hook
+
+
+def denoise_mask_hook(until: float) -> Callable[..., Tensor]:
+    """A function for ``ModelPatcher.set_model_denoise_mask_function``: keep the noise mask
+    while the step fraction is below ``until``, then release every cell (noise
+    augmentation of the given cells: they are refined from their noised values)."""
+
+    def hook(sigma: Tensor, denoise_mask: Tensor, extra_options: dict) -> Tensor:
+        if step_fraction(float(sigma.max()), extra_options["sigmas"]) < until:
+            return denoise_mask
+        return torch.ones_like(denoise_mask)
+
+    return hook
+
+
+class UnetRollWrapper:
+    """A ComfyUI-style UNet function wrapper that turns the model's view of the sphere.
+
+    ComfyUI calls ``wrapper(apply_model, {"input", "timestep", "c", "cond_or_uncond"})``
+    once per model evaluation (``model_options["model_function_wrapper"]``,
+    comfy/samplers.py 0.3.64); ``timestep`` is the sigma of each batch item and
+    ``c`` the keyword arguments of ``apply_model`` (``c_concat``, ``c_crossattn``,
+    ``control``, ``transformer_options``…).  This wrapper rolls ``input`` and the
+    spatial entries of ``c`` by the step's offset, calls ``apply_model`` (or the
+    wrapper that was installed before it, so patches stack), and rolls the
+    prediction back: the sampler's state stays in the canonical frame (see the module
+    docstring for why this equals Argus's rotating latent).
+
+    The step comes from the sigma's place in ``c["transformer_options"]
+    ["sample_sigmas"]``, which ComfyUI 0.3.64 sets for every sampler
+    (``CFGGuider.inner_sample``).  When a caller does not provide it, the wrapper
+    falls back to counting: each new, lower sigma is the next step and a higher sigma
+    starts a new run at step 0.  That counter is the only state; it counts model
+    evaluations at distinct sigmas, so for second-order samplers it turns twice per
+    step, which changes the schedule but not the correctness (every call un-rolls its
+    own prediction).  The fallback is logged once per wrapper when it is used.
+
+    Second-order samplers (heun, dpm_2…) evaluate the model a second time at the next
+    schedule entry; that correction call belongs to step ``i + 1`` by its sigma and so
+    sees the next turn, where Argus's loop (which turns *after* a whole step) would still
+    show step ``i``'s turn.  Every call un-rolls its own prediction, so the sample stays
+    correct; it is not bit-identical to Argus's loop for those samplers (the difference
+    on a seam-sensitive test model is about 2e-3, tests/sampling/test_seam.py).  For
+    first-order samplers (euler, dpmpp_2m, lms, ddim…) it is exact.
+    """
+
+    def __init__(self, schedule: RollSchedule, previous: Callable | None = None):
+        self.schedule = schedule
+        self.previous = previous
+        self._last_sigma: float | None = None
+        self._counted_step = 0
+        self._warned = False
+
+    def step_for(self, sigma: float, transformer_options: Mapping[str, Any]) -> int:
+        sample_sigmas = transformer_options.get("sample_sigmas")
+        if sample_sigmas is not None:
+            return step_from_sigma(sigma, sample_sigmas)
+        if not self._warned:
+            log.warning("Pano360 seam roll: the sampler gives no sample_sigmas; counting steps by sigma "
+                        "instead (second-order samplers then turn twice per step)")
+            self._warned = True
+        last = self._last_sigma
+        if last is None or sigma > last * (1.0 + SIGMA_RTOL):
+            self._counted_step = 0
+        elif sigma < last * (1.0 - SIGMA_RTOL):
+            self._counted_step += 1
+        self._last_sigma = sigma
+        return self._counted_step
+
+    def __call__(self, apply_model: Callable[..., Tensor], args: Mapping[str, Any]) -> Tensor:
+        x, timestep, c = args["input"], args["timestep"], args["c"]
+        sigma = float(timestep.detach().flatten().max())
+        width = x.shape[-1]
+        shift = self.schedule.offset(self.step_for(sigma, c.get("transformer_options") or {}), width)
+        if shift:
+            x = roll_width(x, shift)
+            c = roll_conditioning(c, shift, width)
+        if self.previous is not None:
+            out = self.previous(apply_model, {**args, "input": x, "c": c})
+        else:
+            out = apply_model(x, timestep, **c)
+        return roll_width(out, -shift) if shift else out
