@@ -15,8 +15,8 @@ step the predicted clean latents ``x0`` of all views are brought onto the sphere
 This is the MultiDiffusion idea (Bar-Tal et al. 2023) on the sphere over VideoPanda's rig
 and view mask (Xie et al. 2025).  The ``uniform_sphere`` space (:class:`SphereFusion`,
 SphereDiff's idea, Park et al. 2025) keeps the sampler's state itself on points spread
-uniformly over the sphere instead (docs/spherical.md).  Given cells (the view mask) are held by :mod:`.held`; the ComfyUI hook
-that calls the fusion is in :mod:`.hooks`.
+uniformly over the sphere instead (docs/spherical.md).  Given cells (the view mask) are
+held by :mod:`.held`; the ComfyUI hooks that call the fusions are in :mod:`.hooks`.
 
 Layouts (docs/conventions.md): 4-D latents are view-major ``[V*T, C, h, w]`` (image models,
 SVD); 5-D video latents are ``[V, C, T, h, w]`` (Wan, HunyuanVideo).  Host-free: never
@@ -38,6 +38,7 @@ from ..projection.lattice import (
     GOLDEN_ANGLE,
     LatticeViews,
     assign_views,
+    fibonacci_lattice,
     lattice_to_views,
     points_for_view,
     views_to_lattice,
@@ -61,6 +62,7 @@ __all__ = [
     "POLE_PITCH",
     "LatentLayout",
     "pole_views",
+    "pole_region",
     "SyncSchedule",
     "canvas_size",
     "fuse_views",
@@ -146,6 +148,14 @@ class LatentLayout:
 def pole_views(rig: Rig, up: bool, min_pitch: float = POLE_PITCH) -> list[int]:
     """Indices of the views looking up (pitch >= min_pitch) or down (pitch <= -min_pitch)."""
     return [i for i, v in enumerate(rig.views) if (v.pitch >= min_pitch if up else v.pitch <= -min_pitch)]
+
+
+def pole_region(n: int, up: bool, min_pitch: float = POLE_PITCH) -> Tensor:
+    """``(n,)`` float: 1 at the lattice points above latitude ``min_pitch`` degrees (``up``)
+    or below ``-min_pitch``: where the sky / ground prompts apply in the sphere space."""
+    y = fibonacci_lattice(n, dtype=torch.float64)[:, 1]
+    limit = math.sin(math.radians(min_pitch))
+    return (y >= limit if up else y <= -limit).to(torch.float32)
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,7 +429,8 @@ class SphereFusion:
 
     Every assignment the rotation uses is built and checked here: a point no view holds
     raises ValueError naming the rig.  State: the assignment cache and
-    :attr:`last_disagreement` (the views' spread at the last fused call, for the metrics).
+    :attr:`last_disagreement` (the views' spread at the last step, set by
+    :class:`..hooks.SphereUnetWrapper`).
     """
 
     def __init__(self, rig: Rig, view_hw: tuple[int, int], *, n: int | None = None, rotation: str = "sphere",

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..metrics import lattice_disagreement
 from .fusion import LatticeLayout, SphereFusion
 from .seam import SPATIAL_COND_KEYS, RollSchedule, roll_conditioning, roll_width
 from .sigmas import SIGMA_RTOL, step_fraction, step_from_sigma
@@ -196,6 +197,12 @@ class SphereUnetWrapper:
             out = self.previous(apply_model, {**args, "input": x_views, "timestep": t_views, "c": c_views})
         else:
             out = apply_model(x_views, t_views, **c_views)
+        if step == len(sample_sigmas) - 2:  # the last step: keep the views' spread for the metrics
+            kinds = list(args.get("cond_or_uncond") or [])
+            cond = kinds.index(0) if 0 in kinds else 0  # the positive prompt's chunk
+            grid = layout.views_layout(views.num_views, self.fusion.view_hw).to_grid(
+                out[cond * per_chunk:(cond + 1) * per_chunk])
+            self.fusion.last_disagreement = float(lattice_disagreement(grid.detach().float(), views).nanmean())
         fused = [layout.latent(self.fusion.fuse(out[i * per_chunk:(i + 1) * per_chunk], views, layout, fraction))
                  for i in range(chunks)]
         return torch.cat(fused).to(x.dtype)

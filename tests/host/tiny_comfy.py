@@ -1,0 +1,81 @@
+"""Tiny random-weight ComfyUI models built in memory with ComfyUI's own classes (host tests).
+
+No files, no downloads: each builder instantiates the model class ComfyUI's loaders would
+(``supported_models`` configs, ``comfy.ldm`` networks) at a tiny size, initialises it with a
+seeded random init and, where a sampler needs it, wraps it in a ``ModelPatcher`` on the CPU.
+Import only inside tests that run with ComfyUI importable (the ``comfy_in_process`` fixture).
+"""
+
+from __future__ import annotations
+
+import torch
+
+SEED = 15
+CONTEXT_DIM = 32  # text embedding width of the tiny UNet
+
+# An SD1.5-shaped UNet (comfy/supported_models.py SD15) at 1/10 of the widths, 2 levels.
+TINY_SD15_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32, "num_res_blocks": [1, 1],
+    "transformer_depth": [1, 1], "channel_mult": [1, 2], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": CONTEXT_DIM, "num_heads": 2,
+    "transformer_depth_output": [1, 1, 1, 1], "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+
+# Flux (comfy/ldm/flux/model.py FluxParams) with one double and one single block; axes
+# (index, height, width) sum to hidden_size / num_heads like the real 16/56/56 of 3072/24.
+TINY_FLUX = dict(in_channels=4, out_channels=4, vec_in_dim=8, context_in_dim=8, hidden_size=32, mlp_ratio=2.0,
+                 num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000, patch_size=2,
+                 qkv_bias=True, guidance_embed=False)
+
+# Wan (comfy/ldm/wan/model.py WanModel) with one block; its head dim 16 splits into the
+# t/h/w rope axes d - 4(d//6), 2(d//6), 2(d//6) = 8/4/4 as WanModel computes it.
+TINY_WAN = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=8, in_dim=4, dim=32, ffn_dim=64, freq_dim=16,
+                text_dim=8, out_dim=4, num_heads=2, num_layers=1)
+
+
+def random_init_(module: torch.nn.Module, seed: int = SEED, std: float = 0.05) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def sd15_patcher():
+    """A ModelPatcher of a tiny SD1.5-shaped BaseModel (EPS) on the CPU."""
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    model = comfy.supported_models.SD15(dict(TINY_SD15_UNET)).get_model({})
+    random_init_(model)
+    cpu = torch.device("cpu")
+    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def text(seed: int, tokens: int = 7) -> list:
+    """A CONDITIONING of random 'text' for the tiny UNet."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, CONTEXT_DIM, generator=g), {}]]
+
+
+def flux_model():
+    """ComfyUI's Flux network at :data:`TINY_FLUX` (0.33's FluxParams also needs
+    ``txt_ids_dims``: empty = Flux.1's text ids, all zero)."""
+    import dataclasses
+
+    import comfy.ldm.flux.model
+    import comfy.ops
+
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    extra = {"txt_ids_dims": []} if "txt_ids_dims" in fields else {}
+    return random_init_(comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+                                                  device="cpu", **TINY_FLUX, **extra))
+
+
+def wan_model():
+    import comfy.ldm.wan.model
+    import comfy.ops
+
+    return random_init_(comfy.ldm.wan.model.WanModel(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
+                                                     device="cpu", **TINY_WAN))
