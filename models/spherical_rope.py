@@ -55,6 +55,7 @@ __all__ = [
     "wrapped_harmonics",
     "wrapped_rope",
     "SphericalRoPE",
+    "grid_wrapper",
 ]
 
 RopeFn = Callable[[Tensor, int, float], Tensor]  # comfy.ldm.flux.math.rope(pos, dim, theta)
@@ -248,3 +249,28 @@ class SphericalRoPE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, theta={self.theta}, axes_dim={self.axes_dim}, mode={self.mode}"
+
+
+def _transformer_options(args: tuple, kwargs: dict) -> dict:
+    """The ``transformer_options`` of a diffusion model's ``forward`` call: a keyword
+    (Lumina's NextDiT) or the last positional argument (Flux, Chroma, Wan, Qwen-Image in
+    0.3.64 and 0.33); {} when absent."""
+    if isinstance(kwargs.get("transformer_options"), dict):
+        return kwargs["transformer_options"]
+    if args and isinstance(args[-1], dict):
+        return args[-1]
+    return {}
+
+
+def grid_wrapper(family: RopeFamily, patch: Sequence[int] | int) -> Callable:
+    """A ComfyUI ``DIFFUSION_MODEL`` wrapper ``(executor, *args, **kwargs)`` that gives
+    :class:`SphericalRoPE` the token grid of the latent ``args[0]`` (and of
+    ``rope_options``) for the duration of the call.  Holds no state."""
+
+    def wrapper(executor, *args, **kwargs):
+        options = _transformer_options(args, kwargs)
+        grid = grid_for_latent(tuple(args[0].shape), patch, family, options.get("rope_options"))
+        with token_grid(grid):
+            return executor(*args, **kwargs)
+
+    return wrapper

@@ -28,9 +28,9 @@ TINY_FLUX = dict(in_channels=4, out_channels=4, vec_in_dim=8, context_in_dim=8, 
                  num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 6, 6], theta=10000, patch_size=2,
                  qkv_bias=True, guidance_embed=False)
 
-# Wan (comfy/ldm/wan/model.py WanModel) with one block; its head dim 16 splits into the
-# t/h/w rope axes d - 4(d//6), 2(d//6), 2(d//6) = 8/4/4 as WanModel computes it.
-TINY_WAN = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=8, in_dim=4, dim=32, ffn_dim=64, freq_dim=16,
+# Wan (comfy/ldm/wan/model.py WanModel) with one block; its head dim 24 splits into the
+# t/h/w rope axes d - 4(d//6), 2(d//6), 2(d//6) = 8/8/8 as WanModel computes it.
+TINY_WAN = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=8, in_dim=4, dim=48, ffn_dim=96, freq_dim=16,
                 text_dim=8, out_dim=4, num_heads=2, num_layers=1)
 
 

@@ -1,0 +1,70 @@
+"""Pano360 nodes: spherical positional encoding for DiTs on equirect latents.
+
+The maths lives in ``models/spherical_rope.py`` (host-free); this node clones a MODEL,
+replaces its RoPE module with the wrapping one (an object patch) and installs the model
+wrapper that tells it the latent's token grid.  See docs/spherical.md.
+"""
+
+from __future__ import annotations
+
+from ..models.spherical_rope import MODES, SphericalRoPE, family_of, grid_wrapper
+from . import _host
+from ._common import NodeInputError
+from ._host import io
+
+CATEGORY = "Pano360/seam"
+WRAPPER_KEY = "pano360_spherical_rope"
+
+
+class Pano360SphericalRoPE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360SphericalRoPE",
+            display_name="Spherical RoPE (wrap the 0/360° seam)",
+            category=CATEGORY,
+            description=(
+                "Makes a DiT's positional encoding wrap around the panorama: the width axis of its rotary "
+                "position embedding becomes periodic over the latent's width, so the first and last token "
+                "columns are neighbours exactly like any two adjacent columns (and the model has no 'left "
+                "edge' to draw a seam at). For equirect latents (width = 2 × height) of Flux/Chroma, Wan, "
+                "Lumina 2 / Z-Image and Qwen-Image models, on ComfyUI 0.3.64 and 0.33. ComfyUI's own "
+                "rope_options (ScaleROPE) only scale and shift positions and cannot wrap; their scales are "
+                "honoured here."
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="A DiT model (Flux, Chroma, Wan 2.x, Lumina 2, Z-Image, Qwen-Image). "
+                                                "It is cloned; the input stays unchanged."),
+                io.Combo.Input("mode", options=["off", *MODES], default="wrap",
+                               tooltip="off: the model unchanged (for A/B comparisons). wrap: every width frequency "
+                                       "becomes a whole number of turns per panorama (frequencies below half a turn "
+                                       "become constant). wrap_pole: also shrinks the width frequencies of each token "
+                                       "row by the sine of its colatitude, so tokens near a pole, which are almost the "
+                                       "same direction, sit almost at the same position (rows keep the exact wrap; "
+                                       "scores across rows are no longer exactly shift invariant)."),
+            ],
+            outputs=[io.Model.Output(tooltip="The cloned model with the spherical RoPE installed (or the input for off).")],
+        )
+
+    @classmethod
+    def execute(cls, model, mode: str) -> io.NodeOutput:
+        node = cls.__name__
+        if mode == "off":
+            return io.NodeOutput(model)
+        if mode not in MODES:
+            raise NodeInputError(node, "mode", f"one of {['off', *MODES]}", repr(mode))
+        network = model.get_model_object("diffusion_model")
+        try:
+            family = family_of(network)
+        except ValueError as e:
+            raise NodeInputError(node, "model", "a DiT whose RoPE is ComfyUI's EmbedND", str(e)) from None
+        original = getattr(network, family.embedder)
+        patched = model.clone()
+        patched.add_object_patch(f"diffusion_model.{family.embedder}",
+                                 SphericalRoPE(original.dim, original.theta, original.axes_dim, _host.rope_function(),
+                                               mode))
+        _host.add_diffusion_model_wrapper(patched, WRAPPER_KEY, grid_wrapper(family, network.patch_size))
+        return io.NodeOutput(patched)
+
+
+NODES = [Pano360SphericalRoPE]
