@@ -79,3 +79,17 @@ def wan_model():
 
     return random_init_(comfy.ldm.wan.model.WanModel(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                                      device="cpu", **TINY_WAN))
+
+
+def sd_vae():
+    """ComfyUI's VAE object around a random SD/Flux-architecture autoencoder (ComfyUI's
+    ``AutoencoderKL``, 4 latent channels, the x8 layout of the SD VAE at a quarter of its
+    widths), built through ``comfy.sd.VAE``'s ``config`` path."""
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
+    net = AutoencoderKL(ddconfig=dict(ddconfig), embed_dim=4)
+    random_init_(net, std=0.1)
+    return comfy.sd.VAE(sd=net.state_dict(), config={"params": {"ddconfig": ddconfig, "embed_dim": 4}})
