@@ -1,13 +1,16 @@
-"""Pano360 nodes: spherical positional encoding for DiTs on equirect latents.
+"""Pano360 nodes: spherical positional encoding for DiTs and noise on the sphere.
 
-The maths lives in ``models/spherical_rope.py`` (host-free); this node clones a MODEL,
-replaces its RoPE module with the wrapping one (an object patch) and installs the model
-wrapper that tells it the latent's token grid.  See docs/spherical.md.
+The maths lives in ``models/spherical_rope.py`` and ``sampling/noise.py`` (host-free).
+The RoPE node clones a MODEL, replaces its RoPE module with the wrapping one (an object
+patch) and installs the model wrapper that tells it the latent's token grid; the noise
+node gives SamplerCustomAdvanced a NOISE drawn on the sphere.  See docs/spherical.md.
 """
 
 from __future__ import annotations
 
 from ..models.spherical_rope import MODES, SphericalRoPE, family_of, grid_wrapper
+from ..sampling.noise import NOISE_DENSITY, spherical_noise
+from ._bundles import SEED_MAX
 from . import _host
 from ._common import NodeInputError
 from ._host import io
@@ -67,4 +70,45 @@ class Pano360SphericalRoPE(io.ComfyNode):
         return io.NodeOutput(patched)
 
 
-NODES = [Pano360SphericalRoPE]
+class SphericalNoise:
+    """A ComfyUI NOISE (``seed`` and ``generate_noise(latent)``, the interface of
+    comfy_extras' ``Noise_RandomNoise``) whose noise is drawn on the sphere."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def generate_noise(self, input_latent: dict):
+        samples = input_latent["samples"]
+        h, w = samples.shape[-2:]
+        if w != 2 * h:
+            raise ValueError(f"Pano360SphericalNoise: the latent must be an equirect (width = 2 × height), got "
+                             f"{w}x{h} (WxH)")
+        return spherical_noise(tuple(samples.shape), self.seed).to(samples.dtype)
+
+
+class Pano360SphericalNoise(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360SphericalNoise",
+            display_name="Spherical Noise (equirect latents)",
+            category=CATEGORY,
+            description=(
+                "Initial noise for SamplerCustomAdvanced that lives on the sphere: i.i.d. values on points "
+                f"spread uniformly over it ({NOISE_DENSITY:g} per equator pixel), each equirect pixel taking its "
+                "nearest point's value. Along the equator every pixel gets its own value; towards the poles, where "
+                "an equirect row is a small circle, pixels share values as they share directions, so the noise "
+                "is as dense on the sphere everywhere. For training-free equirect generation; keep ComfyUI's "
+                "RandomNoise with 360° LoRAs (trained on per-pixel noise)."
+            ),
+            inputs=[io.Int.Input("noise_seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                                 tooltip="Seed of the noise (same seed, same noise).")],
+            outputs=[io.Noise.Output(tooltip="NOISE for SamplerCustomAdvanced (latent width must be 2 × height).")],
+        )
+
+    @classmethod
+    def execute(cls, noise_seed: int) -> io.NodeOutput:
+        return io.NodeOutput(SphericalNoise(noise_seed))
+
+
+NODES = [Pano360SphericalRoPE, Pano360SphericalNoise]

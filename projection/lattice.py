@@ -52,6 +52,7 @@ __all__ = [
     "erp_to_lattice",
     "perspective_to_lattice",
     "lattice_to_erp",
+    "nearest_lattice_points",
 ]
 
 # The golden angle pi (3 - sqrt 5): the longitude step of consecutive lattice points
@@ -404,33 +405,50 @@ def _mls_weights(q: Tensor, p: Tensor, spacing: float) -> Tensor:
     return torch.linalg.solve(atw @ basis, atw)[:, 0, :]
 
 
-def _lattice_erp_taps(n: int, erp_hw, device, dtype) -> Taps:
-    """Per equirect pixel: its KERNEL_POINTS nearest lattice points and their quadratic
-    moving-least-squares weights.  The search for a row only looks at the points whose
-    height lies within the search radius (the lattice is sorted by height), so the cost is
-    ~ pixels x sqrt(n)."""
+def _nearest_points(n: int, erp_hw, k: int, device) -> Tensor:
+    """``(H, W, k)`` indices of each equirect pixel's ``k`` nearest lattice points, nearest
+    first.  The search for a row only looks at the points whose height lies within the
+    search radius (the lattice is sorted by height), so the cost is ~ pixels x sqrt(n)."""
     h, w = erp_hw
+    if n < k:
+        raise ValueError(f"n: the search needs at least {k} lattice points, got {n}")
     points = _lattice(n, device)
     dirs = erp_directions(erp_hw, device, GEOMETRY_DTYPE)  # (H, W, 3)
-    spacing = lattice_spacing(n)
-    radius = _SEARCH_SPACINGS * spacing
+    radius = _SEARCH_SPACINGS * lattice_spacing(n)
     cos_radius = math.cos(radius)
-    k = KERNEL_POINTS
-    if n < k:
-        raise ValueError(f"n: lattice_to_erp needs at least {k} lattice points, got {n}")
     index = torch.empty(h, w, k, dtype=torch.long, device=device)
-    weight = torch.empty(h, w, k, dtype=GEOMETRY_DTYPE, device=device)
     for row in range(h):
         y0 = float(dirs[row, 0, 1])
         lo = max(0, int(math.floor((1.0 - min(1.0, y0 + radius)) * n / 2 - 0.5)))
         hi = min(n, int(math.ceil((1.0 - max(-1.0, y0 - radius)) * n / 2 - 0.5)) + 1)
         near = (dirs[row] @ points[lo:hi].T).topk(k, dim=1)  # cosines of the angles, (W, k)
         if float(near.values[:, -1].min()) < cos_radius:
-            raise RuntimeError(f"lattice_to_erp: row {row} of {h}: the {k} nearest of {n} points lie beyond "
+            raise RuntimeError(f"lattice search: row {row} of {h}: the {k} nearest of {n} points lie beyond "
                                f"the search radius (increase _SEARCH_SPACINGS)")
         index[row] = near.indices + lo
-        weight[row] = _mls_weights(dirs[row], points[index[row]], spacing)
+    return index
+
+
+def _lattice_erp_taps(n: int, erp_hw, device, dtype) -> Taps:
+    """Per equirect pixel: its KERNEL_POINTS nearest lattice points and their quadratic
+    moving-least-squares weights."""
+    h, w = erp_hw
+    k = KERNEL_POINTS
+    index = _nearest_points(n, erp_hw, k, device)
+    points = _lattice(n, device)
+    dirs = erp_directions(erp_hw, device, GEOMETRY_DTYPE)
+    spacing = lattice_spacing(n)
+    weight = torch.stack([_mls_weights(dirs[row], points[index[row]], spacing) for row in range(h)])
     return Taps.make(index.reshape(h * w, k), weight.reshape(h * w, k), dtype)
+
+
+def nearest_lattice_points(n: int, erp_hw: Sequence[int], device=None) -> Tensor:
+    """``(H*W,)`` int64: the lattice point nearest each equirect pixel centre (row-major).
+    Cached; never written in place."""
+    n = _check_points(n)
+    erp_hw = check_erp_hw(erp_hw)
+    key = ("lat_nearest", n, erp_hw, str(device))
+    return GRID_CACHE.get(key, lambda: _nearest_points(n, erp_hw, 1, device).reshape(-1))
 
 
 def lattice_to_erp(values: Tensor, erp_hw: Sequence[int]) -> Tensor:

@@ -181,3 +181,19 @@ def test_families_of_comfyuis_dits_and_a_unet_refused(comfy_in_process):
     unet = tiny_comfy.sd15_patcher()
     with pytest.raises(NodeInputError, match="UNetModel"):
         _rope_node(unet, "wrap")
+
+
+def test_spherical_noise_drives_samplercustomadvanced(comfy_in_process):
+    from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+    from pano360.nodes.spherical import Pano360SphericalNoise
+    from pano360.sampling.noise import spherical_noise
+
+    noise = Pano360SphericalNoise.execute(noise_seed=7).args[0]
+    latent = {"samples": torch.zeros(1, 4, 8, 16)}
+    drawn = noise.generate_noise(latent)
+    assert torch.equal(drawn, spherical_noise((1, 4, 8, 16), 7)) and noise.seed == 7
+    # the same interface ComfyUI's own RandomNoise offers (what SamplerCustomAdvanced calls)
+    assert Noise_RandomNoise(7).generate_noise(latent).shape == drawn.shape
+    with pytest.raises(ValueError, match="2 × height"):
+        noise.generate_noise({"samples": torch.zeros(1, 4, 8, 8)})
