@@ -77,7 +77,7 @@ def seam_score(erp: Tensor) -> Tensor:
     """
     _, w = _check_erp(erp, "erp")
     k = min(SEAM_NEIGHBOURS, (w - 2) // 2)
-    x = erp.to(torch.float64)
+    x = erp.detach().to(torch.float64)
     seam = (x[..., 0] - x[..., -1]).abs().mean(dim=(1, 2))
     near = torch.cat([x[..., 1:k + 1] - x[..., :k], x[..., w - k:] - x[..., w - k - 1:w - 1]], dim=-1)
     interior = near.abs().mean(dim=(1, 2, 3))
@@ -115,7 +115,7 @@ def pole_score(erp: Tensor) -> Tensor:
     noisy or streaked pole scores high.
     """
     h, w = _check_erp(erp, "erp")
-    x = erp.to(torch.float64)
+    x = erp.detach().to(torch.float64)
     rows = max(1, int(round(h * POLE_CAP_DEG / 180.0)))
     colat = (torch.arange(rows, dtype=torch.float64, device=x.device) + 0.5) * math.pi / h
     north = _cap_excess(x[..., :rows, :], colat, h).mean(dim=(1, 2))
