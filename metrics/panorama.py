@@ -48,10 +48,11 @@ SEAM_VISIBLE = 1.5
 SEAM_NEIGHBOURS = 4
 # A pole score above this is a visibly rough pole: 10% of the image's contrast left in the
 # cap rows beyond what the sphere's resolution allows (seamless smooth panoramas score
-# < 0.01, the synthetic pole defects of tests/metrics ~0.3-1).
+# < 0.001, the synthetic pole defects of tests/metrics 0.24-0.66).
 POLE_ROUGH = 0.1
 # Views whose overlaps differ by more than this fraction of the scene's contrast disagree
-# visibly (fused Multi-View Sampler results score < 0.05, independent views ~0.5+).
+# visibly (views cut from one smooth panorama score below 0.01; one view brightened by
+# twice the scene's spread scores above it: tests/metrics).
 VIEWS_DISAGREE = 0.1
 # The pole score looks at the rows within this many degrees of each pole.
 POLE_CAP_DEG = 10.0
