@@ -1,24 +1,33 @@
 """``python -m pano360 batch``: queue a sweep of an API workflow on ComfyUI servers.
 
-The batch is resumable and never submits a prompt twice:
+The batch is resumable and runs each job to completion once (docs/workflows.md states the
+exact guarantee):
 
 1. Every job (see :mod:`.sweep`) has an entry in ``<out>/manifest.json`` (written
    atomically after every change).  Before ``POST /prompt`` the client records a
-   ``prompt_id`` it chose itself (ComfyUI accepts ``prompt_id`` in the request).
+   ``prompt_id`` it chose itself (ComfyUI accepts ``prompt_id`` in the request), and it
+   puts a marker naming that id into the prompt's ``extra_pnginfo``, which ComfyUI's
+   savers embed in every output file (:mod:`.marker`).
 2. On a rerun, finished jobs are skipped.  A job recorded as submitted is looked up on
    its server (``/history/<id>``, then ``/queue``): finished -> its outputs are
-   downloaded; queued or running -> it is followed; unknown to the server (the client
-   died before the POST arrived) -> it is submitted with the *same* ``prompt_id``.
+   downloaded; queued or running -> it is followed.  When the server no longer knows the
+   prompt (it restarted: ComfyUI keeps history and queue in memory), the client asks the
+   Pano360 pack on the server for output files carrying the prompt's marker: found ->
+   the job ran, its files are downloaded; none -> the prompt never ran there and is
+   submitted with the *same* ``prompt_id``.
 3. Failed jobs are retried on a rerun.
 
 Jobs go to the servers round-robin, at most ``--max-queued`` per server at a time.
 Progress comes from the websocket (``/ws?clientId=``, connected before queueing; the
 client id is kept in the manifest so a rerun receives the events of its old prompts),
-with ``/history`` + ``/queue`` polling as a fallback.  A job that fails (execution error,
-connection lost and the server no longer knows the prompt, timeout) is retried up to
-``--retries`` times with a new ``prompt_id``; a rejected prompt (validation errors,
-shown by node and input) is not retried.  Outputs (``/history`` -> ``/view``) land in
-``<out>/<job name>/``.
+with ``/history`` + ``/queue`` polling as a fallback.  A job that fails while running
+(an execution error that may pass next time, a server losing the prompt, a timeout) is
+retried up to ``--retries`` times with a new ``prompt_id``; a rejected prompt (HTTP 4xx,
+validation errors shown by node and input) and an execution error that repeats with the
+same inputs (:data:`DETERMINISTIC_ERRORS`) are not retried.  A job whose ``POST`` never
+reached its server (connection refused) goes to another server without using an
+attempt; a job sent to a server that stops answering waits for that server (a rerun
+picks it up).  Outputs (``/history`` -> ``/view``) land in ``<out>/<job name>/``.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import sys
 import time
 import uuid
@@ -40,6 +50,7 @@ from typing import Any, Callable, Mapping
 import aiohttp
 
 from ..media.atomic import write_bytes, write_json
+from .marker import MARKER_KEY, PROTOCOL_VERSION, ROUTE, job_marker
 from .schema import SchemaSet, fetch_object_info
 from .sweep import (Axis, Job, SweepError, Target, apply, expand, list_input_files, parse_seeds, parse_set,
                     read_prompts, resolve_target, seed_targets)
@@ -51,8 +62,19 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 LOCK_NAME = ".batch.lock"
 OUTPUT_KEYS = ("images", "gifs", "videos", "audio", "files", "3d")
-# Polls of /history + /queue in a row that may fail before a server counts as gone.
-UNREACHABLE_POLLS = 3
+# Execution errors that repeat on every attempt with the same inputs, by the exception's type
+# name as ComfyUI reports it (execution.py full_type_name: "module.Class", bare for builtins;
+# matched on the class name).  RuntimeError is not here: torch raises it for out-of-memory too.
+DETERMINISTIC_ERRORS = frozenset({
+    "ValueError", "TypeError", "KeyError", "IndexError", "AttributeError", "NotImplementedError",
+    "AssertionError", "ZeroDivisionError", "FileNotFoundError", "RecursionError", "JSONDecodeError",
+    "UnicodeDecodeError", "NodeInputError",   # Pano360's bad-input error (a ValueError)
+})
+# Output files are looked for among files modified since the submission, less this margin
+# (the server's clock is estimated from GET marker.ROUTE; the estimate is off by one round trip).
+SCAN_MARGIN_S = 60.0
+# Inputs naming where an output node writes (ComfyUI's savers: filename_prefix; Look Beyond: folder_prefix).
+PREFIX_INPUTS = ("filename_prefix", "folder_prefix")
 
 
 class BatchError(RuntimeError):
@@ -63,12 +85,33 @@ class ServerUnreachable(BatchError):
     pass
 
 
-class PromptRejected(BatchError):
-    """The server refused the prompt (validation); retrying cannot help."""
+class NotSent(ServerUnreachable):
+    """The ``POST /prompt`` never reached the server (connection refused): no attempt was used."""
+
+
+class ServerGone(ServerUnreachable):
+    """A server stopped answering while it had the job's prompt: the job waits for it."""
+
+    def __init__(self, server: "Server", message: str):
+        super().__init__(message)
+        self.server = server
+
+
+class NotRetryable(BatchError):
+    """The job fails the same way on every attempt; it is reported, not retried."""
+
+
+class PromptRejected(NotRetryable):
+    """The server refused the prompt (HTTP 4xx, validation); retrying cannot help."""
 
 
 class AttemptFailed(BatchError):
     """One attempt of a job failed; the job may be retried."""
+
+
+def is_deterministic(exception_type: str | None) -> bool:
+    """Whether an execution error of this type (ComfyUI's ``exception_type``) repeats on a retry."""
+    return bool(exception_type) and exception_type.rsplit(".", 1)[-1] in DETERMINISTIC_ERRORS
 
 
 # --------------------------------------------------------------------------- errors
@@ -246,14 +289,22 @@ class Progress:
 class Server:
     """One ComfyUI server: HTTP calls and a websocket that routes events by prompt id."""
 
-    def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str):
+    def __init__(self, url: str, session: aiohttp.ClientSession, client_id: str,
+                 submit_session: aiohttp.ClientSession | None = None):
         self.url = url.rstrip("/")
         self.session = session
+        # POST /prompt on a fresh connection (never a pooled one the server may have closed), so
+        # "connection refused" reliably means "not sent".
+        self.submit_session = submit_session or session
         self.client_id = client_id
         self.watchers: dict[str, asyncio.Queue] = {}
         self.connected = asyncio.Event()
         self._ws_task: asyncio.Task | None = None
         self.alive = True
+        self.down_since = 0.0             # time.monotonic() when it was last found down
+        self.revive_lock = asyncio.Lock()
+        self.marker: dict | None = None   # GET marker.ROUTE; None: no Pano360 output lookup there
+        self.clock_offset = 0.0           # server clock - local clock, from marker["time"]
 
     async def probe(self) -> None:
         try:
@@ -262,6 +313,54 @@ class Server:
                 await resp.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise ServerUnreachable(f"cannot reach ComfyUI at {self.url}: {exc or type(exc).__name__}") from exc
+
+    async def probe_marker(self) -> None:
+        """Ask for the Pano360 pack's output lookup (:mod:`.marker`) and the server's clock."""
+        self.marker = None
+        try:
+            async with self.session.get(f"{self.url}{ROUTE}") as resp:
+                if resp.status != 200:
+                    return
+                info = await resp.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError):
+            return
+        if isinstance(info, dict) and info.get("version") == PROTOCOL_VERSION \
+                and isinstance(info.get("time"), (int, float)):
+            self.marker = info
+            self.clock_offset = float(info["time"]) - time.time()
+
+    def server_time(self) -> float | None:
+        """The server's clock now (epoch seconds), when its output lookup told it."""
+        return time.time() + self.clock_offset if self.marker is not None else None
+
+    async def find_outputs(self, prompt_id: str, since: float | None) -> tuple[list[dict] | None, str]:
+        """Output files on the server carrying ``prompt_id``'s marker: ``(files, "")``, or
+        ``(None, why not)`` when the server cannot tell."""
+        await self.probe_marker()   # again: the server may have restarted with other options
+        if self.marker is None:
+            return None, (f"{self.url} has no Pano360 output lookup ({ROUTE}; install or update the Pano360 "
+                          "pack there)")
+        if not self.marker.get("metadata"):
+            return None, f"{self.url} runs with --disable-metadata, so its output files carry no marker"
+        body = {"prompt_ids": [prompt_id], "since": since}
+        try:
+            async with self.session.post(f"{self.url}{ROUTE}", json=body) as resp:
+                reply = await resp.json(content_type=None)
+                if resp.status != 200:
+                    return None, f"output lookup on {self.url} failed: HTTP {resp.status} {reply}"[:300]
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            return None, f"output lookup on {self.url} failed: {exc or type(exc).__name__}"
+        files = ((reply or {}).get("outputs") or {}).get(prompt_id)
+        if not isinstance(files, list):
+            return None, f"output lookup on {self.url} gave no answer for {prompt_id}"
+        if not files and not reply.get("complete", False):
+            return None, f"the output folder of {self.url} is too large to search completely"
+        return files, ""
+
+    def mark_down(self) -> None:
+        if self.alive:
+            self.alive = False
+            self.down_since = time.monotonic()
 
     def start(self) -> None:
         self._ws_task = asyncio.ensure_future(self._ws_loop())
@@ -314,16 +413,20 @@ class Server:
         payload = {"prompt": prompt, "client_id": self.client_id, "prompt_id": prompt_id,
                    "extra_data": {"extra_pnginfo": extra}}
         try:
-            async with self.session.post(f"{self.url}/prompt", json=payload) as resp:
+            async with self.submit_session.post(f"{self.url}/prompt", json=payload) as resp:
                 try:
                     body = await resp.json(content_type=None)
                 except (json.JSONDecodeError, aiohttp.ContentTypeError):
                     body = {"error": (await resp.text())[:500]}
-                if resp.status != 200:
+                if 400 <= resp.status < 500:
                     raise PromptRejected(f"prompt rejected by {self.url}: {format_rejection(resp.status, body, prompt)}")
+                if resp.status != 200:   # the server failed while taking it: whether it queued it, /queue tells
+                    log.warning("POST /prompt to %s: HTTP %d %s; checking whether it was queued", self.url,
+                                resp.status, str(body)[:200])
+                    return {}
                 return body
         except aiohttp.ClientConnectorError as exc:
-            raise ServerUnreachable(f"cannot reach ComfyUI at {self.url}: {exc}") from exc
+            raise NotSent(f"cannot reach ComfyUI at {self.url}: {exc}") from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # The request may or may not have arrived; the caller finds out from /history and /queue.
             log.warning("no answer from %s to POST /prompt (%s); checking whether it arrived", self.url, exc)
@@ -379,14 +482,16 @@ class Server:
                 log.warning("POST %s%s for prompt %s failed: %s", self.url, path, prompt_id, exc)
 
 
-def history_error(entry: Mapping[str, Any] | None) -> str:
+def history_error(entry: Mapping[str, Any] | None) -> tuple[str, str | None]:
+    """(message, exception type or None) of a failed history entry."""
     for event, data in ((entry or {}).get("status") or {}).get("messages", []):
         if event == "execution_error":
             return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
-                    f"{data.get('exception_type', '')} {data.get('exception_message', '')}".rstrip())
+                    f"{data.get('exception_type', '')} {data.get('exception_message', '')}".rstrip(),
+                    data.get("exception_type"))
         if event == "execution_interrupted":
-            return "execution was interrupted"
-    return "execution failed (no error message in the history)"
+            return "execution was interrupted", None
+    return "execution failed (no error message in the history)", None
 
 
 # --------------------------------------------------------------------------- batch
@@ -401,6 +506,7 @@ class BatchConfig:
     poll_interval: float = 2.0
     job_timeout: float | None = None
     http_timeout: float = 30.0
+    reconnect_wait: float = 120.0   # how long a server that stops answering is waited for
     preflight: bool = True
     progress: bool = True
     on_job_done: Callable[[str, dict], None] | None = None   # (job name, manifest entry)
@@ -412,6 +518,8 @@ class BatchConfig:
             raise BatchError(f"--max-queued must be >= 1, got {self.max_queued}")
         if self.retries < 0:
             raise BatchError(f"--retries must be >= 0, got {self.retries}")
+        if not self.reconnect_wait >= 0:
+            raise BatchError(f"--reconnect-wait must be >= 0 seconds, got {self.reconnect_wait}")
 
 
 @dataclass
@@ -431,10 +539,11 @@ def workflow_sha(api: Mapping[str, Any]) -> str:
 
 class _Batch:
     def __init__(self, api: dict, jobs: list[Job], config: BatchConfig, manifest: Manifest,
-                 session: aiohttp.ClientSession):
+                 session: aiohttp.ClientSession, submit_session: aiohttp.ClientSession | None = None):
         self.api, self.jobs, self.config, self.manifest = api, jobs, config, manifest
         self.session = session
-        self.servers = {url.rstrip("/"): Server(url, session, manifest.client_id) for url in config.servers}
+        self.servers = {url.rstrip("/"): Server(url, session, manifest.client_id, submit_session)
+                        for url in config.servers}
         self.progress = Progress(len(jobs), enabled=config.progress)
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.remaining = 0
@@ -449,13 +558,14 @@ class _Batch:
                 await server.probe()
                 alive.append(server)
             except ServerUnreachable as exc:
-                server.alive = False
+                server.mark_down()
                 errors.append(str(exc))
         for message in errors:
             log.error("%s", message)
         if not alive:
             raise ServerUnreachable("no ComfyUI server reachable:\n  " + "\n  ".join(errors))
         for server in alive:
+            await server.probe_marker()
             server.start()
         return alive
 
@@ -543,9 +653,22 @@ class _Batch:
             self.progress.close()
         result = self.result()
         if result.pending:
-            raise BatchError(f"no reachable server left; {len(result.pending)} job(s) not finished "
-                             "(rerun the same command to continue)")
+            raise BatchError(self._pending_message(result.pending))
         return result
+
+    def _pending_message(self, pending: list[str]) -> str:
+        waiting: dict[str, int] = {}
+        for job in self.jobs:
+            entry = self.manifest.job(job)
+            if entry["state"] == "submitted" and entry["name"] in pending:
+                waiting[entry["server"]] = waiting.get(entry["server"], 0) + 1
+        lines = [f"{n} job(s) wait for {url}, which has their prompts but cannot be reached: rerun the same "
+                 f"command when it is back (or leave it out of --server to run them elsewhere, where they "
+                 "run again if that server had run them)" for url, n in waiting.items()]
+        unsent = len(pending) - sum(waiting.values())
+        if unsent:
+            lines.append(f"{unsent} job(s) not sent: no reachable server left (rerun the same command to continue)")
+        return "; ".join(lines)
 
     def result(self) -> BatchResult:
         out = BatchResult()
@@ -560,23 +683,64 @@ class _Batch:
         return out
 
     async def worker(self, server: Server) -> None:
-        while server.alive:
-            job = await self.queue.get()
-            if not server.alive:
-                self.queue.put_nowait(job)
+        while True:
+            if not server.alive and not await self._server_back(server):
                 return
+            job = await self.queue.get()
+            if not server.alive:   # it went down while this worker waited for a job
+                self.queue.put_nowait(job)
+                continue
             entry = self.manifest.job(job)
             try:
                 await self.run_job(server, job, entry)
-            except ServerUnreachable as exc:
-                server.alive = False
-                log.error("%s", exc)
-                self._attempt_failed(job, entry, str(exc))
-                return
+            except NotSent as exc:   # never reached `server`: another server takes it, no attempt used
+                server.mark_down()
+                log.error("%s; its next jobs go to the other servers while it is waited for (up to %g s)",
+                          exc, self.config.reconnect_wait)
+                self.progress.update(entry["name"], None)
+                self.queue.put_nowait(job)
+            except ServerGone as exc:   # `exc.server` has the prompt: the job waits for it
+                exc.server.mark_down()
+                log.error("%s: %s; the job waits for that server", entry["name"], exc)
+                entry.update(error=str(exc))
+                self.manifest.save()
+                self.progress.update(entry["name"], finished=True)
+                self._one_finished()
             except AttemptFailed as exc:
                 self._attempt_failed(job, entry, str(exc))
-            except (PromptRejected, BatchError, OSError) as exc:
+            except (NotRetryable, BatchError, OSError) as exc:
                 self._job_failed(job, entry, str(exc))
+
+    async def _server_back(self, server: Server) -> bool:
+        """Wait (up to ``reconnect_wait`` since it went down) for a server to answer again."""
+        async with server.revive_lock:
+            while not server.alive:
+                left = server.down_since + self.config.reconnect_wait - time.monotonic()
+                if left <= 0:
+                    return False
+                try:
+                    await server.probe()
+                except ServerUnreachable:
+                    await asyncio.sleep(min(1.0, left))
+                    continue
+                server.alive = True
+                log.info("%s answers again; sending jobs to it", server.url)
+            return True
+
+    async def _lookup(self, server: Server, pid: str) -> tuple[str, dict | None]:
+        """``server.lookup`` that rides out a restart: retried until ``reconnect_wait`` has
+        passed without an answer, then ServerGone."""
+        first_failure = None
+        while True:
+            try:
+                return await server.lookup(pid)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                now = time.monotonic()
+                first_failure = first_failure or now
+                if now - first_failure >= self.config.reconnect_wait:
+                    raise ServerGone(server, f"{server.url} has not answered for {now - first_failure:.0f} s "
+                                             f"({exc or type(exc).__name__})") from exc
+                await asyncio.sleep(min(self.config.poll_interval, 1.0))
 
     def _attempt_failed(self, job: Job, entry: dict, message: str) -> None:
         if entry["attempts"] <= self.config.retries:
@@ -602,33 +766,79 @@ class _Batch:
             self.finished.set()
 
     async def run_job(self, server: Server, job: Job, entry: dict) -> None:
-        name = entry["name"]
         if entry["state"] == "submitted":
-            recorded = self.servers.get(entry["server"])
-            if recorded is None or not recorded.alive:
-                # The recorded server is gone: its state is unknowable, so this attempt counts as failed.
-                raise AttemptFailed(f"prompt {entry['prompt_id']} was sent to {entry['server']}, "
-                                    "which is not reachable now")
-            server = recorded
-            try:
-                state, hist = await server.lookup(entry["prompt_id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                raise ServerUnreachable(f"cannot reach ComfyUI at {server.url}: {exc}") from exc
-            if state == "done":
-                return await self.collect(server, job, entry, hist)
-            if state == "error":
-                raise AttemptFailed(history_error(hist))
-            if state == "queued":
-                log.info("%s: prompt %s still queued on %s; following it", name, entry["prompt_id"], server.url)
-                return await self.follow(server, job, entry, submit=None)
-            log.info("%s: prompt %s never reached %s; submitting it now", name, entry["prompt_id"], server.url)
-            return await self.follow(server, job, entry, submit=await self.build_prompt(server, job))
+            return await self.resume(job, entry, server)
+        await self.submit_new(server, job, entry)
+
+    async def submit_new(self, server: Server, job: Job, entry: dict) -> None:
+        """A new attempt on ``server`` under a new prompt id, recorded before the POST."""
         prompt = await self.build_prompt(server, job)
+        now = server.server_time()
         entry.update(state="submitted", prompt_id=str(uuid.uuid4()), server=server.url,
-                     attempts=entry["attempts"] + 1)
+                     attempts=entry["attempts"] + 1, submitted_at=now, seen_outputs=None)
         entry["prompt_ids"].append(entry["prompt_id"])
         self.manifest.save()   # recorded BEFORE the POST: a rerun can always find it
-        await self.follow(server, job, entry, submit=prompt)
+        try:
+            await self.follow(server, job, entry, submit=prompt)
+        except NotSent:
+            entry["prompt_ids"].pop()
+            entry.update(state="pending", prompt_id=None, server=None, attempts=entry["attempts"] - 1)
+            self.manifest.save()
+            raise
+
+    async def resume(self, job: Job, entry: dict, worker_server: Server) -> None:
+        """A job recorded as submitted by an earlier run (or found so after a retry)."""
+        name, pid = entry["name"], entry["prompt_id"]
+        server = self.servers.get(entry["server"])
+        if server is None:
+            # The user left its server out of --server: run the job elsewhere, knowingly.
+            log.warning("%s: prompt %s was sent to %s, which is not in --server; running the job on %s "
+                        "(it runs twice if that server had run it)", name, pid, entry["server"], worker_server.url)
+            return await self.submit_new(worker_server, job, entry)
+        if not server.alive:
+            raise ServerGone(server, f"prompt {pid} was sent to {server.url}, which is not reachable now")
+        state, hist = await self._lookup(server, pid)
+        if state == "done":
+            return await self.collect(server, job, entry, hist)
+        if state == "error":
+            raise _execution_failure(*history_error(hist))
+        if state == "queued":
+            log.info("%s: prompt %s still queued on %s; following it", name, pid, server.url)
+            return await self.follow(server, job, entry, submit=None)
+        outcome, files, why = await self.recover(server, job, entry)
+        if outcome == "finished":
+            return await self.collect(server, job, entry, None, files=files)
+        if outcome == "partial":
+            raise AttemptFailed(why)
+        if outcome == "never ran":
+            log.info("%s: prompt %s never ran on %s (not received, or lost from its queue by a restart); "
+                     "submitting it now", name, pid, server.url)
+        else:
+            log.warning("%s: cannot tell whether prompt %s ran on %s before the server forgot it (%s); "
+                        "submitting it again: it runs twice if it had run", name, pid, server.url, why)
+        return await self.follow(server, job, entry, submit=await self.build_prompt(server, job))
+
+    async def recover(self, server: Server, job: Job, entry: dict) -> tuple[str, list[dict], str]:
+        """What became of a prompt the server no longer knows (not in /history or /queue):
+        ``("finished", files, "")``, ``("partial", files, why)``, ``("never ran", [], "")`` or
+        ``("unknown", [], why)``."""
+        pid = entry["prompt_id"]
+        if entry.get("seen_outputs") is not None:   # the client saw it succeed, with these outputs
+            return "finished", entry["seen_outputs"], ""
+        since = entry.get("submitted_at")
+        files, why = await server.find_outputs(pid, None if since is None else since - SCAN_MARGIN_S)
+        if files is None:
+            return "unknown", [], why
+        if not files:
+            return "never ran", [], ""
+        missing = unwritten_outputs(await self.build_prompt(server, job), files)
+        if missing:
+            return "partial", files, (f"prompt {pid} was cut short on {server.url} (the server forgot it after it "
+                                      f"wrote {len(files)} file(s), none from {', '.join(missing)})")
+        log.info("%s: prompt %s finished on %s while the batch was not watching (the server has forgotten it "
+                 "since); its %d output file(s) were found by their marker", entry["name"], pid, server.url,
+                 len(files))
+        return "finished", files, ""
 
     async def build_prompt(self, server: Server, job: Job) -> dict:
         uploads = self.manifest.data["uploads"].setdefault(server.url, {})
@@ -656,23 +866,33 @@ class _Batch:
         events: asyncio.Queue = asyncio.Queue()
         server.watchers[pid] = events
         try:
-            await server.ensure_connected(self.config.http_timeout)
+            try:
+                await server.ensure_connected(self.config.http_timeout)
+            except ServerUnreachable as exc:
+                if submit is not None:
+                    raise NotSent(str(exc)) from exc
+                raise ServerGone(server, str(exc)) from exc
             if submit is not None:
-                body = await server.submit(submit, pid, {"pano360_job": {"name": name, "values": entry["values"]}})
+                extra = {MARKER_KEY: job_marker(pid, name, entry["values"], self.manifest.client_id)}
+                body = await server.submit(submit, pid, extra)
                 if body.get("node_errors"):
                     log.warning("%s: some outputs of the prompt failed validation and will not run:\n  %s",
                                 name, "\n  ".join(format_node_errors(body["node_errors"], submit)))
             self.progress.update(name, f"queued on {server.url}")
-            hist = await self._wait(server, entry, events)
+            hist, files = await self._wait(server, job, entry, events)
         finally:
             server.watchers.pop(pid, None)
-        await self.collect(server, job, entry, hist)
+        await self.collect(server, job, entry, hist, files=files)
 
-    async def _wait(self, server: Server, entry: dict, events: asyncio.Queue) -> dict:
+    async def _wait(self, server: Server, job: Job, entry: dict,
+                    events: asyncio.Queue) -> tuple[dict | None, list[dict] | None]:
+        """Until the prompt finishes: ``(history entry, None)``, or ``(None, files)`` when the
+        server forgot a prompt that had finished (its files found by their marker)."""
         pid, name = entry["prompt_id"], entry["name"]
         started = time.monotonic()
-        bad_polls = 0
         node = ""
+        watched_start = False   # saw execution_start: the `executed` events below are all of them
+        seen: list[dict] = []
         while True:
             if self.config.job_timeout and time.monotonic() - started > self.config.job_timeout:
                 await server.cancel(pid)
@@ -690,58 +910,108 @@ class _Batch:
                 node = data["node"]
                 self.progress.update(name, f"node {node}")
                 continue
+            if kind == "execution_start":
+                watched_start, seen = True, []
+                continue
+            if kind == "executed":
+                seen.extend(_output_items({data.get("node"): data.get("output")}))
+                continue
             if kind == "execution_error":
-                raise AttemptFailed(f"node {data.get('node_id')} ({data.get('node_type')}) failed on {server.url}: "
-                                    f"{data.get('exception_type', '')} {data.get('exception_message', '')}".rstrip())
+                raise _execution_failure(f"node {data.get('node_id')} ({data.get('node_type')}) failed on "
+                                         f"{server.url}: {data.get('exception_type', '')} "
+                                         f"{data.get('exception_message', '')}".rstrip(), data.get("exception_type"))
             if kind == "execution_interrupted":
                 raise AttemptFailed(f"execution was interrupted on {server.url}")
-            if kind in ("execution_start", "execution_cached", "executed", "progress_state"):
+            if kind == "execution_success" and watched_start:
+                # Recorded before anything else: if the server forgets the prompt from here on
+                # (a restart), a rerun downloads these files instead of running the job again.
+                entry["seen_outputs"] = seen
+                self.manifest.save()
+            if kind in ("execution_cached", "executed", "progress_state"):
                 continue
             # finished (success / executing None), disconnected, or quiet: ask the server
-            try:
-                state, hist = await server.lookup(pid)
-                bad_polls = 0
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                bad_polls += 1
-                if bad_polls >= UNREACHABLE_POLLS:
-                    raise AttemptFailed(f"connection to {server.url} lost during the job ({exc})") from exc
-                await asyncio.sleep(self.config.poll_interval / 4)
-                continue
+            state, hist = await self._lookup(server, pid)
             if state == "done":
-                return hist
+                return hist, None
             if state == "error":
-                raise AttemptFailed(history_error(hist))
+                raise _execution_failure(*history_error(hist))
             if state == "unknown":
                 if kind in ("execution_success",) or (kind == "executing" and data.get("node") is None):
                     continue   # history is written right after the event; ask again
-                raise AttemptFailed(f"{server.url} lost prompt {pid} (connection dropped or server restarted"
-                                    f"{'; last node ' + str(node) if node else ''})")
+                outcome, files, why = await self.recover(server, job, entry)
+                if outcome == "finished":
+                    return None, files
+                if outcome == "partial":
+                    raise AttemptFailed(why)
+                lost = (f"{server.url} lost prompt {pid} (connection dropped or server restarted"
+                        f"{'; last node ' + str(node) if node else ''})")
+                if outcome == "unknown":
+                    log.warning("%s: %s; cannot tell whether it had finished (%s): the retry runs it again if "
+                                "it had", name, lost, why)
+                raise AttemptFailed(lost)
 
-    async def collect(self, server: Server, job: Job, entry: dict, hist: dict | None) -> None:
+    async def collect(self, server: Server, job: Job, entry: dict, hist: dict | None,
+                      files: list[dict] | None = None) -> None:
+        """Download the job's outputs: those of its history entry, or ``files`` (found by marker)."""
         job_dir = self.config.out_dir / entry["name"]
-        files = []
-        for node_id, ui in ((hist or {}).get("outputs") or {}).items():
-            for key in OUTPUT_KEYS:
-                for item in (ui or {}).get(key) or []:
-                    if not isinstance(item, Mapping) or "filename" not in item or item.get("type") == "temp":
-                        continue
-                    rel = _safe_relpath(item.get("subfolder", ""), item["filename"])
-                    try:
-                        data = await server.download(item)
-                    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                        raise AttemptFailed(f"download of {item['filename']} from {server.url} failed: {exc}") from exc
-                    write_bytes(job_dir / rel, data, replace=True, fsync=True)
-                    files.append(str(rel))
-        entry.update(state="done", outputs=files, error=None)
+        items = _output_items((hist or {}).get("outputs") or {}) if files is None else files
+        names = []
+        for item in items:
+            if not isinstance(item, Mapping) or "filename" not in item or item.get("type") == "temp":
+                continue
+            rel = _safe_relpath(item.get("subfolder", ""), item["filename"])
+            try:
+                data = await server.download(item)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise AttemptFailed(f"download of {item['filename']} from {server.url} failed: {exc}") from exc
+            write_bytes(job_dir / rel, data, replace=True, fsync=True)
+            names.append(str(rel))
+        entry.update(state="done", outputs=names, error=None, recovered=files is not None)
         write_json(job_dir / "job.json", replace=True, data={"name": entry["name"], "values": entry["values"],
-                                                  "prompt_id": entry["prompt_id"], "server": server.url,
-                                                  "outputs": files})
+                                                              "prompt_id": entry["prompt_id"], "server": server.url,
+                                                              "outputs": names})
         self.manifest.save()
         self.progress.done += 1
         self.progress.update(entry["name"], finished=True)
         if self.config.on_job_done:
             self.config.on_job_done(entry["name"], entry)
         self._one_finished()
+
+
+def _output_items(outputs: Mapping[str, Any]) -> list[dict]:
+    """The file entries (``filename``, ``subfolder``, ``type``) of history/``executed`` outputs."""
+    items = []
+    for _node_id, ui in outputs.items():
+        for key in OUTPUT_KEYS:
+            for item in (ui or {}).get(key) or []:
+                if isinstance(item, Mapping) and "filename" in item:
+                    items.append({"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                                  "type": item.get("type", "output")})
+    return items
+
+
+def unwritten_outputs(prompt: Mapping[str, Any], files: list[dict]) -> list[str]:
+    """Output nodes of ``prompt`` with no file among ``files``: each node whose
+    ``filename_prefix``/``folder_prefix`` is a plain string (no ``%...%`` substitutions)
+    must have written a file whose path starts with that prefix."""
+    paths = [posixpath.join(f.get("subfolder") or "", f["filename"]) for f in files]
+    missing = []
+    for node_id, node in prompt.items():
+        for key in PREFIX_INPUTS:
+            prefix = (node.get("inputs") or {}).get(key)
+            if not isinstance(prefix, str) or not prefix or "%" in prefix:
+                continue
+            norm = posixpath.normpath(prefix.replace("\\", "/")).lstrip("/")
+            if not any(p.startswith(norm) for p in paths):
+                missing.append(f"node {node_id} ({node.get('class_type')}) {key}={prefix!r}")
+    return missing
+
+
+def _execution_failure(message: str, exception_type: str | None) -> BatchError:
+    """An execution error: retried unless it repeats with the same inputs."""
+    if is_deterministic(exception_type):
+        return NotRetryable(f"{message} (not retried: {exception_type} repeats with the same inputs)")
+    return AttemptFailed(message)
 
 
 def _safe_relpath(subfolder: str, filename: str) -> PurePosixPath:
@@ -758,8 +1028,9 @@ async def run_batch(api: dict, jobs: list[Job], config: BatchConfig) -> BatchRes
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.http_timeout, sock_read=config.http_timeout)
     with batch_lock(config.out_dir):
         manifest = Manifest.open(config.out_dir, workflow_sha(api))
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            batch = _Batch(api, jobs, config, manifest, session)
+        async with aiohttp.ClientSession(timeout=timeout) as session, aiohttp.ClientSession(
+                timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)) as submit_session:
+            batch = _Batch(api, jobs, config, manifest, session, submit_session)
             try:
                 return await batch.run()
             finally:
@@ -825,6 +1096,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queued", type=int, default=2, help="jobs queued at once per server (default 2)")
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed job (default 2)")
     parser.add_argument("--job-timeout", type=float, help="seconds before a job is interrupted and retried")
+    parser.add_argument("--reconnect-wait", type=float, default=120.0,
+                        help="seconds to wait for a server that stops answering (e.g. restarts) before its "
+                             "queued jobs are left for a rerun (default 120)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between status polls (default 2)")
     parser.add_argument("--no-preflight", action="store_true",
                         help="skip checking the workflow against the servers' node schemas")
@@ -842,7 +1116,8 @@ def run(args) -> int:
             return 0
         config = BatchConfig(servers=args.servers or ["http://127.0.0.1:8188"], out_dir=args.out,
                              max_queued=args.max_queued, retries=args.retries, job_timeout=args.job_timeout,
-                             poll_interval=args.poll_interval, preflight=not args.no_preflight)
+                             poll_interval=args.poll_interval, preflight=not args.no_preflight,
+                             reconnect_wait=args.reconnect_wait)
         result = asyncio.run(run_batch(api, jobs, config))
     except (BatchError, SweepError) as exc:
         log.error("error: %s", exc)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import images
-from .atomic import atomic_path
+from .atomic import NameChooser, atomic_path
 
 __all__ = ["GPANO_NS", "GPanoFields", "build_xmp", "save_png", "save_jpeg", "read_gpano", "read_png_text"]
 
@@ -109,9 +109,11 @@ def _check_image(image: np.ndarray) -> None:
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike, fields: GPanoFields,
-             text: dict[str, str] | None = None, compress_level: int = 4, *, replace: bool = False) -> str:
+             text: dict[str, str] | None = None, compress_level: int = 4, *, replace: bool = False,
+             next_free: NameChooser | None = None) -> str:
     """Write ``image`` (uint8 ``[H, W, 3]``) as PNG with GPano XMP and ``text`` tEXt chunks
-    (ComfyUI's ``prompt``/``workflow`` JSON).  Atomic: the file appears only when complete."""
+    (ComfyUI's ``prompt``/``workflow`` JSON).  Atomic: the file appears only when complete.
+    Returns the path written (``next_free``: see :class:`.atomic.atomic_path`)."""
     from PIL import PngImagePlugin
 
     _check_image(image)
@@ -119,11 +121,12 @@ def save_png(image: np.ndarray, path: str | os.PathLike, fields: GPanoFields,
     for key, value in (text or {}).items():
         info.add_text(key, value)
     info.add_itxt(PNG_XMP_KEYWORD, build_xmp(fields), lang="", tkey="", zip=False)
-    return images.save_png(image, path, replace=replace, pnginfo=info, compress_level=compress_level)
+    return images.save_png(image, path, replace=replace, pnginfo=info, compress_level=compress_level,
+                           next_free=next_free)
 
 
 def save_jpeg(image: np.ndarray, path: str | os.PathLike, fields: GPanoFields, quality: int = 95, *,
-              replace: bool = False) -> str:
+              replace: bool = False, next_free: NameChooser | None = None) -> str:
     """Write ``image`` (uint8 ``[H, W, 3]``) as JPEG with a GPano XMP APP1 segment.  Atomic."""
     from PIL import Image
 
@@ -133,10 +136,10 @@ def save_jpeg(image: np.ndarray, path: str | os.PathLike, fields: GPanoFields, q
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=int(quality))
     data = _insert_jpeg_app1(buf.getvalue(), JPEG_XMP_HEADER + build_xmp(fields).encode("utf-8"))
-    with atomic_path(path, ".jpg", replace=replace) as tmp:
+    with (target := atomic_path(path, ".jpg", replace=replace, next_free=next_free)) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-    return os.fspath(path)
+    return target.path
 
 
 def _insert_jpeg_app1(jpeg: bytes, payload: bytes) -> bytes:

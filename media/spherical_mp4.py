@@ -29,7 +29,7 @@ import os
 import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Mapping
 
 __all__ = [
     "SPHERICAL_V1_UUID",
@@ -262,6 +262,22 @@ def _full_box(btype: bytes, body: bytes, version: int = 0, flags: int = 0) -> _B
     return _Box(btype, payload=struct.pack(">I", (version << 24) | flags) + body)
 
 
+def _mdta_udta(tags: Mapping[str, str]) -> _Box:
+    """``moov/udta/meta`` holding ``tags`` as QuickTime ``mdta`` keys, the layout ffmpeg writes
+    with ``-movflags use_metadata_tags`` (what ComfyUI's SaveVideo uses for its ``prompt`` and
+    ``workflow`` through PyAV; ffprobe lists them as format tags): ``hdlr`` of type ``mdta``,
+    ``keys`` (``mdta`` + name per key) and ``ilst`` (item *i*, 1-based, holds a ``data`` box of
+    well-known type 1, UTF-8)."""
+    hdlr = _full_box(b"hdlr", struct.pack(">I4s", 0, b"mdta") + bytes(12) + b"\0")
+    names = [k.encode("utf-8") for k in tags]
+    keys = _full_box(b"keys", struct.pack(">I", len(names))
+                     + b"".join(struct.pack(">I4s", 8 + len(n), b"mdta") + n for n in names))
+    items = [_Box(struct.pack(">I", i), children=[_Box(b"data", payload=struct.pack(">II", 1, 0) + v.encode("utf-8"))])
+             for i, v in enumerate(tags.values(), start=1)]
+    meta = _Box(b"meta", prefix=struct.pack(">I", 0), children=[hdlr, keys, _Box(b"ilst", children=items)])
+    return _Box(b"udta", children=[meta])
+
+
 def _v1_xml(meta: SphericalMetadata, width: int, height: int) -> bytes:
     """V1 RDF/XML.  Pano sizes follow the V1 RFC's stereo table (per eye)."""
     eye_w = width // 2 if meta.stereo_mode == "left-right" else width
@@ -364,7 +380,7 @@ def _shift_chunk_offsets(moov: _Box, after: int, delta: int) -> None:
 
 
 def inject_spherical(src: str | os.PathLike, dst: str | os.PathLike, meta: SphericalMetadata = SphericalMetadata(),
-                     *, v1: bool = True, v2: bool = True) -> int:
+                     *, v1: bool = True, v2: bool = True, tags: Mapping[str, str] | None = None) -> int:
     """Copy the MP4 ``src`` to ``dst`` with spherical metadata on every video track.
 
     src, dst: paths (must differ).  meta: what to write.  v1, v2: which forms to write
@@ -372,6 +388,8 @@ def inject_spherical(src: str | os.PathLike, dst: str | os.PathLike, meta: Spher
     video tracks.  Raises :class:`Mp4FormatError` for files without ``moov`` or a video
     track, or with a codec this writer does not know.  ``dst`` is written directly:
     callers that need atomicity write to a temporary name and rename (see :mod:`.atomic`).
+    tags: file-level text tags (ComfyUI's ``prompt``, ``workflow``, ... as JSON), written as
+    ``moov/udta`` in ffmpeg's ``mdta`` layout in place of the encoder's own ``udta``.
     """
     where = os.fspath(src)
     if os.path.abspath(src) == os.path.abspath(dst):
@@ -384,6 +402,8 @@ def inject_spherical(src: str | os.PathLike, dst: str | os.PathLike, meta: Spher
         tagged = _add_metadata(moov, meta, v1, v2, where)
         if tagged == 0:
             raise Mp4FormatError(f"{where}: no video track (hdlr 'vide') found")
+        if tags:
+            moov.children = [c for c in moov.children if c.type != b"udta"] + [_mdta_udta(tags)]
         # Media behind moov moves by moov's growth.  A stco that overflows becomes a co64,
         # which grows moov again, so iterate to a fixed point (bounded by the track count).
         base = moov.serialize()
@@ -519,24 +539,27 @@ def top_level_boxes(path: str | os.PathLike) -> list[tuple[str, int, int]]:
 
 
 def save_360_video(frames, path: str | os.PathLike, fps: float, crf: int,
-                   meta: SphericalMetadata = SphericalMetadata(), *, callback=None, replace: bool = False) -> str:
+                   meta: SphericalMetadata = SphericalMetadata(), *, callback=None, replace: bool = False,
+                   next_free=None, tags: Mapping[str, str] | None = None) -> str:
     """Encode equirect ``frames`` (uint8 ``[T, H, W, 3]``, even sizes) to an H.264 MP4
     at ``path`` carrying V1 and V2 spherical metadata.  Returns ``path``.
 
     The file appears only when complete: encoding and injection work on hidden
     temporary files in the same folder, then one rename; on failure nothing is left.
     callback(done, total): after each frame encoded (progress; raising aborts, e.g. Cancel).
-    An existing ``path`` is replaced only with ``replace`` (else ``FileExistsError``).
+    tags: text tags of the file (ComfyUI's prompt/workflow JSON), see :func:`inject_spherical`.
+    An existing ``path`` is replaced only with ``replace`` (else ``FileExistsError``, or with
+    ``next_free`` the first free name from ``path`` on); returns the path written.
     """
     from .atomic import atomic_path, temp_path_beside
     from .video import write_mp4
 
     encoded = temp_path_beside(path, ".enc.mp4")
     try:
-        with atomic_path(path, ".mp4", replace=replace) as tagged:
+        with (target := atomic_path(path, ".mp4", replace=replace, next_free=next_free)) as tagged:
             write_mp4(frames, encoded, fps, crf, callback=callback, replace=True)
-            inject_spherical(encoded, tagged, meta)
+            inject_spherical(encoded, tagged, meta, tags=tags)
     finally:
         if os.path.exists(encoded):
             os.remove(encoded)
-    return os.fspath(path)
+    return target.path

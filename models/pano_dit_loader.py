@@ -19,7 +19,7 @@ import os
 import pickle
 import re
 import zipfile
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 from torch import Tensor
@@ -54,11 +54,18 @@ _UNREADABLE_ERRORS = (KeyError, EOFError, RuntimeError, pickle.UnpicklingError)
 # primitive containers) that an official checkpoint pickles.
 ALLOWED_GLOBALS: tuple = (argparse.Namespace,)
 
-# (depth, hidden_size, patch_size) -> variant name in pano_dit.VARIANTS.  Heads and the MLP
-# ratio cannot be read from shapes unambiguously, so they come from the matched variant.
-_VARIANT_BY_SHAPE: dict[tuple[int, int, int], str] = {
-    (c.depth, c.hidden_size, c.patch_size): name for name, c in VARIANTS.items()
+# (depth, hidden_size, patch_size, num_heads) -> variant name in pano_dit.VARIANTS, for naming.
+_VARIANT_BY_SHAPE: dict[tuple[int, int, int, int], str] = {
+    (c.depth, c.hidden_size, c.patch_size, c.num_heads): name for name, c in VARIANTS.items()
 }
+# The number of attention heads is the one size no tensor shape tells.  In order: an override,
+# the config a converted safetensors file stores, the official training args' model name (when
+# its sizes match the weights), the head count of a DiT of the same width (fast-DiT models.py:
+# XL 1152/16, L 1024/16, B 768/12, S 384/6; the pack's test size 32/2), else heads of
+# DEFAULT_HEAD_DIM channels (the head width of DiT-L/B/S).
+_HEADS_BY_HIDDEN: dict[int, int] = {c.hidden_size: c.num_heads for c in VARIANTS.values()}
+DEFAULT_HEAD_DIM = 64
+STORED_CONFIG_KEY = "pano360.config"  # safetensors metadata written by convert_to_safetensors
 
 _GLOBAL_RE = re.compile(r"GLOBAL ([\w.]+)")
 
@@ -124,12 +131,19 @@ def load_state_dict(path: str, key: str = "auto") -> tuple[dict[str, Tensor], st
     """Read the network weights of a checkpoint.
 
     key: "auto" (``ema`` if present, else ``model``, else the file is a bare state dict),
-    "ema" or "model".  Returns (state_dict, key used, training args as a dict or {}).
+    "ema" or "model".  Returns (state_dict, key used, hints): hints holds the training args
+    of an official checkpoint (``"args"``) and the config a converted safetensors file stores
+    (``"config"``), each a dict or absent.
     """
     if key not in ("auto",) + CHECKPOINT_KEYS:
         raise ValueError(f"key must be one of {('auto',) + CHECKPOINT_KEYS}, got {key!r}")
     ckpt = read_checkpoint(path)
-    args = vars(ckpt["args"]) if isinstance(ckpt.get("args"), argparse.Namespace) else {}
+    hints: dict = {}
+    if isinstance(ckpt.get("args"), argparse.Namespace):
+        hints["args"] = vars(ckpt["args"])
+    stored = _stored_config(path)
+    if stored is not None:
+        hints["config"] = stored
     nested = [k for k in CHECKPOINT_KEYS if isinstance(ckpt.get(k), dict)]
     if key == "auto":
         used = nested[0] if nested else "state_dict"
@@ -144,11 +158,52 @@ def load_state_dict(path: str, key: str = "auto") -> tuple[dict[str, Tensor], st
     if bad:
         raise ValueError(f"{path}: entries of '{used}' are not tensors: {bad[:5]}")
     # clone: own memory instead of pages mapped from the file
-    return convert_official_keys({k: v.clone() for k, v in sd.items()}), used, args
+    return convert_official_keys({k: v.clone() for k, v in sd.items()}), used, hints
 
 
-def detect_config(sd: dict[str, Tensor], where: str = "state dict") -> tuple[str, PanoDiTConfig]:
-    """Variant name and config of a PanoDiT state dict, from tensor shapes only."""
+def _stored_config(path: str) -> dict | None:
+    """The PanoDiTConfig a converted safetensors file stores in its metadata, or None."""
+    if not path.lower().endswith(SAFETENSORS_EXTS):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        text = (f.metadata() or {}).get(STORED_CONFIG_KEY)
+    if not text:
+        return None
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{path}: metadata {STORED_CONFIG_KEY!r} is not JSON") from None
+    return stored if isinstance(stored, dict) else None
+
+
+def _heads(hidden: int, depth: int, patch: int, num_heads: int | None, hints: dict, where: str) -> tuple[int, str]:
+    """(num_heads, where it came from); see the comment at _HEADS_BY_HIDDEN."""
+    if num_heads:
+        return int(num_heads), "given"
+    stored = (hints or {}).get("config") or {}
+    if stored.get("num_heads"):
+        return int(stored["num_heads"]), "stored config"
+    named = VARIANTS.get(str((hints or {}).get("args", {}).get("model", "")))
+    if named is not None and (named.depth, named.hidden_size, named.patch_size) == (depth, hidden, patch):
+        return named.num_heads, f"training args model {hints['args']['model']}"
+    if hidden in _HEADS_BY_HIDDEN:
+        return _HEADS_BY_HIDDEN[hidden], f"DiT of width {hidden}"
+    if hidden % DEFAULT_HEAD_DIM == 0:
+        return hidden // DEFAULT_HEAD_DIM, f"{DEFAULT_HEAD_DIM}-channel heads"
+    raise ValueError(
+        f"{where}: cannot tell the number of attention heads of a PanoDiT of width {hidden} (no stored config, "
+        f"not a multiple of {DEFAULT_HEAD_DIM}); give num_heads"
+    )
+
+
+def detect_config(sd: dict[str, Tensor], where: str = "state dict", *, num_heads: int | None = None,
+                  hints: dict | None = None) -> tuple[str, PanoDiTConfig]:
+    """Name and config of a PanoDiT state dict: every size from tensor shapes (depth from the
+    block count, width, patch, channels, canvas, text width, MLP ratio), the head count from
+    ``num_heads``, ``hints`` (:func:`load_state_dict`) or the defaults above.  The name is the
+    matching entry of ``VARIANTS`` or ``custom (...)``."""
     try:
         hidden, in_ch, patch, _ = sd["x_embedder.proj.weight"].shape
         num_patches = sd["x_pos_embed"].shape[1]
@@ -158,36 +213,42 @@ def detect_config(sd: dict[str, Tensor], where: str = "state dict") -> tuple[str
         out_dim = sd["final_layer.linear.weight"].shape[0]
     except KeyError as exc:
         raise ValueError(f"{where}: not a PanoDiT state dict (missing {exc.args[0]!r})") from None
-    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
-    name = _VARIANT_BY_SHAPE.get((depth, hidden, patch))
-    if name is None:
-        known = ", ".join(f"{n} (depth {d}, hidden {h}, patch {p})" for (d, h, p), n in _VARIANT_BY_SHAPE.items())
-        raise ValueError(f"{where}: unknown PanoDiT size depth={depth}, hidden={hidden}, patch={patch}; known: {known}")
+    blocks = {int(k.split(".")[1]) for k in sd if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    depth = len(blocks)
+    if blocks != set(range(depth)):
+        raise ValueError(f"{where}: PanoDiT blocks must be numbered 0..{depth - 1}, got {sorted(blocks)[:10]}")
     grid = round(num_patches**0.5)
     out_channels = out_dim // (patch * patch)
-    if grid * grid != num_patches or out_channels not in (in_ch, 2 * in_ch):
+    if grid * grid != num_patches or out_channels not in (in_ch, 2 * in_ch) or out_dim % (patch * patch):
         raise ValueError(f"{where}: inconsistent shapes (patches {num_patches}, output {out_dim}, in {in_ch})")
-    cfg = replace(
-        VARIANTS[name],
-        input_size=grid * patch,
-        in_channels=in_ch,
-        learn_sigma=out_channels == 2 * in_ch,
-        text_dim=text_dim,
-        frequency_embedding_size=freq_dim,
-        mlp_ratio=mlp_hidden / hidden,
-    )
+    heads, source = _heads(hidden, depth, patch, num_heads, hints or {}, where)
+    try:
+        cfg = PanoDiTConfig(
+            input_size=grid * patch, patch_size=patch, in_channels=in_ch, hidden_size=hidden, depth=depth,
+            num_heads=heads, mlp_ratio=mlp_hidden / hidden, learn_sigma=out_channels == 2 * in_ch,
+            text_dim=text_dim, frequency_embedding_size=freq_dim,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc} (heads from {source})") from None
+    name = _VARIANT_BY_SHAPE.get((depth, hidden, patch, heads))
+    if name is None:
+        name = f"custom (depth {depth}, hidden {hidden}, patch {patch}, heads {heads})"
+        log.info("%s: PanoDiT of no standard size: %s; heads from %s", where, name, source)
     return name, cfg
 
 
-def load_panodit(path: str, key: str = "auto", dtype: torch.dtype | None = None) -> tuple[PanoDiT, dict]:
+def load_panodit(path: str, key: str = "auto", dtype: torch.dtype | None = None,
+                 num_heads: int | None = None) -> tuple[PanoDiT, dict]:
     """Build the matching PanoDiT and load ``path`` strictly (on the CPU, eval mode).
 
-    Returns (model, info) with info = {"variant", "key", "args", "config"}.  A state dict
-    that does not match exactly raises ``ValueError`` naming the file and listing the
-    missing and unexpected keys.
+    Any size loads: every dimension is read from the weights (:func:`detect_config`);
+    ``num_heads`` overrides the head count.  Returns (model, info) with info = {"variant",
+    "key", "args", "config"}.  A state dict that does not match exactly raises
+    ``ValueError`` naming the file and listing the missing and unexpected keys.
     """
-    sd, used, args = load_state_dict(path, key)
-    name, cfg = detect_config(sd, where=path)
+    sd, used, hints = load_state_dict(path, key)
+    args = hints.get("args", {})
+    name, cfg = detect_config(sd, where=path, num_heads=num_heads, hints=hints)
     with torch.device("meta"):
         model = PanoDiT(cfg)
     missing, unexpected = _key_diff(model, sd)
@@ -232,7 +293,7 @@ def convert_to_safetensors(src: str, dst: str, key: str = "auto") -> dict:
         "format": "pt",
         "pano360.variant": info["variant"],
         "pano360.source_key": info["key"],
-        "pano360.config": json.dumps(asdict(info["config"])),
+        STORED_CONFIG_KEY: json.dumps(asdict(info["config"])),
         "pano360.train_args": json.dumps(info["args"], default=str),
     }
     with atomic_path(dst, ".partial.safetensors") as tmp:  # nothing half-written on failure

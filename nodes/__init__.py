@@ -26,7 +26,9 @@ def all_nodes() -> list[type]:
 
 def make_extension():
     """The V3 ``ComfyExtension`` listing every Pano360 node."""
-    from ._host import ComfyExtension
+    from ._host import ComfyExtension, register_batch_routes
+
+    register_batch_routes()
 
     class Pano360Extension(ComfyExtension):
         async def get_node_list(self) -> list[type]:

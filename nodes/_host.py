@@ -22,6 +22,7 @@ from comfy_api.latest import ComfyExtension, io, ui
 log = logging.getLogger("pano360")
 
 __all__ = [
+    "register_batch_routes",
     "ComfyExtension",
     "io",
     "ui",
@@ -42,6 +43,7 @@ __all__ = [
     "offload_device",
     "load_models",
     "free_memory",
+    "free_bytes",
     "ModelPatcher",
 ]
 
@@ -134,6 +136,12 @@ def load_models(patchers: list, memory_required: int = 0) -> None:
 
 def free_memory() -> None:
     _mm.soft_empty_cache()
+
+
+def free_bytes(device=None) -> int:
+    """Free memory ComfyUI sees on ``device`` (default: where IMAGE/LATENT outputs live, the
+    intermediate device; system RAM for the CPU), ``model_management.get_free_memory``."""
+    return int(_mm.get_free_memory(device if device is not None else _mm.intermediate_device()))
 
 
 def __getattr__(name: str):
@@ -342,3 +350,39 @@ def input_file(relative: str) -> str:
     if not relative or os.path.commonpath([root, full]) != root:
         raise ValueError(f"expected a file inside ComfyUI's {kind} folder {root}, got {relative!r}")
     return full
+
+
+# ---- batch client: the output lookup route (client/marker.py) -----------------------------
+
+
+def register_batch_routes() -> None:
+    """Serve the batch client's output lookup (``client.marker.ROUTE``) on ComfyUI's server, so a
+    rerun of ``python -m pano360 batch`` can tell which prompts finished before a restart.
+    Idempotent; does nothing when ComfyUI runs without its server (scripts, in-process tests)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from ..client import marker
+
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is None or any(getattr(r, "path", None) == marker.ROUTE for r in instance.routes):
+        return
+
+    @instance.routes.get(marker.ROUTE)
+    async def batch_outputs_info(request):
+        return web.json_response(marker.info_reply(metadata=not metadata_disabled()))
+
+    @instance.routes.post(marker.ROUTE)
+    async def batch_outputs_find(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "expected a JSON body"}, status=400)
+        status, reply = await asyncio.get_running_loop().run_in_executor(
+            None, marker.find_reply, output_directory(), body, not metadata_disabled())
+        return web.json_response(reply, status=status)

@@ -36,8 +36,8 @@ from ..sampling.seam import ARGUS_BLEND_RATIO, seam_blended_decode
 from ..sampling.windows import plan_windows, window_seed
 from . import _host
 from ._bundles import SEED_MAX, SamplerSettings, WindowSettings
-from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw, known,
-                      mask_to_bhw, widget_errors)
+from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, image_to_bchw,
+                      known, mask_to_bhw, node_id, widget_errors)
 from ._host import io, log
 from .cameras import CAMERA_PATH
 from .settings import SAMPLER, WINDOWS, bundle
@@ -100,9 +100,11 @@ class Pano360PerspectiveToEquirect(io.ComfyNode):
 
     @classmethod
     def execute(cls, frames, camera_path, width, height, input_long_side) -> io.NodeOutput:
-        x = image_to_bchw(frames, cls.__name__, "frames")
+        node = node_id(cls)
+        check_widgets(cls, width=width, height=height, input_long_side=input_long_side)
+        x = image_to_bchw(frames, node, "frames")
         if not isinstance(camera_path, CameraPath):
-            raise NodeInputError(cls.__name__, "camera_path", "a PANO360_CAMERA_PATH", describe(camera_path))
+            raise NodeInputError(node, "camera_path", "a PANO360_CAMERA_PATH", describe(camera_path))
         path = camera_path.fit_to(x.shape[0])
         x = resize_long_side(x.float(), input_long_side)
         erp, mask = place_frames_on_sphere(x, path, (height, width))
@@ -136,6 +138,7 @@ class Pano360ArgusUNetLoader(io.ComfyNode):
 
     @classmethod
     def execute(cls, unet_name, weight_dtype) -> io.NodeOutput:
+        check_widgets(cls, weight_dtype=weight_dtype)   # 'fp8' was a bare KeyError
         weights, config = read_unet_source(_host.model_file_path(ARGUS_FOLDER, unet_name))
         dtype = {"default": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[weight_dtype]
         return io.NodeOutput(load_argus_unet(weights, config, dtype))
@@ -233,7 +236,8 @@ class Pano360ArgusConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip_vision, vae, equirect, mask, frames, fps, motion_bucket_id, noise_aug, seed) -> io.NodeOutput:
-        erp, m, pers = _check_video_inputs(cls.__name__, equirect, mask, frames)
+        check_widgets(cls, fps=fps, motion_bucket_id=motion_bucket_id, noise_aug=noise_aug, seed=seed)
+        erp, m, pers = _check_video_inputs(node_id(cls), equirect, mask, frames)
         enc_image, enc_latent = _encoders(clip_vision, vae)
         cond = argus_conditioning(enc_image, enc_latent, erp, m, pers, noise_aug=noise_aug, fps=fps,
                                   motion_bucket_id=motion_bucket_id,
@@ -283,11 +287,12 @@ class Pano360ArgusLongVideo(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip_vision, vae, equirect, mask, frames, fps, motion_bucket_id, noise_aug, blend_ratio,
                 settings=None, window_settings=None) -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, fps=fps, motion_bucket_id=motion_bucket_id, noise_aug=noise_aug, blend_ratio=blend_ratio)
         sampling = bundle(settings, SamplerSettings, ARGUS_SAMPLING, node, "settings")
         win = bundle(window_settings, WindowSettings, ARGUS_WINDOWS, node, "window_settings")
         window, overlap = win.window, win.overlap
-        erp, m, pers = _check_video_inputs(cls.__name__, equirect, mask, frames)
+        erp, m, pers = _check_video_inputs(node, equirect, mask, frames)
         enc_image, enc_latent = _encoders(clip_vision, vae)
         windows = plan_windows(erp.shape[0], window, overlap)
         log.info("Argus long video: %d frames in %d windows", erp.shape[0], len(windows))

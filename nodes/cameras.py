@@ -12,7 +12,7 @@ import os
 from ..cameras import constant_path, estimate_rotation_path, keyframe_path, parse_keyframes
 from ..cameras.formats import read_argus_motion, read_megasam_npz, read_realestate10k
 from . import _host
-from ._common import ANGLE_CONVENTION, NodeInputError, image_to_bchw
+from ._common import ANGLE_CONVENTION, NodeInputError, check_widgets, image_to_bchw
 from ._host import io, progress_callback
 
 CATEGORY = "Pano360/cameras"
@@ -129,6 +129,8 @@ class Pano360CameraPath(io.ComfyNode):
     def execute(cls, source, fov_deg, num_frames, keyframes, file, fov_file, pose_conversion, estimate_fov,
                 yaw_offset_deg, relative_to_first=True, video=None) -> io.NodeOutput:
         node = "Pano360CameraPath"
+        check_widgets(cls, source=source, fov_deg=fov_deg, num_frames=num_frames, pose_conversion=pose_conversion,
+                      yaw_offset_deg=yaw_offset_deg)
         frames = image_to_bchw(video, node, "video") if video is not None else None
         n = frames.shape[0] if frames is not None else num_frames
         try:

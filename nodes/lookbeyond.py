@@ -9,29 +9,20 @@ from __future__ import annotations
 import os
 
 from ..cameras.formats.realestate10k import format_rows
-from ..media.atomic import next_free_folder
+from ..media.atomic import next_counter_name, next_free_folder
 from ..pipelines.lookbeyond.perspective_loop import POSE_HEADER, loop_cameras, write_frame_folders
 from ..projection import erp_to_rig, rig_preset
 from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZE
-from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw
+from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
+                      node_id, output_path)
 from ._host import io, output_directory, progress_callback
+from .output import comfy_metadata
 
 CATEGORY = "Pano360/lookbeyond"
 RIG_TYPE = "PANO360_RIG"
 # cameras_between = 12 gives the 14 cameras per keyframe pair of SVD's 14-frame
 # inbetweening (Look Beyond videogen.py --num_frames 14).
 SVD_INBETWEEN = 12
-
-
-PREFIX_EXPECTED = "a relative folder name inside the output folder (no '..', not absolute)"
-
-
-def _prefix_ok(folder_prefix) -> bool:
-    """Whether ``folder_prefix`` names a folder inside ComfyUI's output folder."""
-    if not isinstance(folder_prefix, str) or not folder_prefix or os.path.isabs(folder_prefix):
-        return False
-    parts = folder_prefix.replace("\\", "/").split("/")
-    return ".." not in parts and bool(parts[-1])
 
 
 class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
@@ -72,6 +63,7 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                 io.String.Output("folder", tooltip="The written folder(s), one per line (empty when save is off)."),
                 io.String.Output("pose_txt", tooltip="The pose.txt text (RealEstate10K format; the first line is a placeholder readers skip)."),
             ],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
             is_output_node=True,
         )
 
@@ -79,40 +71,44 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
     def validate_inputs(cls, folder_prefix: str | None = "lookbeyond/loop") -> bool | str:
         # No **kwargs: ComfyUI 0.3.64 would then skip its min/max/choice checks of every input.
         # A linked input arrives as None (its value is not known before the run): execute checks it.
-        if folder_prefix is None or _prefix_ok(folder_prefix):
+        if folder_prefix is None:
             return True
-        return f"folder_prefix: expected {PREFIX_EXPECTED}, got {folder_prefix!r}"
+        try:
+            output_path(output_directory(), folder_prefix, node_id(cls), "folder_prefix")
+        except NodeInputError as err:
+            return str(err)
+        return True
 
     @classmethod
     def execute(cls, panorama, num_frames: int, fov: float, size: int, cameras_between: int, folder_prefix: str,
                 save: bool, rig=None) -> io.NodeOutput:
-        erp = image_to_bchw(panorama, cls.__name__, "panorama")
-        if erp.shape[-1] != 2 * erp.shape[-2]:
-            raise NodeInputError(cls.__name__, "panorama", "an equirect image with width = 2 × height",
-                                 f"{erp.shape[-1]}×{erp.shape[-2]} (W×H)")
+        node = node_id(cls)
+        check_widgets(cls, num_frames=num_frames, fov=fov, size=size, cameras_between=cameras_between)
+        erp = equirect_to_bchw(panorama, node, "panorama")
         if rig is None:
             rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
         elif not hasattr(rig, "views"):
-            raise NodeInputError(cls.__name__, "rig", "a PANO360_RIG", describe(rig))
+            raise NodeInputError(node, "rig", "a PANO360_RIG", describe(rig))
         try:
             views = erp_to_rig(erp, rig)                                # (V*B, C, h, w) view-major
         except ValueError as err:
-            raise NodeInputError(cls.__name__, "rig", "views of one common size", str(err)) from err
+            raise NodeInputError(node, "rig", "views of one common size", str(err)) from err
         frame_ids, rows = loop_cameras(rig.views, cameras_between)
         pose_text = format_rows(rows, POSE_HEADER)
         images = bchw_to_image(views)
         written: list[str] = []
         if save:
-            if not _prefix_ok(folder_prefix):
-                raise NodeInputError(cls.__name__, "folder_prefix", PREFIX_EXPECTED, repr(folder_prefix))
+            target = output_path(output_directory(), folder_prefix, node, "folder_prefix")
             batch = erp.shape[0]
             per_pano = [images[b::batch] for b in range(batch)]          # view-major -> frames of pano b
-            parent, prefix = os.path.split(os.path.normpath(os.path.join(output_directory(), folder_prefix)))
+            parent, prefix = os.path.split(target)
             first = next_free_folder(parent, prefix)
             start = int(first.rsplit("_", 1)[1])
             folders = [os.path.join(parent, f"{prefix}_{start + b:05d}") for b in range(batch)]
             written = write_frame_folders(folders, per_pano, frame_ids, pose_text,
-                                          callback=progress_callback(batch * len(frame_ids)))
+                                          callback=progress_callback(batch * len(frame_ids)),
+                                          next_free=next_counter_name,
+                                          text=comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo))
         return io.NodeOutput(images, "\n".join(written), pose_text)
 
 

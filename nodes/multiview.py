@@ -35,7 +35,7 @@ from ..sampling.hooks import SphereUnetWrapper, UnetRollWrapper, denoise_mask_ho
 from ..sampling.windows import window_seed
 from . import _host
 from ._bundles import FusionSettings, SamplerSettings, WindowSettings
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, check_widgets, describe
 from ._host import io
 from .settings import FUSION, SAMPLER, WINDOWS, bundle
 
@@ -374,6 +374,7 @@ class Pano360ViewMask(io.ComfyNode):
 
     @classmethod
     def execute(cls, regime, views, frames, column_view, custom, rig=None) -> io.NodeOutput:
+        check_widgets(cls, regime=regime, views=views, frames=frames, column_view=column_view)   # regime was blamed on column_view
         if rig is not None and not isinstance(rig, Rig):
             raise NodeInputError("Pano360ViewMask", "rig", "a PANO360_RIG (from Pano360Rig)", describe(rig))
         n = rig.num_views if rig is not None else views
@@ -518,6 +519,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
     def execute(cls, model, positive, negative, latent, windows, column_view, settings=None, fusion=None,
                 window_settings=None, rig=None, video=None, positive_up=None, positive_down=None) -> io.NodeOutput:
         node = "Pano360AutoregressiveExtender"
+        check_widgets(cls, windows=windows, column_view=column_view)
         rig = _rig(rig, node)
         sampling, fusion_settings = _bundles(settings, fusion, node)
         win = bundle(window_settings, WindowSettings, PAPER_WINDOWS_SETTINGS, node, "window_settings")

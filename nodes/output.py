@@ -16,14 +16,19 @@ import numpy as np
 import torch
 
 from ..cameras import EASINGS, CameraPath, keyframe_path, render_path, yaw_sweep
+from ..cameras.render import render_peak_bytes
+from ..media.atomic import next_counter_name
 from ..media.gpano import GPanoFields, save_jpeg, save_png
 from ..media.images import to_uint8
 from ..media.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
 from ..media.video import DEFAULT_CRF
 from ..metrics import PanoramaScores, score_panorama
-from ._common import ANGLE_CONVENTION, NodeInputError, bchw_to_image, describe, image_to_bchw
+from ._common import (ANGLE_CONVENTION, NodeInputError, check_fits, check_widgets, describe, equirect_to_bchw,
+                      image_to_bchw, node_id, output_path)
 from ._host import (
+    free_bytes,
     input_directory,
+    intermediate_device,
     io,
     metadata_disabled,
     output_directory,
@@ -65,6 +70,7 @@ def scores_text(images: torch.Tensor, stereo_mode: str, metrics, node: str) -> s
     return line
 
 
+PREVIEW_PREFIX = "Pano360/preview"  # in ComfyUI's temp folder
 # Perspective Sweep frames rendered per projection call: bounds the sampling memory of long
 # paths and sets how often the progress bar moves and Cancel is checked.
 SWEEP_CHUNK = 8
@@ -76,6 +82,19 @@ def images_to_uint8(images: torch.Tensor, node_id: str, input_name: str) -> np.n
     if x.shape[-1] == 1:
         x = x.expand(*x.shape[:-1], 3)
     return to_uint8(x[..., :3])
+
+
+def _save_target(filename_prefix: str, w: int, h: int, node: str) -> tuple[str, str, int, str]:
+    """ComfyUI's ``(folder, name, counter, subfolder)`` for a prefix checked to lie inside the
+    output folder (:func:`._common.output_path` names the input; ComfyUI's own check would not)."""
+    output_path(output_directory(), filename_prefix, node, "filename_prefix")
+    folder, name, counter, subfolder, _ = save_image_path(filename_prefix, output_directory(), w, h)
+    return folder, name, counter, subfolder
+
+
+def _counter_of(file: str) -> int:
+    """The counter of a ``<name>_<counter>_.<ext>`` file name."""
+    return int(file.rsplit("_", 2)[-2])
 
 
 def check_stereo_frame(images: torch.Tensor, stereo_mode: str, node_id: str, input_name: str) -> None:
@@ -104,8 +123,10 @@ def pano_item(filename: str, subfolder: str, folder_type: str, kind: str, stereo
     return {"filename": filename, "subfolder": subfolder, "type": folder_type, "kind": kind, "stereo": stereo}
 
 
-def _png_text(prompt, extra_pnginfo) -> dict[str, str]:
-    """ComfyUI's PNG metadata: ``prompt`` plus each ``extra_pnginfo`` key (``workflow``), as SaveImage."""
+def comfy_metadata(prompt, extra_pnginfo) -> dict[str, str]:
+    """ComfyUI's file metadata: ``prompt`` plus each ``extra_pnginfo`` key (``workflow``, the
+    batch client's marker), JSON text, as SaveImage writes PNG text chunks and SaveVideo
+    writes MP4 tags; nothing under ``--disable-metadata``."""
     if metadata_disabled():
         return {}
     text = {}
@@ -148,17 +169,19 @@ class Pano360Save360Video(io.ComfyNode):
     @classmethod
     def execute(cls, images, fps: float, crf: int, stereo_mode: str, filename_prefix: str,
                 metrics=None) -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, fps=fps, crf=crf, stereo_mode=stereo_mode)
         frames = images_to_uint8(images, node, "images")
         t, h, w, _ = frames.shape
         if h % 2 or w % 2:
             raise NodeInputError(node, "images", "even width and height (H.264 yuv420p); resize first", f"{w}x{h}")
         check_stereo_frame(images, stereo_mode, node, "images")
-        folder, name, counter, subfolder, _ = save_image_path(filename_prefix, output_directory(), w, h)
-        file = f"{name}_{counter:05}_.mp4"
-        path = os.path.join(folder, file)
-        save_360_video(frames, path, fps, crf, SphericalMetadata(stereo_mode=stereo_mode),
-                       callback=_frame_progress(t))
+        folder, name, counter, subfolder = _save_target(filename_prefix, w, h, node)
+        path = save_360_video(frames, output_path(output_directory(), os.path.join(folder, f"{name}_{counter:05}_.mp4"),
+                                                  node, "filename_prefix"),
+                              fps, crf, SphericalMetadata(stereo_mode=stereo_mode), callback=_frame_progress(t),
+                              next_free=next_counter_name, tags=comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo))
+        file = os.path.basename(path)
         saved = {"filename": file, "subfolder": subfolder, "type": "output"}
         ui = {"images": [saved], "animated": (True,), "pano360": [pano_item(file, subfolder, "output", "video", stereo_mode)],
               "text": (scores_text(images, stereo_mode, metrics, node),)}
@@ -197,7 +220,8 @@ class Pano360Save360Image(io.ComfyNode):
     @classmethod
     def execute(cls, images, format: str, jpeg_quality: int, initial_yaw: float, filename_prefix: str,
                 metrics=None) -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, format=format, jpeg_quality=jpeg_quality, initial_yaw=initial_yaw)
         pixels = images_to_uint8(images, node, "images")
         b, h, w, _ = pixels.shape
         if w != 2 * h:
@@ -205,17 +229,19 @@ class Pano360Save360Image(io.ComfyNode):
         if format not in ("png", "jpeg"):
             raise NodeInputError(node, "format", "png or jpeg", repr(format))
         fields = GPanoFields(w, h, initial_heading_deg=initial_yaw)
-        text = _png_text(cls.hidden.prompt, cls.hidden.extra_pnginfo) if format == "png" else {}
-        folder, name, counter, subfolder, _ = save_image_path(filename_prefix, output_directory(), w, h)
+        text = comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo) if format == "png" else {}
+        folder, name, counter, subfolder = _save_target(filename_prefix, w, h, node)
         saved, paths = [], []
         progress = _frame_progress(b, every=1)
         for i in range(b):
-            file = f"{name}_{counter + i:05}_.{'png' if format == 'png' else 'jpg'}"
-            path = os.path.join(folder, file)
+            path = output_path(output_directory(), os.path.join(
+                folder, f"{name}_{counter:05}_.{'png' if format == 'png' else 'jpg'}"), node, "filename_prefix")
             if format == "png":
-                save_png(pixels[i], path, fields, text)
+                path = save_png(pixels[i], path, fields, text, next_free=next_counter_name)
             else:
-                save_jpeg(pixels[i], path, fields, quality=jpeg_quality)
+                path = save_jpeg(pixels[i], path, fields, quality=jpeg_quality, next_free=next_counter_name)
+            file = os.path.basename(path)
+            counter = _counter_of(file) + 1
             saved.append({"filename": file, "subfolder": subfolder, "type": "output"})
             paths.append(path)
             progress(i)
@@ -270,11 +296,10 @@ class Pano360PerspectiveSweep(io.ComfyNode):
     @classmethod
     def execute(cls, panorama, path: str, frames: int, start_yaw: float, total_yaw: float, pitch: float,
                 fov: float, easing: str, keyframes: str, width: int, height: int, camera_path=None) -> io.NodeOutput:
-        node = cls.__name__
-        erp = image_to_bchw(panorama, node, "panorama")
-        if erp.shape[-1] != 2 * erp.shape[-2]:
-            raise NodeInputError(node, "panorama", "equirect frames with width = 2 × height",
-                                 f"{erp.shape[-1]}x{erp.shape[-2]}")
+        node = node_id(cls)
+        check_widgets(cls, path=path, frames=frames, start_yaw=start_yaw, total_yaw=total_yaw, pitch=pitch, fov=fov,
+                      easing=easing, width=width, height=height)
+        erp = equirect_to_bchw(panorama, node, "panorama")
         n = erp.shape[0] if erp.shape[0] > 1 else frames
         try:
             if camera_path is not None:
@@ -292,9 +317,17 @@ class Pano360PerspectiveSweep(io.ComfyNode):
         except ValueError as err:
             raise NodeInputError(node, "keyframes" if path == "keyframes" else "path settings",
                                  "a valid camera path", str(err)) from err
+        # The frames go straight into the IMAGE the node returns (no list of chunks concatenated
+        # at the end, no clamped copy): the peak is the output plus one chunk, checked first.
+        channels = erp.shape[1]
+        check_fits(render_peak_bytes(n, (height, width), channels, SWEEP_CHUNK), free_bytes(), node,
+                   "frames" if erp.shape[0] == 1 else "panorama", f"{n} frames of {width}x{height}",
+                   "lower frames, width or height, or render the path in parts")
+        image = torch.empty(n, height, width, channels, dtype=torch.float32, device=intermediate_device())
         steps = -(-n // SWEEP_CHUNK)
-        out = render_path(erp, cam, (height, width), chunk=SWEEP_CHUNK, callback=progress_callback(steps))
-        return io.NodeOutput(bchw_to_image(out))
+        render_path(erp.to(torch.float32), cam, (height, width), chunk=SWEEP_CHUNK, callback=progress_callback(steps),
+                    out=image.movedim(-1, 1))
+        return io.NodeOutput(image.clamp_(0.0, 1.0))
 
 
 class Pano360Preview360(io.ComfyNode):
@@ -325,7 +358,8 @@ class Pano360Preview360(io.ComfyNode):
 
     @classmethod
     def execute(cls, as_video: bool, fps: float, stereo_mode: str, images=None, video_path: str = "") -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, fps=fps, stereo_mode=stereo_mode)
         items = []
         if video_path:
             items.append(_served_file_item(video_path, node, stereo_mode))
@@ -335,16 +369,19 @@ class Pano360Preview360(io.ComfyNode):
             if as_video and b > 1:
                 if h % 2 or w % 2:
                     raise NodeInputError(node, "images", "even width and height for a video preview", f"{w}x{h}")
-                folder, name, counter, subfolder, _ = save_image_path("Pano360/preview", temp_directory(), w, h)
-                file = f"{name}_{counter:05}_.mp4"
-                save_360_video(pixels, os.path.join(folder, file), fps, PREVIEW_CRF, SphericalMetadata(stereo_mode=stereo_mode),
-                               callback=_frame_progress(b))
+                folder, name, counter, subfolder, _ = save_image_path(PREVIEW_PREFIX, temp_directory(), w, h)
+                path = output_path(temp_directory(), os.path.join(folder, f"{name}_{counter:05}_.mp4"), node, "images")
+                file = os.path.basename(save_360_video(pixels, path, fps, PREVIEW_CRF,
+                                                       SphericalMetadata(stereo_mode=stereo_mode),
+                                                       callback=_frame_progress(b), next_free=next_counter_name))
                 items.append(pano_item(file, subfolder, "temp", "video", stereo_mode))
             else:
-                folder, name, counter, subfolder, _ = save_image_path("Pano360/preview", temp_directory(), w, h)
+                folder, name, counter, subfolder, _ = save_image_path(PREVIEW_PREFIX, temp_directory(), w, h)
                 for i in range(b):
-                    file = f"{name}_{counter + i:05}_.png"
-                    save_png(pixels[i], os.path.join(folder, file), GPanoFields(w, h), compress_level=1)
+                    path = output_path(temp_directory(), os.path.join(folder, f"{name}_{counter:05}_.png"), node, "images")
+                    file = os.path.basename(save_png(pixels[i], path, GPanoFields(w, h), compress_level=1,
+                                                     next_free=next_counter_name))
+                    counter = _counter_of(file) + 1
                     items.append(pano_item(file, subfolder, "temp", "image", stereo_mode))
         if not items:
             raise NodeInputError(node, "images/video_path", "an IMAGE or the path of a saved MP4", "neither")
@@ -352,13 +389,16 @@ class Pano360Preview360(io.ComfyNode):
 
 
 def _served_file_item(path: str, node: str, stereo_mode: str) -> dict:
-    """The /view address (type, subfolder, filename) of a file in one of ComfyUI's folders."""
-    real = os.path.realpath(path)
-    if not os.path.isfile(real):
-        raise NodeInputError(node, "video_path", "an existing file", repr(path))
+    """The /view address (type, subfolder, filename) of a file in one of ComfyUI's folders.
+
+    Where the path lies is checked before whether it exists, so the error never tells whether
+    some file outside ComfyUI's folders exists."""
+    real = os.path.realpath(path) if isinstance(path, str) else ""
     for folder_type, root in (("output", output_directory()), ("temp", temp_directory()), ("input", input_directory())):
         root = os.path.realpath(root)
-        if os.path.commonpath([root, real]) == root:
+        if real and os.path.commonpath([root, real]) == root:
+            if not os.path.isfile(real):
+                raise NodeInputError(node, "video_path", f"an existing file in ComfyUI's {folder_type} folder", repr(path))
             subfolder = os.path.relpath(os.path.dirname(real), root)
             kind = "video" if real.lower().endswith((".mp4", ".webm", ".mov", ".m4v")) else "image"
             return pano_item(os.path.basename(real), "" if subfolder == "." else subfolder, folder_type, kind, stereo_mode)

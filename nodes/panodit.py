@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import _host
-from ._common import NodeInputError, describe, mask_to_bhw
+from ._common import NodeInputError, check_widgets, describe, mask_to_bhw
 from ._host import io
 from ..models.pano_dit import PanoDiT
 from ..models.pano_dit_loader import CHECKPOINT_KEYS, load_panodit
@@ -55,7 +55,9 @@ class Pano360PanoDiTLoader(io.ComfyNode):
             description=(
                 "Loads a Look Beyond PanoDiT (DiT-XL/2 with text cross-attention) from models/panodit: an "
                 "official training checkpoint (.pt with model/ema/opt/args, read without unpickling arbitrary "
-                "objects) or a .safetensors file. The size is detected from the weights."
+                "objects) or a .safetensors file. Every size is read from the weights (any depth, width, "
+                "patch); the head count, which no weight shape shows, from the file's stored config, the "
+                "training args, the standard DiT of that width, or num_heads."
             ),
             inputs=[
                 io.Combo.Input(
@@ -77,15 +79,26 @@ class Pano360PanoDiTLoader(io.ComfyNode):
                     default="fp32",
                     tooltip="Weight precision. fp32 matches the reference; bf16/fp16 halve memory (XL/2: 3.75 GB in fp32).",
                 ),
+                io.Int.Input(
+                    "num_heads", default=0, min=0, max=256,
+                    tooltip="Attention heads; 0 = automatic (a converted file's stored config, the training "
+                    "args, the standard DiT of the same width: XL 16, L 16, B 12, S 6, else 64-channel heads). "
+                    "Set it only for a model of your own with another head count.",
+                ),
             ],
             outputs=[PanoDiTType.Output(tooltip="The PanoDiT model, for the PanoDiT Sampler.")],
         )
 
     @classmethod
-    def execute(cls, checkpoint: str, weights: str, weight_dtype: str) -> io.NodeOutput:
+    def execute(cls, checkpoint: str, weights: str, weight_dtype: str, num_heads: int = 0) -> io.NodeOutput:
+        check_widgets(cls, weights=weights, weight_dtype=weight_dtype, num_heads=num_heads)   # 'fp8' was a bare KeyError
         path = _host.model_file_path(MODEL_FOLDER, checkpoint)
         dtype = WEIGHT_DTYPES[weight_dtype]
-        module, info = load_panodit(path, key=weights, dtype=dtype)
+        try:
+            module, info = load_panodit(path, key=weights, dtype=dtype, num_heads=num_heads or None)
+        except ValueError as err:
+            name = "num_heads" if "num_heads" in str(err) else "checkpoint"
+            raise NodeInputError("Pano360PanoDiTLoader", name, "a PanoDiT checkpoint that fits", str(err)) from err
         patcher = _host.ModelPatcher(module, load_device=_host.torch_device(), offload_device=_host.offload_device())
         return io.NodeOutput(PanoDiTHandle(patcher, info["variant"], info["key"], dtype))
 
@@ -197,6 +210,8 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         known_mask=None,
     ) -> io.NodeOutput:
         node = "Pano360PanoDiTSampler"
+        # an unknown output_orientation was silently treated as "input"
+        check_widgets(cls, steps=steps, seed=seed, roll_width=roll_width, output_orientation=output_orientation)
         if not isinstance(panodit, PanoDiTHandle):
             raise NodeInputError(node, "panodit", "a PANO360_PANODIT from PanoDiT Loader", describe(panodit))
         cfg = panodit.module.config

@@ -25,7 +25,8 @@ from ..projection import (
     rotate_erp,
     stitch_rig,
 )
-from ._common import ANGLE_CONVENTION, NodeInputError, describe, image_to_bchw, widget_errors
+from ._common import (ANGLE_CONVENTION, NodeInputError, check_widgets, describe, equirect_to_bchw, image_to_bchw,
+                      widget_errors)
 from ._host import io
 
 CATEGORY = "Pano360/projection"
@@ -40,11 +41,7 @@ VIEW_MAJOR = "View-major batch: index = view * frames + frame (each view's frame
 
 def _panorama(image, node_id: str, name: str = "panorama") -> torch.Tensor:
     """IMAGE -> (B, C, H, W) view; raises NodeInputError unless it is 2:1."""
-    x = image_to_bchw(image, node_id, name)
-    if x.shape[-1] != 2 * x.shape[-2]:
-        raise NodeInputError(node_id, name, "an equirect IMAGE with width == 2 x height",
-                             f"{x.shape[-1]}x{x.shape[-2]} (WxH)")
-    return x
+    return equirect_to_bchw(image, node_id, name)
 
 
 def _rig(rig, node_id: str) -> Rig:
@@ -121,6 +118,7 @@ class Pano360Rig(io.ComfyNode):
 
     @classmethod
     def execute(cls, preset, size, count, yaw, pitch, roll, fov, custom_json) -> io.NodeOutput:
+        check_widgets(cls, preset=preset, size=size, count=count, yaw=yaw, pitch=pitch, roll=roll, fov=fov)
         try:
             return io.NodeOutput(build_rig(preset, size, count, yaw, pitch, roll, fov, custom_json))
         except ValueError as e:  # a linked custom_json is only known here (validate_inputs skips it)
@@ -185,6 +183,7 @@ class Pano360EquirectToPerspective(io.ComfyNode):
     @classmethod
     def execute(cls, panorama, rig, mode, width, height) -> io.NodeOutput:
         node = "Pano360EquirectToPerspective"
+        check_widgets(cls, mode=mode, width=width, height=height)
         erp, rig = _panorama(panorama, node), _rig(rig, node)
         if (width == 0) != (height == 0):
             raise NodeInputError(node, "width/height", "both set or both 0 (0 keeps the rig's)",
@@ -226,6 +225,7 @@ class Pano360EquirectStitcher(io.ComfyNode):
     @classmethod
     def execute(cls, views, rig, height, weight, mode) -> io.NodeOutput:
         node = "Pano360EquirectStitcher"
+        check_widgets(cls, height=height, weight=weight, mode=mode)
         x, rig = image_to_bchw(views, node, "views"), _rig(rig, node)
         if x.shape[0] % rig.num_views:
             raise NodeInputError(node, "views", f"a batch that is a multiple of the rig's {rig.num_views} views "
@@ -260,6 +260,7 @@ class Pano360EquirectToCubemap(io.ComfyNode):
 
     @classmethod
     def execute(cls, panorama, face_size, layout, mode) -> io.NodeOutput:
+        check_widgets(cls, face_size=face_size, layout=layout, mode=mode)
         erp = _panorama(panorama, "Pano360EquirectToCubemap")
         cube = erp_to_cubemap(erp, face_size or max(1, erp.shape[-2] // 2), layout, mode=mode)
         return io.NodeOutput(_to_image(cube, mode))
@@ -289,6 +290,7 @@ class Pano360CubemapToEquirect(io.ComfyNode):
     @classmethod
     def execute(cls, cubemap, layout, height, mode) -> io.NodeOutput:
         node = "Pano360CubemapToEquirect"
+        check_widgets(cls, layout=layout, height=height, mode=mode)   # an unknown layout was a bare KeyError
         x = image_to_bchw(cubemap, node, "cubemap")
         face = {"stack": x.shape[-1], "horizon": x.shape[-2], "dice": x.shape[-2] // 3}[layout]
         try:
@@ -325,6 +327,7 @@ class Pano360RotateEquirect(io.ComfyNode):
 
     @classmethod
     def execute(cls, panorama, yaw, pitch, roll, mode) -> io.NodeOutput:
+        check_widgets(cls, yaw=yaw, pitch=pitch, roll=roll, mode=mode)   # NaN/inf rotated into a black image
         erp = _panorama(panorama, "Pano360RotateEquirect")
         out = rotate_erp(erp, math.radians(yaw), math.radians(pitch), math.radians(roll), mode=mode)
         return io.NodeOutput(_to_image(out, mode))

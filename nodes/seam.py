@@ -18,7 +18,7 @@ from ..sampling.seam import (
     circular_encode,
     seam_blended_decode,
 )
-from ._common import NodeInputError, describe
+from ._common import NodeInputError, check_widgets, describe, node_id
 from ._host import io, log, progress_callback
 
 CATEGORY = "Pano360/seam"
@@ -66,18 +66,19 @@ class Pano360SeamRollPatch(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, enable: bool, roll_fraction: float, every_k_steps: int) -> io.NodeOutput:
+        check_widgets(cls, roll_fraction=roll_fraction, every_k_steps=every_k_steps)
         if not enable:
             return io.NodeOutput(model)
         try:
             schedule = RollSchedule(fraction=roll_fraction, every=every_k_steps)
         except ValueError as err:
-            raise NodeInputError(cls.__name__, "roll_fraction/every_k_steps", "a fraction in (0, 1) and k >= 1",
+            raise NodeInputError(node_id(cls), "roll_fraction/every_k_steps", "a fraction in (0, 1) and k >= 1",
                                  str(err)) from err
         patched = model.clone()
         previous = patched.model_options.get("model_function_wrapper")
         if previous is not None:
             log.info("%s: wrapping the model function wrapper already installed (%s)",
-                     cls.__name__, type(previous).__name__)
+                     node_id(cls), type(previous).__name__)
         patched.set_model_unet_function_wrapper(UnetRollWrapper(schedule, previous))
         return io.NodeOutput(patched)
 
@@ -115,11 +116,12 @@ class Pano360SeamBlendedVAEDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples, vae, blend_ratio: float, batch_chunk: int) -> io.NodeOutput:
+        check_widgets(cls, blend_ratio=blend_ratio, batch_chunk=batch_chunk)
         latent = samples.get("samples") if isinstance(samples, dict) else None
         if latent is None or latent.ndim not in (4, 5):
-            raise NodeInputError(cls.__name__, "samples", "a LATENT with 4-D or 5-D 'samples'", describe(samples))
+            raise NodeInputError(node_id(cls), "samples", "a LATENT with 4-D or 5-D 'samples'", describe(samples))
         if latent.shape[-1] % 2:
-            raise NodeInputError(cls.__name__, "samples", "an even latent width (it is rolled by half)",
+            raise NodeInputError(node_id(cls), "samples", "an even latent width (it is rolled by half)",
                                  f"width {latent.shape[-1]}")
         batch = latent.shape[0]
         chunk = batch_chunk or batch

@@ -11,7 +11,7 @@ import math
 from . import _host
 from ._bundles import (FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX, WINDOW_SETTINGS, FusionSettings, SamplerSettings,
                        WindowSettings)
-from ._common import NodeInputError, known, widget_errors
+from ._common import NodeInputError, check_widgets, known, widget_errors
 from ._host import io
 from ..projection.lattice import DISTORTION_POWER
 from ..sampling.fusion import LATTICE_DENSITY, ROTATIONS, SPACES, TILT_MAX, SyncSchedule
@@ -48,6 +48,8 @@ class Pano360SamplerSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, seed, steps, cfg, sampler_name, scheduler) -> io.NodeOutput:
+        # ComfyUI's sampler silently replaces an unknown sampler/scheduler name by the first one.
+        check_widgets(cls, seed=seed, steps=steps, cfg=cfg, sampler_name=sampler_name, scheduler=scheduler)
         return io.NodeOutput(SamplerSettings(seed, steps, cfg, sampler_name, scheduler))
 
 
@@ -111,6 +113,9 @@ class Pano360FusionSettings(io.ComfyNode):
     def execute(cls, sync_strength, sync_start, sync_end, noise_augmentation, space="equirect_canvas",
                 view_rotation="sphere", distortion_power=DISTORTION_POWER,
                 lattice_density=LATTICE_DENSITY) -> io.NodeOutput:
+        check_widgets(cls, sync_strength=sync_strength, sync_start=sync_start, sync_end=sync_end,
+                      noise_augmentation=noise_augmentation, space=space, view_rotation=view_rotation,
+                      distortion_power=distortion_power, lattice_density=lattice_density)
         if sync_start > sync_end:
             raise NodeInputError("Pano360FusionSettings", "sync_start", f"<= sync_end ({sync_end})", str(sync_start))
         return io.NodeOutput(FusionSettings(SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation,
@@ -146,6 +151,7 @@ class Pano360WindowSettings(io.ComfyNode):
 
     @classmethod
     def execute(cls, window, overlap) -> io.NodeOutput:
+        check_widgets(cls, window=window, overlap=overlap)
         if overlap >= window:
             raise NodeInputError("Pano360WindowSettings", "overlap", f"< window ({window})", str(overlap))
         return io.NodeOutput(WindowSettings(window, overlap))

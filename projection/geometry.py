@@ -58,8 +58,10 @@ def check_erp_hw(hw: Sequence[int], name: str = "erp_hw") -> tuple[int, int]:
     if len(hw) != 2:
         raise ValueError(f"{name}: expected (height, width), got {hw!r}")
     h, w = int(hw[0]), int(hw[1])
-    if h < 2 or w != 2 * h:
+    if w != 2 * h:
         raise ValueError(f"{name}: an equirect panorama must be 2:1 (width == 2 * height), got {w}x{h} (WxH)")
+    if h < 2:
+        raise ValueError(f"{name}: an equirect panorama needs a height of at least 2 pixels, got {w}x{h} (WxH)")
     return h, w
 
 
@@ -206,6 +208,8 @@ def rig_from_json(text_or_list) -> Rig:
             data = json.loads(text_or_list)
         except json.JSONDecodeError as e:
             raise ValueError(f"rig_json: not valid JSON ({e}): {text_or_list[:80]!r}") from None
+        except RecursionError:   # json.loads recurses once per nesting level ("[" * 5000)
+            raise ValueError(f"rig_json: JSON nested too deeply: {text_or_list[:80]!r}") from None
     if isinstance(data, dict) and "views" in data:
         data = data["views"]
     if not isinstance(data, list):

@@ -62,11 +62,14 @@ def check_erp(erp: Tensor, name: str = "erp") -> tuple[int, int]:
     if not isinstance(erp, Tensor) or erp.ndim != 4:
         got = f"shape {list(erp.shape)}" if isinstance(erp, Tensor) else type(erp).__name__
         raise ValueError(f"{name}: expected a (B, C, H, W) tensor, got {got}")
-    if erp.shape[-1] != 2 * erp.shape[-2] or erp.shape[-2] < 2:
+    if erp.shape[-1] != 2 * erp.shape[-2]:
         raise ValueError(
             f"{name}: an equirect panorama must be 2:1 (width == 2 * height), got "
             f"{erp.shape[-1]}x{erp.shape[-2]} (WxH)"
         )
+    if erp.shape[-2] < 2:
+        raise ValueError(f"{name}: an equirect panorama needs a height of at least 2 pixels, got "
+                         f"{erp.shape[-1]}x{erp.shape[-2]} (WxH)")
     return erp.shape[-2], erp.shape[-1]
 
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from torch import Tensor
 
 from ...cameras.formats.realestate10k import CameraRow, rows_from_path
 from ...cameras.trajectories import interpolate, path_from_views
-from ...media.atomic import atomic_folder
+from ...media.atomic import NameChooser, atomic_folder
 from ...media.images import save_png, to_uint8
 from ...projection import View
 from ...sampling.types import ProgressCallback, report
@@ -60,12 +60,16 @@ def frame_name(frame_id: int) -> str:
 
 
 def write_frame_folders(folders: Sequence[str], frames: Sequence[Tensor], frame_ids: Sequence[int],
-                        pose_text: str, callback: ProgressCallback | None = None) -> list[str]:
+                        pose_text: str, callback: ProgressCallback | None = None,
+                        next_free: NameChooser | None = None, text: Mapping[str, str] | None = None) -> list[str]:
     """Write each folder's frames (``(F, H, W, C)`` float 0..1, named by ``frame_ids``)
     and ``pose.txt``; each folder appears only when every folder's frames are written.
+    Returns the folders written.
 
-    Existing targets are never overwritten (``FileExistsError``).  callback(done, total)
-    after each frame written (it may raise to cancel, e.g. ComfyUI's interrupt).
+    Existing targets are never overwritten: ``FileExistsError``, or with ``next_free`` (e.g.
+    ``media.atomic.next_counter_name``) a taken folder name moves on to the next free one.
+    callback(done, total) after each frame written (it may raise to cancel, e.g. ComfyUI's
+    interrupt).  text: PNG text chunks of every frame (ComfyUI's prompt/workflow JSON).
     """
     if len(folders) != len(frames):
         raise ValueError(f"frames: expected one stack per folder ({len(folders)}), got {len(frames)}")
@@ -74,13 +78,21 @@ def write_frame_folders(folders: Sequence[str], frames: Sequence[Tensor], frame_
             raise ValueError(f"frames: expected {len(frame_ids)} frames per folder, got {stack.shape[0]}")
     total = len(folders) * len(frame_ids)
     written = 0
+    info = None
+    if text:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+    targets = [atomic_folder(folder, next_free=next_free) for folder in folders]
     with contextlib.ExitStack() as stack:
-        temps = [stack.enter_context(atomic_folder(folder)) for folder in folders]
+        temps = [stack.enter_context(target) for target in targets]
         for tmp, frames_of_folder in zip(temps, frames):
             for fid, frame in zip(frame_ids, frames_of_folder):
-                save_png(to_uint8(frame), os.path.join(tmp, frame_name(fid)))
+                save_png(to_uint8(frame), os.path.join(tmp, frame_name(fid)), pnginfo=info)
                 written += 1
                 report(callback, written, total)
             with open(os.path.join(tmp, "pose.txt"), "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(pose_text)
-    return [os.path.abspath(f) for f in folders]
+    return [target.path for target in targets]

@@ -80,6 +80,8 @@ def parse_custom_mask(text: str, views: int, frames: int) -> Tensor:
     text = text.strip()
     try:
         rows = json.loads(text)
+    except RecursionError:   # json.loads recurses once per nesting level ("[" * 5000)
+        raise ValueError(f"custom mask JSON is nested too deeply: {text[:80]!r}") from None
     except json.JSONDecodeError:
         rows = [[c for c in line.strip() if not c.isspace() and c != ","]
                 for line in text.splitlines() if line.strip()]

@@ -5,8 +5,15 @@ Speaks the subset of ComfyUI 0.3.64's protocol the client uses (shared/specs/com
 ``GET /queue``, ``POST /queue`` (``delete``), ``GET /view``, ``POST /upload/image``, ``POST /interrupt``,
 ``GET /object_info[/class]``, and ``/ws?clientId=`` with ``status``, ``execution_start``,
 ``executing``, ``progress``, ``executed``, ``execution_success``, ``execution_error``.
-It executes one prompt at a time like ComfyUI, and counts submissions per prompt id.
-Loopback only, random port.
+With ``pack=True`` (the default) it also serves the Pano360 pack's output lookup
+(``client.marker.ROUTE``) through the real host-free implementation.
+
+It executes one prompt at a time like ComfyUI and keeps history and queue in memory only,
+like ComfyUI: :meth:`restart` (and :meth:`go_down` / :meth:`come_up`) lose them, the
+running prompt included, while the output folder (a real folder on disk) survives.  Each
+``Save*`` node writes one file there embedding ``extra_pnginfo`` as ComfyUI's savers do
+(unless ``metadata=False``, as ``--disable-metadata``).  Every submission and every
+completed execution is counted across restarts.  Loopback only, random port.
 """
 
 from __future__ import annotations
@@ -14,40 +21,66 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import posixpath
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 from aiohttp import web
+
+from pano360.client import marker
 
 
 class FakeComfyUI:
     def __init__(self, object_info: dict, *, steps: int = 3, step_delay: float = 0.005,
                  reject: Callable[[dict], dict | None] | None = None,
-                 fail: Callable[[dict], str | None] | None = None,
-                 drop_mid_job: int = 0):
+                 fail: Callable[[dict], tuple[str, str] | str | None] | None = None,
+                 drop_mid_job: int = 0, pack: bool = True, metadata: bool = True,
+                 output_dir: Path | None = None, restart_after_saves: int | None = None):
         """``reject(prompt)`` -> node_errors (-> HTTP 400) or None; ``fail(prompt)`` ->
-        exception message (-> execution_error) or None; ``drop_mid_job``: that many
-        times, close the websocket in the middle of a job and lose the job (a crash)."""
+        exception message, or (exception type, message), (-> execution_error) or None;
+        ``drop_mid_job``: that many times, close the websocket in the middle of a job and lose
+        the job (a crash); ``pack``: serve the Pano360 output lookup; ``metadata``: saved
+        files embed ``extra_pnginfo``; ``restart_after_saves``: restart the server once, right
+        after that many files were saved (a crash between two save nodes of one prompt)."""
         self.object_info = object_info
         self.steps, self.step_delay = steps, step_delay
         self.reject, self.fail = reject, fail
         self.drops_left = drop_mid_job
+        self.pack, self.metadata = pack, metadata
+        self.restart_after_saves = restart_after_saves
+        self._own_dir = output_dir is None
+        self.output_dir = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="fake_comfy_"))
         self.submissions: collections.Counter[str] = collections.Counter()
-        self.executed: list[str] = []
+        self.started: list[str] = []        # prompts whose execution began (across restarts)
+        self.executed: list[str] = []       # prompts that ran to the end (across restarts)
+        self.restarts = 0
         self.interrupted: set[str] = set()
         self.history: dict[str, dict] = {}
-        self.pending: list[tuple[str, dict, str]] = []
-        self.running: tuple[str, dict, str] | None = None
+        self.pending: list[tuple[str, dict, str, dict]] = []
+        self.running: tuple[str, dict, str, dict] | None = None
+        self.held = False                   # True: execution pauses (see hold())
+        self._released = asyncio.Event()
+        self._released.set()
         self.files: dict[tuple[str, str], bytes] = {}
+        self.saves = 0
         self.uploads: dict[str, bytes] = {}
         self.sockets: dict[str, list[web.WebSocketResponse]] = collections.defaultdict(list)
         self._wake = asyncio.Event()
         self._counter = 0
         self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
         self._worker: asyncio.Task | None = None
+        self.port = 0
         self.url = ""
 
     # ---- lifecycle
     async def start(self) -> str:
+        await self.come_up()
+        return self.url
+
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/prompt", self.post_prompt)
         app.router.add_get("/history", self.get_history_all)
@@ -60,14 +93,50 @@ class FakeComfyUI:
         app.router.add_get("/object_info", self.get_object_info_all)
         app.router.add_get("/object_info/{cls}", self.get_object_info)
         app.router.add_get("/ws", self.websocket)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        if self.pack:
+            app.router.add_get(marker.ROUTE, self.get_marker_info)
+            app.router.add_post(marker.ROUTE, self.post_marker_find)
+        return app
+
+    async def come_up(self) -> None:
+        """Start listening (again, on the same port after :meth:`go_down`) and executing."""
+        self._runner = web.AppRunner(self._app(), handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self._site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        await self._site.start()
+        self.port = self._site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self._worker = asyncio.ensure_future(self._work())
-        return self.url
+
+    async def go_down(self) -> None:
+        """The server process dies: connections are refused, and history, queue and the
+        running prompt are lost; the output folder stays."""
+        for sockets in self.sockets.values():   # (closed first: aiohttp's cleanup waits for their handlers)
+            for ws in list(sockets):
+                await ws.close()
+        if self._runner:   # then every other connection, and new ones are refused
+            await self._runner.cleanup()
+            self._runner = self._site = None
+        await self._lose_state()
+
+    async def restart(self) -> None:
+        """A quick restart on the same port: history, queue and the running prompt are lost."""
+        await self.go_down()
+        await self.come_up()
+
+    async def _lose_state(self) -> None:
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+        for sockets in self.sockets.values():
+            for ws in list(sockets):
+                await ws.close()
+        self.history.clear()
+        self.pending.clear()
+        self.running = None
+        self.interrupted.clear()
+        self.restarts += 1
 
     async def stop(self) -> None:
         if self._worker:
@@ -78,6 +147,17 @@ class FakeComfyUI:
                 await ws.close()
         if self._runner:
             await self._runner.cleanup()
+        if self._own_dir:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
+
+    def hold(self, held: bool = True) -> None:
+        """While held, nothing executes: queued prompts wait, the running one pauses at its next step."""
+        self.held = held
+        if held:
+            self._released.clear()
+        else:
+            self._released.set()
+        self._wake.set()
 
     async def __aenter__(self):
         await self.start()
@@ -85,6 +165,22 @@ class FakeComfyUI:
 
     async def __aexit__(self, *exc):
         await self.stop()
+
+    # ---- what happened, for assertions
+    def output_files(self) -> dict[str, dict]:
+        """Every file in the output folder (``subfolder/filename``) -> its content (JSON)."""
+        found = {}
+        for path in sorted(self.output_dir.rglob("*")):
+            if path.is_file():
+                found[path.relative_to(self.output_dir).as_posix()] = json.loads(path.read_text())
+        return found
+
+    @staticmethod
+    def marker_of(content: dict) -> str | None:
+        """The prompt id a saved file's embedded batch marker names (None without metadata)."""
+        job = (content.get("extra_pnginfo") or {}).get(marker.MARKER_KEY) or {}
+        token = job.get("marker") or ""
+        return token[len(marker.TOKEN_PREFIX):] if token.startswith(marker.TOKEN_PREFIX) else None
 
     # ---- routes
     async def post_prompt(self, request: web.Request) -> web.Response:
@@ -96,7 +192,7 @@ class FakeComfyUI:
             error = {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
                      "details": "", "extra_info": {}}
             return web.json_response({"error": error, "node_errors": node_errors}, status=400)
-        self.pending.append((pid, prompt, body.get("client_id", "")))
+        self.pending.append((pid, prompt, body.get("client_id", ""), body.get("extra_data") or {}))
         self._counter += 1
         self._wake.set()
         return web.json_response({"prompt_id": pid, "number": self._counter, "node_errors": {}})
@@ -157,6 +253,15 @@ class FakeComfyUI:
             return web.json_response({})   # ComfyUI answers {} for an unknown class
         return web.json_response({cls: self.object_info[cls]})
 
+    async def get_marker_info(self, request):
+        return web.json_response(marker.info_reply(self.metadata))
+
+    async def post_marker_find(self, request):
+        body = await request.json()
+        status, reply = await asyncio.get_running_loop().run_in_executor(
+            None, marker.find_reply, self.output_dir, body, self.metadata)
+        return web.json_response(reply, status=status)
+
     async def websocket(self, request):
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -182,7 +287,7 @@ class FakeComfyUI:
 
     async def _work(self) -> None:
         while True:
-            while not self.pending:
+            while not self.pending or self.held:
                 self._wake.clear()
                 await self._wake.wait()
             self.running = self.pending.pop(0)
@@ -191,7 +296,26 @@ class FakeComfyUI:
             finally:
                 self.running = None
 
-    async def _execute(self, pid: str, prompt: dict, cid: str) -> None:
+    def _save(self, pid: str, node_id: str, prompt: dict, extra: dict) -> dict:
+        prefix = prompt[node_id]["inputs"].get("filename_prefix", "ComfyUI")
+        subfolder, stem = posixpath.split(posixpath.normpath(prefix))
+        self._counter += 1
+        name = f"{stem}_{self._counter:05d}_.png"
+        content = {"node": node_id, "prompt": prompt}
+        if self.metadata:
+            content["extra_pnginfo"] = extra.get("extra_pnginfo") or {}
+        data = json.dumps(content, sort_keys=True).encode()
+        path = self.output_dir / subfolder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        self.files[(subfolder, name)] = data
+        self.saves += 1
+        if self.restart_after_saves is not None and self.saves == self.restart_after_saves:
+            asyncio.ensure_future(self.restart())   # cancels this worker at its next await
+        return {"filename": name, "subfolder": subfolder, "type": "output"}
+
+    async def _execute(self, pid: str, prompt: dict, cid: str, extra: dict) -> None:
+        self.started.append(pid)
         await self._send(cid, "execution_start", {"prompt_id": pid})
         outputs = {}
         for node_id in sorted(prompt, key=lambda k: int(k) if k.isdigit() else k):
@@ -199,6 +323,7 @@ class FakeComfyUI:
             await self._send(cid, "executing", {"node": node_id, "display_node": node_id, "prompt_id": pid})
             for step in range(self.steps):
                 await asyncio.sleep(self.step_delay)
+                await self._released.wait()
                 if pid in self.interrupted:
                     await self._send(cid, "execution_interrupted", {"prompt_id": pid, "node_id": node_id})
                     self.history[pid] = {"prompt": [0, pid, prompt, {}, []], "outputs": {},
@@ -212,20 +337,18 @@ class FakeComfyUI:
                     for ws in list(self.sockets.get(cid, [])):
                         await ws.close()
                     return
-            if self.fail and (message := self.fail(prompt)):
+            failure = self.fail(prompt) if self.fail else None
+            if failure:
+                kind, message = failure if isinstance(failure, tuple) else ("RuntimeError", failure)
                 data = {"prompt_id": pid, "node_id": node_id, "node_type": node["class_type"],
-                        "exception_message": message, "exception_type": "RuntimeError", "traceback": []}
+                        "exception_message": message, "exception_type": kind, "traceback": []}
                 await self._send(cid, "execution_error", data)
                 self.history[pid] = {"prompt": [0, pid, prompt, {}, []], "outputs": {},
                                      "status": {"status_str": "error", "completed": False,
                                                 "messages": [["execution_error", data]]}}
                 return
             if node["class_type"].startswith("Save"):
-                prefix = node["inputs"].get("filename_prefix", "ComfyUI")
-                self._counter += 1
-                name = f"{prefix}_{self._counter:05d}_.png"
-                self.files[("", name)] = f"{pid}:{node_id}:{json.dumps(prompt, sort_keys=True)}".encode()
-                outputs[node_id] = {"images": [{"filename": name, "subfolder": "", "type": "output"}]}
+                outputs[node_id] = {"images": [self._save(pid, node_id, prompt, extra)]}
                 await self._send(cid, "executed", {"node": node_id, "output": outputs[node_id], "prompt_id": pid})
         self.executed.append(pid)
         self.history[pid] = {"prompt": [0, pid, prompt, {}, []], "outputs": outputs,

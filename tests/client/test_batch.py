@@ -53,10 +53,9 @@ def test_batch_completes_on_two_servers_with_outputs_per_job(tmp_path):
     data = manifest(tmp_path)
     for entry in data["jobs"].values():
         assert entry["state"] == "done" and entry["attempts"] == 1 and len(entry["outputs"]) == 1
-        content = (tmp_path / "out" / entry["name"] / entry["outputs"][0]).read_bytes().decode()
-        pid, node, prompt = content.split(":", 2)
-        assert pid == entry["prompt_id"] and node == "2"
-        assert json.loads(prompt)["1"]["inputs"]["color"] == entry["values"]["1.color"]
+        content = json.loads((tmp_path / "out" / entry["name"] / entry["outputs"][0]).read_bytes())
+        assert FakeComfyUI.marker_of(content) == entry["prompt_id"] and content["node"] == "2"
+        assert content["prompt"]["1"]["inputs"]["color"] == entry["values"]["1.color"]
     assert all(n == 1 for n in (a.submissions + b.submissions).values())
 
 
@@ -224,8 +223,7 @@ def test_input_files_are_uploaded_once_per_server_and_set_on_the_node(tmp_path):
     result, server = run(main())
     assert result.ok and len(result.done) == 4
     assert server.uploads == {"a.png": b"other", "a (1).png": b"A", "b.mp4": b"B"}
-    used = sorted(json.loads(server.files[("", f)].decode().split(":", 2)[2])["1"]["inputs"]["image"]
-                  for _, f in server.files)
+    used = sorted(json.loads(data)["prompt"]["1"]["inputs"]["image"] for data in server.files.values())
     assert used == ["a (1).png", "a (1).png", "b.mp4", "b.mp4"]
 
 

@@ -313,16 +313,18 @@ def _model_cache_dir() -> pathlib.Path:
     return pathlib.Path(root)
 
 
-def _start_server(comfyui_root: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path):
-    """Start main.py on a free loopback port; returns (process, client) once /system_stats answers."""
+def _start_server(comfyui_root: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path, port: int | None = None):
+    """Start main.py on ``port`` (default: a free loopback port); returns (process, client)
+    once /system_stats answers.  A fixed port restarts a server where its clients find it."""
     models = _model_cache_dir() / "models"
     (models / "checkpoints").mkdir(parents=True, exist_ok=True)
     extra = base / "extra_model_paths.yaml"
     extra.write_text(f"pano360_tests:\n  base_path: {models}\n  checkpoints: checkpoints/\n")
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
     last_error = ""
+    fixed = port
     for _attempt in range(3):  # a port taken between free_port() and bind(): try another one
-        port = free_port()
+        port = fixed or free_port()
         cmd = [
             sys.executable, "-u", "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
             "--disable-auto-launch", "--disable-api-nodes", "--log-stdout",

@@ -287,3 +287,27 @@ def test_interrupt_from_the_progress_callback_leaves_no_file(tmp_path):
         save_360_video(_frames(), tmp_path / "pano.mp4", FPS, 20, callback=callback)
     assert seen == [1, 2, 3]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_comfyui_metadata_tags_are_read_back_by_ffmpeg_beside_the_spherical_boxes(tmp_path):
+    """prompt/workflow/marker JSON as MP4 tags in ffmpeg's mdta layout (ComfyUI's SaveVideo
+    writes them the same way through PyAV): ffmpeg's own metadata reader returns them."""
+    import json
+
+    tags = {"prompt": json.dumps({"1": {"class_type": "X", "inputs": {"text": "a=b; c#d"}}}),
+            "workflow": json.dumps({"nodes": [{"id": 1}], "links": []}),
+            "pano360_job": json.dumps({"marker": "pano360-batch-output:0b1f8f1e-7a52-4a4c-9d35-6a6b0e1f2c3d"})}
+    path = tmp_path / "pano.mp4"
+    save_360_video(_frames(), path, FPS, 10, SphericalMetadata(stereo_mode="top-bottom"), tags=tags)
+    walk_boxes(path)
+    (track,) = read_spherical(path)
+    assert track["v2"]["st3d"]["stereo_mode"] == 1
+    dump = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                          capture_output=True, text=True, check=True).stdout
+    read = {}
+    for line in dump.splitlines()[1:]:   # ffmetadata escapes '=', ';', '#', '\\' with a backslash
+        key, value = re.split(r"(?<!\\)=", line, maxsplit=1)
+        read[key] = re.sub(r"\\(.)", r"\1", value)
+    for key, value in tags.items():
+        assert json.loads(read[key]) == json.loads(value)
+    assert _decode(path, W, H).shape == (T, H, W, 3)

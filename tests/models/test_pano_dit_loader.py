@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fractions
 import json
 import os
@@ -12,7 +13,7 @@ import torch
 from safetensors import safe_open
 
 from pano360.app import convert_panodit as pano_dit_convert
-from pano360.models.pano_dit import VARIANTS, PanoDiT
+from pano360.models.pano_dit import VARIANTS, PanoDiT, PanoDiTConfig
 from pano360.models.pano_dit_loader import ForbiddenPickleError, detect_config, load_panodit, load_state_dict
 
 
@@ -113,9 +114,58 @@ def test_variant_detected_from_xl2_shapes():
         sd = PanoDiT(VARIANTS["DiT-XL/2"]).state_dict()
     name, cfg = detect_config(sd)
     assert name == "DiT-XL/2" and cfg == VARIANTS["DiT-XL/2"]
+    # one block fewer is a size of its own now (issue 17 item 4), read from the shapes
     sd = {k: v for k, v in sd.items() if not k.startswith("blocks.27.")}
-    with pytest.raises(ValueError, match="unknown PanoDiT size depth=27"):
-        detect_config(sd)
+    name, cfg = detect_config(sd)
+    assert cfg.depth == 27 and cfg.num_heads == 16 and name.startswith("custom")
+    gap = {k: v for k, v in sd.items() if not k.startswith("blocks.3.")}
+    with pytest.raises(ValueError, match=r"blocks must be numbered 0\.\.25"):
+        detect_config(gap)
+
+
+# Shape-varied tiny configurations that no VARIANTS entry has: the loader must read every size
+# from the weights (issue 17 item 4).  Each is (config, num_heads override or None).
+ODD_CONFIGS = [
+    (PanoDiTConfig(depth=3, hidden_size=128, patch_size=4, num_heads=2, input_size=32, text_dim=24,
+                   mlp_ratio=2.0, frequency_embedding_size=32), None),   # 128 / 64-channel heads = 2
+    (PanoDiTConfig(depth=1, hidden_size=48, patch_size=2, num_heads=3, input_size=16, in_channels=8,
+                   learn_sigma=False, text_dim=16), 3),                   # 48: heads only by override
+]
+
+
+@pytest.mark.parametrize("cfg, heads", ODD_CONFIGS)
+def test_a_checkpoint_of_any_size_loads_and_computes_like_the_model_that_wrote_it(tmp_path, cfg, heads):
+    torch.manual_seed(0)
+    model = PanoDiT(cfg).eval()
+    path = str(tmp_path / "odd.pt")
+    torch.save({"ema": model.state_dict(), "args": argparse.Namespace(model="DiT-XL/2")}, path)
+    loaded, info = load_panodit(path, num_heads=heads)
+    assert info["config"] == cfg and info["variant"].startswith("custom")
+    x = torch.randn(2, cfg.in_channels, cfg.input_size, cfg.input_size)
+    t, text = torch.tensor([3, 700]), torch.randn(2, 1, cfg.text_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x, t, text), model(x, t, text), rtol=0, atol=0)
+
+
+def test_heads_of_an_odd_width_need_a_stored_config_or_an_override(tmp_path):
+    cfg, _ = ODD_CONFIGS[1]
+    path = str(tmp_path / "odd.pt")
+    torch.save(PanoDiT(cfg).state_dict(), path)
+    with pytest.raises(ValueError, match=r"odd\.pt: cannot tell the number of attention heads .*give num_heads"):
+        load_panodit(path)
+    # a converted safetensors file stores its config, heads included
+    src, dst = str(tmp_path / "odd_ema.pt"), str(tmp_path / "odd.safetensors")
+    torch.save({"ema": PanoDiT(cfg).state_dict()}, src)
+    from pano360.models.pano_dit_loader import convert_to_safetensors
+
+    with pytest.raises(ValueError, match="give num_heads"):
+        convert_to_safetensors(src, dst)
+    model, _ = load_panodit(src, num_heads=3)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, dst,
+              metadata={"pano360.config": json.dumps(dataclasses.asdict(cfg))})
+    assert load_panodit(dst)[1]["config"].num_heads == 3
 
 
 def test_missing_key_choice_is_named(tmp_path):
