@@ -179,7 +179,8 @@ class Pano360CircularVAEDecode(io.ComfyNode):
 
     @classmethod
     def execute(cls, samples, vae, wrap_columns: int, pole_rows: int, batch_chunk: int) -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, wrap_columns=wrap_columns, pole_rows=pole_rows, batch_chunk=batch_chunk)
         latent = _latent_tensor(samples, node)
         if pole_rows and latent.shape[-1] % 2:
             raise NodeInputError(node, "pole_rows", "0 for an odd latent width (the pole turns rows by half the width)",
@@ -217,7 +218,10 @@ class Pano360CircularVAEEncode(io.ComfyNode):
 
     @classmethod
     def execute(cls, pixels, vae, wrap_columns: int, pole_rows: int) -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, wrap_columns=wrap_columns, pole_rows=pole_rows)
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
+            raise NodeInputError(node, "pixels", "an IMAGE [B,H,W,C]", describe(pixels))
         scale = int(vae.spacial_compression_encode())
         h, w = pixels.shape[-3:-1]
         if h % scale or w % scale:

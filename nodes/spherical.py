@@ -12,7 +12,7 @@ from ..models.spherical_rope import MODES, SphericalRoPE, family_of, grid_wrappe
 from ..sampling.noise import NOISE_DENSITY, spherical_noise
 from ._bundles import SEED_MAX
 from . import _host
-from ._common import NodeInputError
+from ._common import NodeInputError, check_widgets, node_id
 from ._host import io
 
 CATEGORY = "Pano360/seam"
@@ -51,11 +51,10 @@ class Pano360SphericalRoPE(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, mode: str) -> io.NodeOutput:
-        node = cls.__name__
+        node = node_id(cls)
+        check_widgets(cls, mode=mode)
         if mode == "off":
             return io.NodeOutput(model)
-        if mode not in MODES:
-            raise NodeInputError(node, "mode", f"one of {['off', *MODES]}", repr(mode))
         network = model.get_model_object("diffusion_model")
         try:
             family = family_of(network)
@@ -108,6 +107,7 @@ class Pano360SphericalNoise(io.ComfyNode):
 
     @classmethod
     def execute(cls, noise_seed: int) -> io.NodeOutput:
+        check_widgets(cls, noise_seed=noise_seed)
         return io.NodeOutput(SphericalNoise(noise_seed))
 
 
