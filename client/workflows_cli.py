@@ -27,6 +27,28 @@ log = logging.getLogger("pano360.workflows")
 WORKFLOWS_DIR = PACK_ROOT / "workflows"
 PACK_PREFIX = "Pano360"
 
+# Bundled workflows that need a ComfyUI newer than the oldest supported one (0.3.64), and
+# the core node types that make it so.  On an older server such a workflow is refused by
+# POST /prompt for a missing node type, which is all the tests expect of it there.
+MIN_COMFYUI = {
+    # LTX-2.3 audio+video: ComfyUI's LTX-2 nodes and ManualSigmas (its LTX-2.3 templates)
+    "ltx_360_video": ((0, 33, 0), ("LTXAVTextEncoderLoader", "LTXVAudioVAELoader", "LTXVEmptyLatentAudio",
+                                   "LTXVConcatAVLatent", "LTXVSeparateAVLatent", "ManualSigmas")),
+}
+
+
+def min_comfyui(name: str) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """(oldest ComfyUI version, node types newer than 0.3.64) that workflow ``name`` needs;
+    ``((0, 3, 64), ())`` for the workflows every supported version runs."""
+    return MIN_COMFYUI.get(name, ((0, 3, 64), ()))
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"0.33.0"`` -> ``(0, 33, 0)`` (a suffix such as ``-rc1`` or ``+local`` is ignored)."""
+    import re
+
+    return tuple(int(part) for part in re.findall(r"\d+", text.split("-")[0].split("+")[0])[:3])
+
 
 def api_twins(workflows_dir: Path) -> list[Path]:
     return sorted((workflows_dir / "api").glob("*.json"))

@@ -115,8 +115,9 @@ def test_ltx_360_video_needs_comfyuis_ltx2_nodes(comfy_in_process):
     api = _api("ltx_360_video")
     classes = node_classes()
     # ComfyUI's LTX-2 nodes, and the ManualSigmas its LTX-2.3 templates use, are newer than 0.3.64
-    newer = {"LTXAVTextEncoderLoader", "LTXVAudioVAELoader", "LTXVEmptyLatentAudio", "LTXVConcatAVLatent",
-             "LTXVSeparateAVLatent", "ManualSigmas"}
+    from pano360.client.workflows_cli import min_comfyui
+
+    newer = set(min_comfyui("ltx_360_video")[1])
     missing = sorted({n["class_type"] for n in api.values()} - set(classes))
     if newer <= set(classes):
         assert missing == [], missing  # 0.33: every node type of the workflow exists
