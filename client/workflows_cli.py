@@ -83,9 +83,13 @@ def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) 
         report.issues.append(Issue("", "", None, "unreadable", f"cannot read {api_file}: {exc}"))
         return report
     pack_known = has_pack_schemas(schemas)
+    needs, newer = min_comfyui(api_file.stem)
     for issue in validate_prompt(api, schemas):
         if issue.kind == "missing_node_type" and issue.class_type.startswith(PACK_PREFIX) and not pack_known:
             report.skipped.append(f"node {issue.node_id} ({issue.class_type})")
+        elif issue.kind == "missing_node_type" and issue.class_type in newer:
+            version = ".".join(map(str, needs))
+            report.skipped.append(f"node {issue.node_id} ({issue.class_type}, ComfyUI {version}+)")
         else:
             report.issues.append(issue)
     report.issues += incomplete_widgets(api, schemas)
@@ -173,6 +177,12 @@ def load_schemas(args) -> SchemaSet:
 def _run_build(args, schemas: SchemaSet) -> int:
     failed = 0
     for api_file in api_twins(args.dir):
+        needs, newer = min_comfyui(api_file.stem)
+        if any(t not in schemas for t in newer):
+            log.warning("not built %s: it needs ComfyUI %s+ and these schemas lack %s (pass that version's "
+                        "recorded /object_info with --schemas, or --server)", api_file.name,
+                        ".".join(map(str, needs)), ", ".join(t for t in newer if t not in schemas))
+            continue
         try:
             out = build_workflow(api_file, schemas)
             log.info("built %s", out.relative_to(args.dir.parent) if args.dir.parent in out.parents else out)
@@ -200,8 +210,9 @@ def _run_check(args, schemas: SchemaSet) -> int:
         for need in report.needs:
             log.info("  model: %s", need)
         if report.skipped:
-            log.warning("  not checked (no recorded schema for the pack's nodes; record "
-                        "workflows/schemas/pano360_object_info.json): %s", ", ".join(report.skipped))
+            log.warning("  not checked (no recorded schema for these nodes: record "
+                        "workflows/schemas/pano360_object_info.json for the pack's, a newer ComfyUI's core "
+                        "schemas for the others): %s", ", ".join(report.skipped))
         n_errors += len(report.errors)
     for stray in sorted(p.name for p in args.dir.glob("*.json") if not (args.dir / "api" / p.name).is_file()):
         log.error("%s: UI workflow without an API twin in api/ (write api/%s, then build)", stray, stray)

@@ -1,4 +1,4 @@
-"""Minimal, atomic video writing (H.264 MP4 through imageio-ffmpeg's bundled ffmpeg).
+"""Minimal, atomic video writing (H.264 MP4 through imageio-ffmpeg's bundled ffmpeg), and reading frames.
 
 A file appears under its final name only once it is complete (:mod:`.atomic`): frames go to
 a temporary name in the same folder, which takes the final name on success and is deleted on
@@ -15,7 +15,7 @@ import numpy as np
 from ..sampling.types import ProgressCallback, report
 from .atomic import atomic_path
 
-__all__ = ["write_mp4", "DEFAULT_CRF"]
+__all__ = ["write_mp4", "read_frames", "count_frames", "DEFAULT_CRF"]
 
 # libx264's constant-rate factor: 18 is visually lossless for most content (x264 docs,
 # "--crf": 0 lossless, 23 default, 51 worst).
@@ -65,3 +65,41 @@ def write_mp4(frames: np.ndarray, path, fps: float = 24.0, crf: int = DEFAULT_CR
         finally:
             writer.close()
     return path
+
+
+def count_frames(path) -> int:
+    """Frames in a video file (ffmpeg decodes it once to count)."""
+    import imageio_ffmpeg
+
+    frames, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    return int(frames)
+
+
+def read_frames(path, indices: list[int]) -> np.ndarray:
+    """Frames ``indices`` (any order, repeats allowed) of a video as uint8 RGB ``[N, H, W, 3]``.
+
+    Decodes from the start and stops after the last index wanted.  ValueError naming the file
+    when the video is shorter.
+    """
+    import imageio_ffmpeg
+
+    want = set(int(i) for i in indices)
+    if not want or min(want) < 0:
+        raise ValueError(f"indices: expected frame numbers >= 0, got {list(indices)[:4]}")
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    found: dict[int, np.ndarray] = {}
+    pos = 0
+    try:
+        for raw in reader:
+            if pos in want:
+                found[pos] = np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
+                if len(found) == len(want):
+                    break
+            pos += 1
+    finally:
+        reader.close()
+    if len(found) != len(want):
+        raise ValueError(f"{Path(path).name}: needs frame {max(want)}, the video has {pos}")
+    return np.stack([found[int(i)] for i in indices])

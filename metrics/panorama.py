@@ -146,7 +146,11 @@ def view_disagreement(views: Tensor, rig: Rig, erp_hw: tuple[int, int] | None = 
         erp_hw = (width // 2, width)
     yaw, pitch, roll, fov = rig.angles(device=views.device, dtype=torch.float64)
     rep = lambda a: a.repeat_interleave(t)  # noqa: E731  view-major: view v covers items v*T..v*T+T-1
-    placed, weight = perspective_to_erp(views.to(torch.float64), rep(yaw), rep(pitch), rep(roll), rep(fov), erp_hw)
+    fov_y = None
+    if any(v.fov_y is not None for v in rig.views):
+        fov_y = rep(torch.tensor([v.fov_y_radians(h, w) for v in rig.views], device=views.device, dtype=torch.float64))
+    placed, weight = perspective_to_erp(views.to(torch.float64), rep(yaw), rep(pitch), rep(roll), rep(fov), erp_hw,
+                                        fov_y=fov_y)
     placed = placed.view(nv, t, *placed.shape[1:])
     inside = (weight > 0.999).to(torch.float64).view(nv, t, 1, *erp_hw)
     count = inside.sum(0)  # (T, 1, H, W)

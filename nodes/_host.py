@@ -14,6 +14,8 @@ import logging
 import os
 from typing import Callable
 
+import torch
+
 import comfy.model_management as _mm
 import comfy.utils as _utils
 import folder_paths as _folder_paths
@@ -256,6 +258,57 @@ def sample_latent(model, seed: int, steps: int, cfg: float, sampler_name: str, s
                   callback=callback)
 
 
+# --- model patches (VideoPanda adapter) -----------------------------------------------------
+
+
+def diffusion_model(model):
+    """The ModelPatcher's network (``model.diffusion_model``), for building object patches."""
+    return model.get_model_object("diffusion_model")
+
+
+def flow_model_sampling(model, shift: float, shift_low: float | None = None):
+    """A rectified-flow ``model_sampling`` (``ModelSamplingDiscreteFlow`` + ``CONST``, what the
+    ModelSamplingSD3 node builds) whose sigmas follow ``sampling.flow.shifted_sigma`` with
+    ``shift`` (and the interpolated ``shift_low``); timesteps stay ``1000 * sigma``.  For
+    ``ModelPatcher.add_object_patch("model_sampling", ...)``."""
+    import comfy.model_sampling as _ms
+
+    from ..sampling.flow import shifted_sigma
+
+    class ShiftedFlow(_ms.ModelSamplingDiscreteFlow, _ms.CONST):
+        def sigma(self, timestep):
+            u = timestep / self.multiplier
+            return shifted_sigma(torch.as_tensor(u, dtype=torch.float64), shift, shift_low).to(torch.float32)
+
+        def percent_to_sigma(self, percent):
+            if percent <= 0.0:
+                return 1.0
+            if percent >= 1.0:
+                return 0.0
+            return float(shifted_sigma(torch.tensor(1.0 - percent, dtype=torch.float64), shift, shift_low))
+
+    sampling = ShiftedFlow(model.model.model_config)
+    sampling.set_parameters(shift=shift, multiplier=1000)  # ComfyUI's flow table: 1000 steps, t = 1000 sigma
+    return sampling
+
+
+def set_weights(model, weights: dict) -> list[str]:
+    """Replace weights (ComfyUI's ``"set"`` patch) on a ModelPatcher; keys without the
+    ``diffusion_model.`` prefix.  Returns the keys the model did not have."""
+    patches = {f"diffusion_model.{k}": ("set", (v,)) for k, v in weights.items()}
+    applied = set(model.add_patches(patches, 1.0))
+    return sorted(k for k in patches if k not in applied)
+
+
+def with_lora(model, lora: dict, strength: float = 1.0):
+    """``model`` with a LoRA state dict applied through ComfyUI's own LoRA loader
+    (``comfy.sd.load_lora_for_models``; kohya ``lora_down``/``lora_up``/``alpha`` keys)."""
+    import comfy.sd
+
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, strength, 0.0)
+    return patched
+
+
 # --- output ---------------------------------------------------------------------------------
 
 
@@ -314,6 +367,11 @@ def build_model(sd: dict, model_config_name: str, *, unet_config_overrides: dict
     model = model.to(offload)
     model.load_model_weights(sd, "")
     return _patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
+
+
+def folder_paths_of(name: str) -> list[str]:
+    """The folders registered under a model folder name (``folder_paths.get_folder_paths``)."""
+    return list(_folder_paths.get_folder_paths(name))
 
 
 def share_model_folder(name: str, other: str) -> None:
@@ -386,3 +444,123 @@ def register_batch_routes() -> None:
         status, reply = await asyncio.get_running_loop().run_in_executor(
             None, marker.find_reply, output_directory(), body, not metadata_disabled())
         return web.json_response(reply, status=status)
+
+
+# ---- videofrom3d: Flux anchors (SAG), XLabs LoRAs, CogVideoX inbetweening (GGI) ---------------
+
+
+def with_values(conditioning, **values):
+    """A copy of a CONDITIONING with ``values`` set in every entry (as ``node_helpers.conditioning_set_values``)."""
+    return [[t[0], {**t[1], **values}] for t in conditioning]
+
+
+def apply_controlnet(positive, negative, control_net, image, strength: float, vae=None):
+    """ComfyUI's ``ControlNetApplyAdvanced`` (whole schedule, both branches).  image: IMAGE [B,H,W,C]."""
+    import nodes as _comfy_nodes  # ComfyUI's own nodes.py
+
+    return _comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control_net, image, strength,
+                                                                   0.0, 1.0, vae=vae)
+
+
+def vae_encode(vae, image):
+    """IMAGE [B,H,W,C] -> raw latents (as ``VAEEncode``)."""
+    return vae.encode(image[..., :3])
+
+
+def vae_decode(vae, samples):
+    """Raw latents -> IMAGE frames [N,H,W,C] (video VAEs' time axis folded into the batch)."""
+    images = vae.decode(samples)
+    return images.reshape(-1, *images.shape[-3:]) if images.ndim == 5 else images
+
+
+def sample_with_sampler_function(model, noise, sigmas, positive, negative, cfg: float, latent, sampler_function,
+                                 *, seed: int, cfg_from_step: int = 0, callback=None):
+    """``comfy.sample.sample_custom`` with a k-diffusion style ``sampler_function(model, x, sigmas,
+    extra_args, callback, disable)`` (ComfyUI's ``KSAMPLER``), explicit sigmas, and CFG only from
+    step ``cfg_from_step`` on (the conditional prediction alone before it).  Returns raw latents."""
+    import comfy.sample
+    import comfy.samplers
+
+    m = model
+    if cfg_from_step > 0:
+        first = sigmas[: cfg_from_step].to(torch.float32)
+
+        def cfg_function(args):
+            sigma = args["sigma"].flatten()[0].to(first.device, torch.float32)
+            if bool((first - sigma).abs().min() < 1e-6 * max(1.0, float(sigma))):
+                return args["cond"]
+            return args["uncond"] + (args["cond"] - args["uncond"]) * args["cond_scale"]
+
+        m = model.clone()
+        m.set_model_sampler_cfg_function(cfg_function)
+    sampler = comfy.samplers.KSAMPLER(sampler_function)
+    return comfy.sample.sample_custom(m, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                      callback=callback, disable_pbar=not _utils.PROGRESS_BAR_ENABLED, seed=seed)
+
+
+def prepare_noise(latent, seed: int):
+    """ComfyUI's seeded initial noise for a latent (``comfy.sample.prepare_noise``)."""
+    import comfy.sample
+
+    return comfy.sample.prepare_noise(latent, seed)
+
+
+def lora_patched(model, lora_sd: dict, key_map: dict, strength: float):
+    """A clone of ``model`` with a LoRA applied through ComfyUI's own ``comfy.lora.load_lora``
+    (patches computed on load, like ``LoraLoaderModelOnly``).  ValueError when a key does not map."""
+    import comfy.lora
+
+    patches = comfy.lora.load_lora(lora_sd, key_map)
+    m = model.clone()
+    applied = m.add_patches(patches, strength)
+    if len(applied) != len(patches):
+        missing = sorted(str(k) for k in set(patches) - set(applied))
+        raise ValueError(f"LoRA: the model has no weights for {missing[:5]}")
+    return m
+
+
+def controlnet_from_state_dict(sd: dict):
+    """A ComfyUI CONTROL_NET from a state dict (``comfy.controlnet.load_controlnet_state_dict``)."""
+    import comfy.controlnet
+
+    control = comfy.controlnet.load_controlnet_state_dict(sd)
+    if control is None:
+        raise ValueError("ComfyUI does not recognise this ControlNet's keys")
+    return control
+
+
+def has_native_cogvideox() -> bool:
+    """Whether this ComfyUI has a native CogVideoX model (0.33 and later)."""
+    try:
+        import comfy.ldm.cogvideo.model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def wrap_module(module):
+    """A ComfyUI MODEL-like ModelPatcher around any ``nn.Module`` (ComfyUI places it on the device)."""
+    import comfy.model_patcher as _patcher
+
+    return _patcher.ModelPatcher(module, load_device=_mm.get_torch_device(), offload_device=_mm.unet_offload_device())
+
+
+def padded_text_conditioning(clip, text: str, length: int):
+    """Encode ``text`` with a T5 CLIP padded to exactly ``length`` tokens (CogVideoX: 226), whatever
+    the loader's own padding; returns the (1, length, D) embeddings.  ValueError if the text is longer."""
+    tokens = clip.tokenize(text)
+    key = "t5xxl" if "t5xxl" in tokens else next(iter(tokens))
+    rows = tokens[key]
+    if len(rows) != 1:
+        raise ValueError(f"text: {sum(len(r) for r in rows)} tokens, more than the {length} CogVideoX reads")
+    row = list(rows[0])
+    tokenizer = getattr(clip.tokenizer, key, None) or getattr(clip.tokenizer, f"clip_{key}", None)
+    pad = getattr(tokenizer, "pad_token", 0)
+    while row and row[-1][0] == pad:
+        row.pop()
+    if len(row) > length:
+        raise ValueError(f"text: {len(row)} tokens, more than the {length} CogVideoX reads")
+    pad_entry = (pad, 1.0) if len(rows[0][0]) == 2 else (pad, 1.0, 0)
+    row += [pad_entry] * (length - len(row))
+    tokens = {**tokens, key: [row]}
+    return clip.encode_from_tokens(tokens)

@@ -13,9 +13,11 @@ from ..media.atomic import next_counter_name, next_free_folder
 from ..pipelines.lookbeyond.perspective_loop import POSE_HEADER, loop_cameras, write_frame_folders
 from ..projection import erp_to_rig, rig_preset
 from ..projection.geometry import LOOKBEYOND_FOV, LOOKBEYOND_NUM, LOOKBEYOND_SIZE
+from ..projection.memory import estimate_rig
 from ._common import (ANGLE_CONVENTION, NodeInputError, bchw_to_image, check_widgets, describe, equirect_to_bchw,
                       node_id, output_path)
 from ._host import io, output_directory, progress_callback
+from .projection import require_memory
 from .output import comfy_metadata
 
 CATEGORY = "Pano360/lookbeyond"
@@ -45,7 +47,9 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
                 io.Int.Input("num_frames", default=LOOKBEYOND_NUM, min=1, max=360,
                              tooltip="Number of frames in the loop; yaws run linearly from 180° to −180° (frames 0 and N−1 look the same way, closing the loop). " + ANGLE_CONVENTION),
                 io.Float.Input("fov", default=LOOKBEYOND_FOV, min=1.0, max=179.0, step=0.5,
-                               tooltip="Horizontal field of view of every frame. " + ANGLE_CONVENTION),
+                               tooltip="Horizontal field of view of every frame in Look Beyond's convention: the "
+                                       "border pixel centres lie on the frustum edges (its Equirec2Perspec; 90 = "
+                                       "its frames exactly). " + ANGLE_CONVENTION),
                 io.Int.Input("size", default=LOOKBEYOND_SIZE, min=8, max=8192, step=8,
                              tooltip="Width and height of each square frame in pixels (Look Beyond: 1024; its video stage resizes to 512)."),
                 io.Int.Input("cameras_between", default=0, min=0, max=1000,
@@ -85,14 +89,17 @@ class Pano360LookBeyondPerspectiveLoop(io.ComfyNode):
         node = node_id(cls)
         check_widgets(cls, num_frames=num_frames, fov=fov, size=size, cameras_between=cameras_between)
         erp = equirect_to_bchw(panorama, node, "panorama")
+        given_rig = rig
         if rig is None:
             rig = rig_preset("lookbeyond_loop", size=size, n=num_frames, fov=fov)
         elif not hasattr(rig, "views"):
             raise NodeInputError(node, "rig", "a PANO360_RIG", describe(rig))
         try:
-            views = erp_to_rig(erp, rig)                                # (V*B, C, h, w) view-major
+            estimate = estimate_rig(rig, erp.shape[0], erp.shape[1], erp.shape[-2:], dtype=erp.dtype)
         except ValueError as err:
             raise NodeInputError(node, "rig", "views of one common size", str(err)) from err
+        require_memory(estimate, node, "size" if given_rig is None else "rig", erp.device)
+        views = erp_to_rig(erp, rig, callback=progress_callback(1))  # (V*B, C, h, w) view-major
         frame_ids, rows = loop_cameras(rig.views, cameras_between)
         pose_text = format_rows(rows, POSE_HEADER)
         images = bchw_to_image(views)

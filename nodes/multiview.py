@@ -3,20 +3,25 @@
 Training-free VideoPanda on public models: the rig's views are one latent batch (view-major,
 docs/conventions.md) sampled by ComfyUI's own sampler; a post-CFG hook on a clone of the
 MODEL fuses the views' predicted clean latents on the sphere at every step
-(``pipelines/multiview.py``).  Given cells (a view mask) are held with ComfyUI's latent
+(``sampling/fusion.py``).  Given cells (a view mask) are held with ComfyUI's latent
 ``noise_mask``; noise augmentation releases them for the last steps through the model's
 denoise-mask function.  See docs/multiview.md.
+
+With a trained VideoPanda adapter (``videopanda`` input, nodes/videopanda.py) the network
+itself denoises the views jointly; sphere fusion is then off unless a Fusion Settings node
+turns it on (either space: in ``uniform_sphere`` the adapter denoises the views filled from
+the lattice each step).  See docs/videopanda.md.
 """
 
 from __future__ import annotations
 
-import torch
-
-from ..pipelines.videopanda.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
-from ..pipelines.videopanda.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
 from dataclasses import dataclass
 
+import torch
+
 from ..metrics import PanoramaScores, score_panorama, view_disagreement
+from ..pipelines.videopanda.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
+from ..pipelines.videopanda.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
 from ..projection import Rig, rig_preset, stitch_rig
 from ..projection.lattice import erp_size_for_points, lattice_to_erp
 from ..sampling.fusion import (
@@ -25,6 +30,7 @@ from ..sampling.fusion import (
     LatticeLayout,
     MultiViewFusion,
     SphereFusion,
+    SyncSchedule,
     canvas_size,
     lattice_size,
     pole_region,
@@ -38,6 +44,7 @@ from ._bundles import FusionSettings, SamplerSettings, WindowSettings
 from ._common import NodeInputError, check_widgets, describe
 from ._host import io
 from .settings import FUSION, SAMPLER, WINDOWS, bundle
+from .videopanda import VIDEOPANDA, AdapterRun
 
 RIG = io.Custom("PANO360_RIG")
 VIEW_MASK = io.Custom("PANO360_VIEW_MASK")
@@ -54,6 +61,8 @@ ERP_ALIGN = 2
 # VideoPanda §4.2: DDIM, 25 steps; CFG 8 text-only, 4 video-conditioned.
 PAPER_SAMPLING = SamplerSettings(seed=0, steps=25, cfg=8.0, sampler_name="euler", scheduler="normal")
 PAPER_WINDOWS_SETTINGS = WindowSettings(PAPER_WINDOW, PAPER_OVERLAP)
+# With a trained adapter the network joins the views; sphere fusion is opt-in (a Fusion Settings node).
+ADAPTER_FUSION = FusionSettings(SyncSchedule(strength=0.0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -76,7 +85,12 @@ def _settings_inputs() -> list:
                               "VideoPanda's 25 steps, CFG 8, euler, seed 0."),
         FUSION.Input("fusion", optional=True,
                      tooltip="View synchronisation on the sphere and noise augmentation of given cells (Pano360 "
-                             "Fusion Settings). Not connected: full synchronisation at every step, given cells held."),
+                             "Fusion Settings). Not connected: full synchronisation at every step, given cells held; "
+                             "with a VideoPanda adapter: no synchronisation (the network joins the views)."),
+        VIDEOPANDA.Input("videopanda", optional=True,
+                         tooltip="A trained VideoPanda adapter (Pano360 VideoPanda Adapter Loader) for a Wan 2.1 "
+                                 "T2V model: views are denoised jointly by its multi-view attention, conditioned on "
+                                 "their rays and the view mask. Not connected: training-free fusion."),
     ]
 
 
@@ -105,9 +119,12 @@ def _result_outputs() -> list:
     ]
 
 
-def _bundles(settings, fusion, node: str) -> tuple[SamplerSettings, FusionSettings]:
-    return (bundle(settings, SamplerSettings, PAPER_SAMPLING, node, "settings"),
-            bundle(fusion, FusionSettings, FusionSettings(), node, "fusion"))
+def _bundles(settings, fusion, adapter: bool, node: str) -> tuple[SamplerSettings, FusionSettings]:
+    fusion_settings = bundle(fusion, FusionSettings, ADAPTER_FUSION if adapter else FusionSettings(), node, "fusion")
+    if adapter and fusion_settings.noise_augmentation > 0:
+        raise NodeInputError(node, "fusion", "noise_augmentation 0 with a VideoPanda adapter (set the adapter's "
+                             "noise_aug_sigma on its loader instead)", str(fusion_settings.noise_augmentation))
+    return bundle(settings, SamplerSettings, PAPER_SAMPLING, node, "settings"), fusion_settings
 
 
 def _rig(rig: Rig | None, node: str) -> Rig:
@@ -163,33 +180,46 @@ def _item_mask(per_view: torch.Tensor, layout: LatentLayout) -> torch.Tensor:
 
 
 def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
-                settings: SamplerSettings, fusion_settings: FusionSettings, callback=None) -> torch.Tensor:
-    """Sample a view×frame grid with ComfyUI's sampler and the fusion hook (equirect canvas).
+                settings: SamplerSettings, fusion_settings: FusionSettings, callback=None,
+                adapter: AdapterRun | None = None) -> torch.Tensor:
+    """Sample a view×frame grid with ComfyUI's sampler, the fusion hook and, when given, a
+    VideoPanda adapter (the equirect-canvas space).
 
     samples: raw latents in the model's layout (after ``fix_empty_latent``) holding the
     given values at the mask's cells.  mask: ``[V, T]`` (1 = given) or None.  Returns raw
-    latents, same layout.
+    latents, same layout; cells held to the end come out exactly as given.
     """
     layout = LatentLayout.of(samples.shape, rig.num_views)
     held = mask is not None and bool(mask.any())
     until = fusion_settings.hold_until
-    fusion = MultiViewFusion(
-        rig, layout, schedule=fusion_settings.sync,
-        given=_host.latent_to_model_space(model, samples) if held else None,
-        given_mask=mask if held else None, hold_until=until,
-    )
     patched = model.clone()
-    patched.set_model_sampler_post_cfg_function(post_cfg_hook(fusion))
+    if isinstance(patched.model_options.get("model_function_wrapper"), UnetRollWrapper):
+        raise NodeInputError(node, "model", "a model without the Seam Roll Patch (the uniform sphere has no seam "
+                                            "to roll; the views turn by themselves)", "a rolled model")
+    if adapter is not None:
+        patched = adapter.apply(patched, rig, mask, samples, settings.seed)
+    if fusion_settings.sync.strength > 0:
+        fusion = MultiViewFusion(
+            rig, layout, schedule=fusion_settings.sync,
+            given=_host.latent_to_model_space(model, samples) if held else None,
+            given_mask=mask if held else None, hold_until=until,
+        )
+        patched.set_model_sampler_post_cfg_function(post_cfg_hook(fusion))
     noise_mask = None
     if held:
         noise_mask = noise_mask_for_latent(mask, tuple(samples.shape))
         if fusion_settings.noise_augmentation > 0:
             patched.set_model_denoise_mask_function(denoise_mask_hook(until))
-    return _host.sample(
+    out = _host.sample(
         patched, samples, seed=settings.seed, steps=settings.steps, cfg=settings.cfg,
         sampler_name=settings.sampler_name, scheduler=settings.scheduler,
         positive=positive, negative=negative, noise_mask=noise_mask, callback=callback,
     )
+    if held and fusion_settings.noise_augmentation == 0:
+        # ComfyUI holds these cells up to float rounding of its last Euler step; put them back exactly.
+        keep = 1.0 - noise_mask.to(device=out.device, dtype=out.dtype)
+        out = torch.lerp(out, samples.to(out), keep)
+    return out
 
 
 @dataclass(frozen=True)
@@ -214,11 +244,13 @@ def equirect_latent(frames: torch.Tensor, video: bool) -> torch.Tensor:
 
 
 def sample_canvas(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
-                  settings: SamplerSettings, fusion_settings: FusionSettings, callback=None) -> GridResult:
+                  settings: SamplerSettings, fusion_settings: FusionSettings, callback=None,
+                  adapter: AdapterRun | None = None) -> GridResult:
     """:func:`sample_grid`, with the panorama stitched from the views at latent size and the
     output views' disagreement where they overlap (what the stitch averages away)."""
     layout = LatentLayout.of(samples.shape, rig.num_views)
-    views = sample_grid(model, positive, negative, rig, samples, mask, settings, fusion_settings, callback)
+    views = sample_grid(model, positive, negative, rig, samples, mask, settings, fusion_settings, callback,
+                        adapter=adapter)
     grid = layout.to_grid(views).float()
     erp_hw = canvas_size(rig, (layout.height, layout.width))
     erp, _ = stitch_rig(grid, rig, erp_hw)
@@ -250,7 +282,8 @@ def per_region_conditioning(positive, up, down, lattice: LatticeLayout, node_id:
 
 def sample_sphere(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
                   settings: SamplerSettings, fusion_settings: FusionSettings, node: str, callback=None, *,
-                  carried: torch.Tensor | None = None, up=None, down=None) -> GridResult:
+                  carried: torch.Tensor | None = None, up=None, down=None, adapter: AdapterRun | None = None,
+                  adapter_mask: torch.Tensor | None = None) -> GridResult:
     """Sample with the sampler's state on a uniform lattice (``sampling.fusion.SphereFusion``).
 
     samples: the view grid (raw latents, model layout) holding the given values at the
@@ -259,6 +292,12 @@ def sample_sphere(model, positive, negative, rig: Rig, samples: torch.Tensor, ma
     carried: raw lattice values ``(T_c, C, N)`` of the first frames (an earlier window),
     held at every point.  Returns the views of the rig's base pose, the equirect latent and
     the final lattice.
+
+    adapter: a VideoPanda adapter denoising the views of every step jointly (its wrapper runs
+    inside the sphere's, on the views filled from the lattice); ``adapter_mask`` ``[V, T]``
+    tells it which cells of ``samples`` are given (default ``mask``; the Extender's carried
+    row is given there though held on the lattice).  The adapter is told that view ``v`` is
+    given, so with given cells the views must not turn (rotation ``none``).
     """
     layout = LatentLayout.of(samples.shape, rig.num_views)
     view_hw = (layout.height, layout.width)
@@ -277,10 +316,17 @@ def sample_sphere(model, positive, negative, rig: Rig, samples: torch.Tensor, ma
         k = carried.shape[0]
         values[:k], held[:k] = carried.to(values), 1.0
     patched = model.clone()
-    previous = patched.model_options.get("model_function_wrapper")
-    if isinstance(previous, UnetRollWrapper):
+    if isinstance(patched.model_options.get("model_function_wrapper"), UnetRollWrapper):
         raise NodeInputError(node, "model", "a model without the Seam Roll Patch (the uniform sphere has no seam "
                                             "to roll; the views turn by themselves)", "a rolled model")
+    if adapter is not None:
+        told = mask if adapter_mask is None else adapter_mask
+        if told is not None and bool(told.any()) and fusion.turns > 1:
+            raise NodeInputError(node, "fusion", "view rotation 'none' in the uniform_sphere space with a VideoPanda "
+                                 "adapter and given cells (the adapter is told which views are given; turned views "
+                                 "would no longer be them)", fusion_settings.rotation)
+        patched = adapter.apply(patched, rig, told, samples, settings.seed)
+    previous = patched.model_options.get("model_function_wrapper")  # the adapter's, or the user's
     patched.set_model_unet_function_wrapper(SphereUnetWrapper(fusion, lattice, previous))
     noise_mask = None
     if bool(held.any()):
@@ -293,6 +339,9 @@ def sample_sphere(model, positive, negative, rig: Rig, samples: torch.Tensor, ma
         sampler_name=settings.sampler_name, scheduler=settings.scheduler,
         positive=cond, negative=negative, noise_mask=noise_mask, callback=callback,
     )
+    if noise_mask is not None and fusion_settings.noise_augmentation == 0:
+        # ComfyUI holds these points up to float rounding of its last step; put them back exactly.
+        out = torch.lerp(out, lattice.latent(values).to(out), 1.0 - lattice.latent(noise_mask).to(out))
     final = lattice.values(out)
     views = fusion.fill(final, fusion.views(0), lattice)
     erp = lattice_to_erp(final.float(), erp_size_for_points(fusion.n, align=ERP_ALIGN))
@@ -420,11 +469,12 @@ class Pano360MultiViewSampler(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, latent, settings=None, fusion=None, rig=None, view_mask=None,
-                given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+    def execute(cls, model, positive, negative, latent, settings=None, fusion=None, videopanda=None, rig=None,
+                view_mask=None, given=None, positive_up=None, positive_down=None) -> io.NodeOutput:
         node = "Pano360MultiViewSampler"
         rig = _rig(rig, node)
-        sampling, fusion_settings = _bundles(settings, fusion, node)
+        sampling, fusion_settings = _bundles(settings, fusion, videopanda is not None, node)
+        adapter = None if videopanda is None else AdapterRun(videopanda, model, node)
         samples = _grid_latent(model, latent, rig, node)
         layout = LatentLayout.of(samples.shape, rig.num_views)
         mask = cls._mask(view_mask, given, layout, node)
@@ -436,11 +486,12 @@ class Pano360MultiViewSampler(io.ComfyNode):
         if fusion_settings.sphere:
             progress = _host.sampling_progress(model, sampling.steps, lattice_preview(layout, rig, fusion_settings))
             result = sample_sphere(model, positive, negative, rig, samples, mask, sampling, fusion_settings, node,
-                                   progress(0), up=positive_up, down=positive_down)
+                                   progress(0), up=positive_up, down=positive_down, adapter=adapter)
         else:
             cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
             progress = _host.sampling_progress(model, sampling.steps)
-            result = sample_canvas(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0))
+            result = sample_canvas(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0),
+                                   adapter=adapter)
         views = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
         views["samples"] = result.views
         equirect = {"samples": equirect_latent(result.equirect.to(result.views.dtype), layout.video)}
@@ -517,11 +568,13 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent, windows, column_view, settings=None, fusion=None,
-                window_settings=None, rig=None, video=None, positive_up=None, positive_down=None) -> io.NodeOutput:
+                videopanda=None, window_settings=None, rig=None, video=None, positive_up=None,
+                positive_down=None) -> io.NodeOutput:
         node = "Pano360AutoregressiveExtender"
         check_widgets(cls, windows=windows, column_view=column_view)
         rig = _rig(rig, node)
-        sampling, fusion_settings = _bundles(settings, fusion, node)
+        sampling, fusion_settings = _bundles(settings, fusion, videopanda is not None, node)
+        adapter = None if videopanda is None else AdapterRun(videopanda, model, node)
         win = bundle(window_settings, WindowSettings, PAPER_WINDOWS_SETTINGS, node, "window_settings")
         window, overlap = win.window, win.overlap
         if windows > 1 and overlap == 0:
@@ -550,7 +603,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
                     given[:, :overlap] = 0.0  # the carried frames come from the lattice itself
                 result = sample_sphere(model, positive, negative, rig, latents, given, s, fusion_settings, node,
                                        progress(k * s.steps), carried=carried[0][-overlap:] if k > 0 else None,
-                                       up=positive_up, down=positive_down)
+                                       up=positive_up, down=positive_down, adapter=adapter, adapter_mask=mask)
                 carried[:] = [result.lattice.to(device)]
                 return cls._keep(result, k, overlap, equirect, spread, device)
         else:
@@ -560,7 +613,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
             def sample_window(latents, mask, k):
                 s = sampling.with_seed(window_seed(sampling.seed, k))
                 result = sample_canvas(model, cond, negative, rig, latents, mask, s, fusion_settings,
-                                       progress(k * s.steps))
+                                       progress(k * s.steps), adapter=adapter)
                 return cls._keep(result, k, overlap, equirect, spread, device)
 
         out = extend(sample_window, schedule, layout, video=frames, column_view=column_view if frames is not None else None,

@@ -25,9 +25,17 @@ from ..projection import (
     rotate_erp,
     stitch_rig,
 )
-from ._common import (ANGLE_CONVENTION, NodeInputError, check_widgets, describe, equirect_to_bchw, image_to_bchw,
-                      widget_errors)
-from ._host import io
+from ..projection.memory import (
+    MemoryEstimate,
+    estimate_cubemap_to_erp,
+    estimate_erp_to_cubemap,
+    estimate_rig,
+    estimate_rotate_erp,
+    estimate_stitch_rig,
+)
+from ._common import (ANGLE_CONVENTION, NodeInputError, check_fits, check_widgets, describe, equirect_to_bchw,
+                      image_to_bchw, widget_errors)
+from ._host import free_bytes, io, progress_callback
 
 CATEGORY = "Pano360/projection"
 RigType = io.Custom("PANO360_RIG")
@@ -54,6 +62,14 @@ def _to_image(x: torch.Tensor, mode: str) -> torch.Tensor:
     """(B, C, H, W) library output (channels-last memory) -> IMAGE; bicubic is clamped."""
     out = x.movedim(1, -1).to(torch.float32).contiguous()
     return out.clamp_(0.0, 1.0) if mode == "bicubic" else out
+
+
+def require_memory(estimate: MemoryEstimate, node_id: str, input_name: str, device=None) -> None:
+    """Refuse a request before anything is allocated when its estimated peak memory
+    (``projection.memory``, docs/projection.md "Memory") exceeds what ComfyUI counts as free,
+    naming the input that sets the size."""
+    check_fits(estimate.total, free_bytes(device), node_id, input_name, f"an {estimate.op} request",
+               f"use a smaller '{input_name}' or fewer frames; {estimate.describe()}")
 
 
 def _mode_input():
@@ -191,7 +207,10 @@ class Pano360EquirectToPerspective(io.ComfyNode):
         size = (height, width) if width and height else None
         if size is None and len({(v.height, v.width) for v in rig.views}) > 1:
             raise NodeInputError(node, "width", "a size for rigs whose views differ in size", "0")
-        views = erp_to_rig(erp, rig, size, mode=mode)
+        b, c = erp.shape[:2]
+        require_memory(estimate_rig(rig, b, c, erp.shape[-2:], size, mode, erp.dtype), node,
+                       "width" if size else "rig", erp.device)
+        views = erp_to_rig(erp, rig, size, mode=mode, callback=progress_callback(1))
         return io.NodeOutput(_to_image(views, mode), erp.shape[0])
 
 
@@ -230,7 +249,10 @@ class Pano360EquirectStitcher(io.ComfyNode):
         if x.shape[0] % rig.num_views:
             raise NodeInputError(node, "views", f"a batch that is a multiple of the rig's {rig.num_views} views "
                                  "(V*T, view-major)", f"batch {x.shape[0]}")
-        erp, coverage = stitch_rig(x, rig, (height, 2 * height), weight=weight, mode=mode)
+        require_memory(estimate_stitch_rig(rig, x.shape[0] // rig.num_views, x.shape[1], (height, 2 * height),
+                                           tuple(x.shape[-2:]), mode, x.dtype), node, "height", x.device)
+        erp, coverage = stitch_rig(x, rig, (height, 2 * height), weight=weight, mode=mode,
+                                   callback=progress_callback(1))
         return io.NodeOutput(_to_image(erp, mode), coverage[:, 0].contiguous())
 
 
@@ -262,7 +284,10 @@ class Pano360EquirectToCubemap(io.ComfyNode):
     def execute(cls, panorama, face_size, layout, mode) -> io.NodeOutput:
         check_widgets(cls, face_size=face_size, layout=layout, mode=mode)
         erp = _panorama(panorama, "Pano360EquirectToCubemap")
-        cube = erp_to_cubemap(erp, face_size or max(1, erp.shape[-2] // 2), layout, mode=mode)
+        face = face_size or max(1, erp.shape[-2] // 2)
+        require_memory(estimate_erp_to_cubemap(erp.shape[0], erp.shape[1], erp.shape[-2:], face, mode, erp.dtype,
+                                               layout=layout), "Pano360EquirectToCubemap", "face_size", erp.device)
+        cube = erp_to_cubemap(erp, face, layout, mode=mode, callback=progress_callback(1))
         return io.NodeOutput(_to_image(cube, mode))
 
 
@@ -293,8 +318,14 @@ class Pano360CubemapToEquirect(io.ComfyNode):
         check_widgets(cls, layout=layout, height=height, mode=mode)   # an unknown layout was a bare KeyError
         x = image_to_bchw(cubemap, node, "cubemap")
         face = {"stack": x.shape[-1], "horizon": x.shape[-2], "dice": x.shape[-2] // 3}[layout]
+        frames = max(1, x.shape[0] // 6) if layout == "stack" else x.shape[0]
         try:
-            erp = cubemap_to_erp(x, height or 2 * face, layout, mode=mode)
+            estimate = estimate_cubemap_to_erp(frames, x.shape[1], face, height or 2 * face, mode, x.dtype)
+        except ValueError as e:
+            raise NodeInputError(node, "cubemap", f"a '{layout}' cube map", str(e)) from None
+        require_memory(estimate, node, "height", x.device)
+        try:
+            erp = cubemap_to_erp(x, height or 2 * face, layout, mode=mode, callback=progress_callback(1))
         except ValueError as e:
             raise NodeInputError(node, "cubemap", f"a '{layout}' cube map", str(e)) from None
         return io.NodeOutput(_to_image(erp, mode))
@@ -329,7 +360,10 @@ class Pano360RotateEquirect(io.ComfyNode):
     def execute(cls, panorama, yaw, pitch, roll, mode) -> io.NodeOutput:
         check_widgets(cls, yaw=yaw, pitch=pitch, roll=roll, mode=mode)   # NaN/inf rotated into a black image
         erp = _panorama(panorama, "Pano360RotateEquirect")
-        out = rotate_erp(erp, math.radians(yaw), math.radians(pitch), math.radians(roll), mode=mode)
+        require_memory(estimate_rotate_erp(erp.shape[0], erp.shape[1], erp.shape[-2:], mode, erp.dtype),
+                       "Pano360RotateEquirect", "panorama", erp.device)
+        out = rotate_erp(erp, math.radians(yaw), math.radians(pitch), math.radians(roll), mode=mode,
+                         callback=progress_callback(1))
         return io.NodeOutput(_to_image(out, mode))
 
 

@@ -26,19 +26,58 @@ from torch import Tensor
 
 Mode = Literal["nearest", "bilinear", "bicubic"]
 MODES = ("nearest", "bilinear", "bicubic")
+# How a plain image (a perspective view) is sampled past its border: "border" repeats the edge
+# pixel (clamp, the pack's default), "zeros" reads 0 there (torch grid_sample's default
+# padding_mode, which Argus's pers2equi_batch uses).
+PADDINGS = ("border", "zeros")
 # Keys' cubic convolution with a = -0.75, the value torch.nn.functional.grid_sample and
 # OpenCV use (aten/src/ATen/native/UpSample.h: get_cubic_upsample_coefficients).
 BICUBIC_A = -0.75
+# Taps per output pixel of each mode (1, 2x2, 4x4 source pixels).
+TAPS_PER_PIXEL = {"nearest": 1, "bilinear": 4, "bicubic": 16}
 # Entries kept by the grid cache.  A videopanda8 rig at 512x512 needs ~2M taps x 4 (bilinear)
-# = ~100 MB of indices + weights, so a handful of geometries is plenty.
+# = ~64 MB of indices + weights, so a handful of geometries is plenty.
 GRID_CACHE_SIZE = 16
-# ... and at most this many bytes: a 1024x1024 view costs 32 MB of bilinear taps (4 int32
-# indices + 4 float32 weights per pixel), 128 MB bicubic; the lookbeyond_loop rig at
-# 1024 px bilinear (12 views) is ~400 MB.
+# ... and at most this many bytes in all; an entry larger than this is never kept.  A
+# 1024x1024 view costs 32 MB of bilinear taps (4 int32 indices + 4 float32 weights per
+# pixel), 128 MB bicubic; the lookbeyond_loop rig at 1024 px bilinear (12 views) is ~400 MB.
 GRID_CACHE_BYTES = 1 << 30
 # A batch with more distinct cameras than this (a camera path, a sweep) builds its taps
 # without caching them, so it neither thrashes the cache nor evicts the rig grids.
 MAX_CACHED_CAMERAS = 4
+# Output pixels whose geometry (float64 rays, angles, taps) is built at once: memory for the
+# geometry is proportional to this, not to the output (docs/projection.md "Memory").
+# 65536 pixels cost ~20 MB bilinear / ~70 MB bicubic of temporaries (measured, benchmarks/
+# projection_memory.py); larger chunks are no faster on this CPU.
+CHUNK_PIXELS = 1 << 16
+# Output rows per gather step inside a chunk: 16 rows x 512 px x 16 frames x 3 channels
+# (~1.5 MB) stays in L2 while it is transposed into the output (measured best of 4/16/64).
+ROWS_PER_CHUNK = 16
+
+ProgressCallback = Callable[[int, int], None]
+"""``callback(done, total)``, called after each chunk; it may raise to cancel (the pack's one
+progress signature, docs/layout.md "Shared signatures")."""
+
+
+class Progress:
+    """Counts chunks of work and reports them to an optional :data:`ProgressCallback`."""
+
+    def __init__(self, callback: ProgressCallback | None, total: int):
+        self.callback, self.total, self.done = callback, max(int(total), 1), 0
+
+    def advance(self, n: int = 1) -> None:
+        self.done = min(self.total, self.done + n)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+def rows_per_chunk(width: int) -> int:
+    """Output rows of ``width`` pixels whose geometry is built at once (:data:`CHUNK_PIXELS`)."""
+    return max(1, CHUNK_PIXELS // max(int(width), 1))
+
+
+def num_chunks(height: int, width: int) -> int:
+    return -(-int(height) // rows_per_chunk(width))
 
 
 # Fresh CPU buffers at least this large are allocated with a transparent-huge-page hint.
@@ -89,22 +128,43 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_padding(padding: str) -> str:
+    if padding not in PADDINGS:
+        raise ValueError(f"padding: unknown padding {padding!r}; choose one of {list(PADDINGS)}")
+    return padding
+
+
+def index_dtype(source_rows: int) -> torch.dtype:
+    """int32 indices when the source allows it: with a flat index and ``offsets`` (one bag of
+    ``K`` taps per output pixel) ``embedding_bag`` takes fbgemm's fused kernel, ~5x faster than
+    the int64 ``(N, K)`` form on this CPU (measured, 1 thread)."""
+    return torch.int32 if source_rows < 2**31 - 1 else torch.int64
+
+
 @dataclass(frozen=True)
 class Taps:
-    """``index (N, K)`` into a flattened ``(H*W)`` source and ``weight (N, K)``.
-
-    Indices are int32 when the source allows it: with a flat index and ``offsets`` (one
-    bag of ``K`` taps per output pixel) ``embedding_bag`` takes fbgemm's fused kernel,
-    ~5x faster than the int64 ``(N, K)`` form on this CPU (measured, 1 thread).
-    """
+    """``index (N, K)`` into a flattened ``(rows)`` source table and ``weight (N, K)``."""
 
     index: Tensor
     weight: Tensor
 
     @staticmethod
-    def make(index: Tensor, weight: Tensor, dtype: torch.dtype) -> "Taps":
-        small = index.numel() == 0 or int(index.max()) < 2**31 - 1
-        return Taps(index.to(torch.int32 if small else torch.int64).contiguous(), weight.to(dtype).contiguous())
+    def make(index: Tensor, weight: Tensor, dtype: torch.dtype, source_rows: int | None = None) -> "Taps":
+        if source_rows is None:
+            source_rows = 0 if index.numel() == 0 else int(index.max()) + 1
+        return Taps(index.to(index_dtype(source_rows)).contiguous(), weight.to(dtype).contiguous())
+
+    @staticmethod
+    def empty(n: int, k: int, source_rows: int, dtype: torch.dtype, device) -> "Taps":
+        return Taps(torch.empty(n, k, dtype=index_dtype(source_rows), device=device),
+                    torch.empty(n, k, dtype=dtype, device=device))
+
+    @staticmethod
+    def nbytes_for(n: int, k: int, source_rows: int, dtype: torch.dtype) -> int:
+        return n * k * (index_dtype(source_rows).itemsize + dtype.itemsize)
+
+    def slice(self, start: int, stop: int) -> "Taps":
+        return Taps(self.index[start:stop], self.weight[start:stop])
 
     @property
     def taps_per_pixel(self) -> int:
@@ -128,9 +188,9 @@ def _nbytes(value) -> int:
 class GridCache:
     """An explicit LRU cache of sampling taps, bounded by entries and by bytes.
 
-    Values are never written in place by this package (tests check it), so callers may
-    share them.  Thread-safe.  The newest entry is always kept, even alone over the byte
-    budget (it is in use).
+    An entry larger than ``max_bytes`` is never kept (the caller gets it, the cache is left
+    as it was), so the cache never holds more than its budget.  Values are never written in
+    place by this package (tests check it), so callers may share them.  Thread-safe.
     """
 
     def __init__(self, maxsize: int = GRID_CACHE_SIZE, max_bytes: int = GRID_CACHE_BYTES):
@@ -140,16 +200,23 @@ class GridCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, build: Callable[[], object], use: bool = True):
-        """The value for ``key``, built (and stored) if absent; ``use=False`` just builds."""
-        if not use:
-            return build()
+    def accepts(self, nbytes: int) -> bool:
+        """Whether an entry of ``nbytes`` would be kept."""
+        return nbytes <= self.max_bytes
+
+    def peek(self, key: Hashable):
+        """The value for ``key`` (marked as recently used), or ``None``."""
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
                 return self._data[key][0]
-        value = build()
+        return None
+
+    def put(self, key: Hashable, value) -> None:
+        """Keep ``value`` unless it alone is over the byte budget; evict the oldest to fit."""
         size = _nbytes(value)
+        if not self.accepts(size):
+            return
         with self._lock:
             if key in self._data:
                 self._bytes -= self._data[key][1]
@@ -159,6 +226,15 @@ class GridCache:
             while len(self._data) > 1 and (len(self._data) > self.maxsize or self._bytes > self.max_bytes):
                 _, (_, old) = self._data.popitem(last=False)
                 self._bytes -= old
+
+    def get(self, key: Hashable, build: Callable[[], object], use: bool = True):
+        """The value for ``key``, built (and kept if it fits) if absent; ``use=False`` just builds."""
+        if not use:
+            return build()
+        value = self.peek(key)
+        if value is None:
+            value = build()
+            self.put(key, value)
         return value
 
     def items(self):
@@ -216,36 +292,45 @@ def _combine(ix: Tensor, wx: Tensor, iy: Tensor, wy: Tensor) -> tuple[Tensor, Te
     return cols.reshape(flat), rows.reshape(flat), w.reshape(flat)
 
 
-def erp_taps(x: Tensor, y: Tensor, erp_hw: tuple[int, int], mode: str) -> Taps:
+def erp_taps(x: Tensor, y: Tensor, erp_hw: tuple[int, int], mode: str, grid: str = "centres") -> Taps:
     """Taps sampling an equirect at pixel coordinates ``x, y`` (any shape, flattened).
 
-    Columns wrap around the seam; rows past a pole continue on the other side of the pole
-    (row ``-1 - r`` is row ``r`` shifted by half the width).
+    Columns wrap around the seam (period ``W``).  ``centres`` grid: rows past a pole continue
+    on the other side of the pole (row ``-1 - r`` is row ``r`` shifted by half the width);
+    ``corners`` grid (row 0 and row ``H - 1`` lie ON the poles): rows past a pole are clamped
+    to the pole row (only bicubic taps reach past it).  Weights are float64, indices int64.
     """
     h, w = erp_hw
     ix, wx = _1d_taps(x.reshape(-1), mode)
     iy, wy = _1d_taps(y.reshape(-1), mode)
     cols, rows, weight = _combine(ix, wx, iy, wy)
-    above, below = rows < 0, rows >= h
-    rows = torch.where(above, -1 - rows, torch.where(below, 2 * h - 1 - rows, rows))
-    cols = cols + (above | below).long() * (w // 2)
+    if grid == "centres":
+        above, below = rows < 0, rows >= h
+        rows = torch.where(above, -1 - rows, torch.where(below, 2 * h - 1 - rows, rows))
+        cols = cols + (above | below).long() * (w // 2)
     # Rows can only leave the image by less than the kernel size; clamp for safety with
-    # tiny images (H < 4 with bicubic).
+    # tiny images (H < 4 with bicubic), and at the poles of the corner grid.
     rows = rows.clamp(0, h - 1)
     cols = torch.remainder(cols, w)
     return Taps(rows * w + cols, weight)
 
 
-def clamp_taps(x: Tensor, y: Tensor, hw: tuple[int, int], mode: str) -> Taps:
-    """Taps sampling a plain image at ``x, y`` with edge clamping (border extension)."""
+def image_taps(x: Tensor, y: Tensor, hw: tuple[int, int], mode: str, padding: str = "border") -> Taps:
+    """Taps sampling a plain image at ``x, y``.  ``border``: taps past the edge read the edge
+    pixel (clamp); ``zeros``: they read 0 (their weight is 0, the weights of a pixel then sum
+    to less than 1 within half a pixel of the border, as torch ``grid_sample`` with
+    ``padding_mode="zeros"``)."""
     h, w = hw
     ix, wx = _1d_taps(x.reshape(-1), mode)
     iy, wy = _1d_taps(y.reshape(-1), mode)
+    if padding == "zeros":
+        wx = wx * ((ix >= 0) & (ix < w))
+        wy = wy * ((iy >= 0) & (iy < h))
     cols, rows, weight = _combine(ix.clamp(0, w - 1), wx, iy.clamp(0, h - 1), wy)
     return Taps(rows * w + cols, weight)
 
 
-# --------------------------------------------------------------------------- gather
+# --------------------------------------------------------------------------- tables and layouts
 
 
 def _offsets(n: int, k: int, like: Tensor) -> Tensor:
@@ -256,8 +341,8 @@ def bag(table: Tensor, taps: Taps, start: int = 0, stop: int | None = None,
         extra_weight: Tensor | None = None) -> Tensor:
     """``out[n] = sum_k weight[n, k] * table[index[n, k]]`` for pixels ``start:stop``.
 
-    table: ``(rows, D)``.  Returns ``(stop - start, D)``.  ``extra_weight (N,)`` multiplies
-    each pixel's weights (stitch weights).  Differentiable in ``table`` and the weights.
+    table: ``(rows, D)``, rows contiguous.  Returns ``(stop - start, D)``.  ``extra_weight
+    (N,)`` multiplies each pixel's weights.  Differentiable in ``table`` and the weights.
     """
     index, weight = taps.index[start:stop], taps.weight[start:stop]
     if extra_weight is not None:
@@ -268,23 +353,111 @@ def bag(table: Tensor, taps: Taps, start: int = 0, stop: int | None = None,
 
 
 def table_of(src: Tensor) -> Tensor:
-    """``(B, C, H, W)`` -> the ``(H*W, B*C)`` gather table: each row holds one pixel's
-    values for the whole batch, so a tap reads one contiguous run (one copy)."""
+    """``(B, C, H, W)`` -> the ``(H*W, B*C)`` gather table (differentiable): each row holds one
+    pixel's values for the whole batch, so a tap reads one contiguous run."""
     b, c, h, w = src.shape
-    return src.permute(2, 3, 0, 1).reshape(h * w, b * c)
+    return src.permute(2, 3, 0, 1).reshape(h * w, b * c).contiguous()
 
 
 def scratch_table_of(src: Tensor) -> Tensor:
-    """:func:`table_of` for the no-grad fast paths: the view when the layout allows it,
-    else one copy into a huge-page buffer (see :func:`empty_like_huge`)."""
+    """:func:`table_of` for the no-grad fast paths, for any memory layout of ``src``: the view
+    when ``src`` already holds ``(H, W, B, C)`` memory, else ONE copy into a huge-page buffer.
+
+    A contiguous ``(B, C, H, W)`` tensor reshapes to a *view* of the table whose rows are
+    strided (one element per ``H*W``); ``embedding_bag`` on such a view reads memory
+    element by element and ran ~7x slower than on a channels-last input (issue 10).  Such a
+    view is copied as one 2-D transpose (~0.03 s for 100 MB here), the fastest copy torch has.
+    """
     b, c, h, w = src.shape
-    perm = src.permute(2, 3, 0, 1)
+    return table_from(src.permute(2, 3, 0, 1), h * w, b * c)
+
+
+def table_from(perm: Tensor, rows: int, cols: int, buffer: Tensor | None = None) -> Tensor:
+    """``perm`` (dims already in table order: pixel dims, then batch dims) as a row-contiguous
+    ``(rows, cols)`` table: a view when its memory already is, else one copy (into ``buffer``
+    when given, a reusable ``(rows, cols)`` tensor)."""
     try:
-        return perm.view(h * w, b * c)
+        flat = perm.view(rows, cols)  # possible when the pixel dims and the batch dims each merge
     except RuntimeError:
-        table = empty_like_huge(src, h, w, b, c)
-        table.copy_(perm)
-        return table.view(h * w, b * c)
+        flat = None
+    if flat is not None and flat.is_contiguous():
+        return flat
+    table = empty_like_huge(perm, rows, cols) if buffer is None else buffer
+    if flat is not None:
+        table.copy_(flat)  # a strided 2-D view (e.g. of a contiguous (B, C, H, W)): one transpose
+    else:
+        table.view(perm.shape).copy_(perm)  # e.g. channels-last with B > 1
+    return table
+
+
+def channels_last_like(x: Tensor) -> bool:
+    """Whether ``x (B, C, H, W)`` keeps its channels innermost in memory (ComfyUI's IMAGE
+    ``movedim(-1, 1)``): outputs then follow in channels-last memory, else contiguous."""
+    return x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous()
+
+
+def new_output(like: Tensor, b: int, c: int, h: int, w: int, channels_last: bool) -> Tensor:
+    """A fresh ``(B, C, h, w)`` output (huge-page hint) in channels-last or contiguous memory."""
+    if channels_last:
+        return empty_like_huge(like, b, h, w, c).permute(0, 3, 1, 2)
+    return empty_like_huge(like, b, c, h, w)
+
+
+def write_rows(out: Tensor, r0: int, r1: int, vals: Tensor) -> None:
+    """``vals (n, B*C)`` (rows ``r0:r1`` of the output, row-major) -> ``out (B, C, h, w)``,
+    whatever ``out``'s memory layout (the small transpose stays in cache)."""
+    b, c, _, w = out.shape
+    out[:, :, r0:r1].copy_(vals.view(r1 - r0, w, b, c).permute(2, 3, 0, 1))
+
+
+RowTaps = Callable[[int, int], Taps]
+"""``rows(r0, r1) -> Taps`` of output rows ``r0:r1`` (row-major pixels)."""
+
+
+def stored_rows(taps: Taps, width: int) -> RowTaps:
+    return lambda r0, r1: taps.slice(r0 * width, r1 * width)
+
+
+def gather_rows_into(table: Tensor, out: Tensor, rows: RowTaps, progress: Progress,
+                     keep: Taps | None = None) -> Tensor:
+    """Fill ``out (B, C, h, w)`` (any memory layout; a view into a larger output is fine)
+    from ``table`` (:func:`scratch_table_of` the source) chunk by chunk: the taps of
+    :func:`rows_per_chunk` rows at a time (built on demand, or slices of stored taps), so the
+    geometry never exists for the whole output.  ``keep`` (preallocated, ``h*w`` pixels)
+    receives the taps as they are built, to be cached.  One :meth:`Progress.advance` per chunk.
+    Not for autograd."""
+    h, w = out.shape[-2:]
+    step = rows_per_chunk(w)
+    for r0 in range(0, h, step):
+        r1 = min(h, r0 + step)
+        taps = rows(r0, r1)
+        if keep is not None:
+            keep.index[r0 * w : r1 * w].copy_(taps.index)
+            keep.weight[r0 * w : r1 * w].copy_(taps.weight)
+        for s0 in range(r0, r1, ROWS_PER_CHUNK):
+            s1 = min(r1, s0 + ROWS_PER_CHUNK)
+            write_rows(out, s0, s1, bag(table, taps, (s0 - r0) * w, (s1 - r0) * w))
+        progress.advance()
+    return out
+
+
+def gather_rows(src: Tensor, hw: tuple[int, int], rows: RowTaps, progress: Progress,
+                keep: Taps | None = None) -> Tensor:
+    """Differentiable :func:`gather_rows_into`: ``src (B, C, H, W)`` -> ``(B, C, h, w)``
+    (channels-last memory), built chunk by chunk."""
+    b, c = src.shape[:2]
+    h, w = hw
+    table = table_of(src)
+    parts = []
+    for r0 in range(0, h, rows_per_chunk(w)):
+        r1 = min(h, r0 + rows_per_chunk(w))
+        taps = rows(r0, r1)
+        if keep is not None:
+            keep.index[r0 * w : r1 * w].copy_(taps.index)
+            keep.weight[r0 * w : r1 * w].copy_(taps.weight)
+        parts.append(bag(table, taps))
+        progress.advance()
+    return torch.cat(parts).view(h, w, b, c).permute(2, 3, 0, 1)
 
 
 def gather(src: Tensor, taps: Taps) -> Tensor:
@@ -294,19 +467,3 @@ def gather(src: Tensor, taps: Taps) -> Tensor:
     """
     b, c = src.shape[:2]
     return bag(table_of(src), taps).view(-1, b, c)
-
-
-def gather_table_into(table: Tensor, b: int, c: int, taps: Taps, out: Tensor, rows_per_chunk: int) -> Tensor:
-    """Fast path of :func:`gather` writing straight into ``out (B, h, w, C)`` memory.
-
-    ``table`` is :func:`table_of` the source; ``taps`` cover ``h*w`` output pixels in
-    row-major order; ``out`` is channels-last ``(B, h, w, C)`` (e.g. one view's frames of a
-    view-major batch).  Works in chunks of ``rows_per_chunk`` output rows so the small
-    ``(pixels, B, C) -> (B, pixels, C)`` transpose stays in cache.  Not for autograd.
-    """
-    oh, ow = out.shape[1:3]
-    for r0 in range(0, oh, rows_per_chunk):
-        r1 = min(oh, r0 + rows_per_chunk)
-        chunk = bag(table, taps, r0 * ow, r1 * ow)
-        out[:, r0:r1].copy_(chunk.view(r1 - r0, ow, b, c).permute(2, 0, 1, 3))
-    return out

@@ -6,12 +6,24 @@ clockwise, horizontal FOV through the *outer edges* of the border pixels (pixel 
 - **py360convert** ``e2p(e_img, fov_deg, u_deg, v_deg, out_hw, in_rot_deg)``: ``u_deg`` =
   yaw, ``v_deg`` = pitch (same signs, README "- Left / + Right", "- Down / + Up");
   ``in_rot_deg`` = roll (same sign; checked numerically in tests/projection/test_projection_reference.py); its
-  FOV spans the *centres* of the border pixels (``linspace(-tan, tan, w)`` in
-  ``utils.xyzpers``), so the same rays need ``tan(fov_py / 2) = (1 - 1/w) tan(fov / 2)``.
+  FOVs span the *centres* of the border pixels (``linspace(-tan, tan, n)`` in
+  ``utils.xyzpers``), so the same rays need ``tan(fov_py / 2) = (1 - 1/n) tan(fov / 2)`` on
+  each axis (a ``(h_fov, v_fov)`` pair maps to ``fov`` and ``fov_y``); its equirect grid is
+  pixel centres like the pack's.
 - **Argus** (``src/pers2equi.py``): same yaw/pitch/roll
-  signs, radians, FOV in degrees; equirect longitude runs from -180 deg at column 0 to
-  +180 deg at the last column (endpoints included, not pixel centres); cached trajectories
-  ``motion/<name>.txt`` are 3 x T rows ``[pitch, yaw, roll]`` in radians.
+  signs, radians, FOV in degrees through the outer pixel edges (``grid_sample``,
+  ``align_corners=False``); the equirect grid is corner-aligned (longitude ``linspace(-180,
+  180, W)``, latitude ``linspace(90, -90, H)``) and the frame is read with ZERO padding:
+  ``perspective_to_erp(..., **ARGUS_PLACEMENT)`` reproduces ``pers2equi_batch``; cached
+  trajectories ``motion/<name>.txt`` are 3 x T rows ``[pitch, yaw, roll]`` in radians.
+- **Look Beyond** (``Pano2Perspect/lib/Equirec2Perspec.py``): ``THETA`` = yaw, ``PHI`` =
+  pitch (same signs, no roll); both FOVs span the border pixel *centres*
+  (``linspace(-tan, tan, n)``) and the vertical FOV is LINEAR in the horizontal one
+  (``hFOV = FOV * height / width``, so non-square views have non-square pixels); the equirect
+  grid is corner-aligned (``lon / 180 * (W - 1) / 2 + (W - 1) / 2``); ``cv2.remap`` bicubic
+  with ``BORDER_WRAP``.  :func:`view_from_lookbeyond` gives its rays on the pack's grids;
+  ``erp_to_perspective(..., **LOOKBEYOND_SAMPLING)`` with the :func:`lookbeyond_camera`
+  angles samples its exact coordinates.
 """
 
 from __future__ import annotations
@@ -19,11 +31,21 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from .geometry import View
+from .geometry import View, fov_centres_to_corners, fov_corners_to_centres
+
+# Keyword arguments of perspective_to_erp reproducing Argus's pers2equi_batch exactly (its
+# grid_sample's zero padding and its linspace longitudes; the view grid is pixel centres).
+ARGUS_PLACEMENT = {"padding": "zeros", "grid": "centres", "erp_grid": "corners"}
+# Keyword arguments of erp_to_perspective sampling Look Beyond's coordinates exactly.
+LOOKBEYOND_SAMPLING = {"grid": "corners", "erp_grid": "corners"}
 
 __all__ = [
+    "ARGUS_PLACEMENT",
+    "LOOKBEYOND_SAMPLING",
     "view_to_py360convert",
     "view_from_py360convert",
+    "view_from_lookbeyond",
+    "lookbeyond_camera",
     "view_to_argus",
     "views_from_argus_motion",
     "erp_x_to_argus_x",
@@ -31,22 +53,14 @@ __all__ = [
 ]
 
 
-def _fov_pixel_edges_to_centres(fov_deg: float, n: int) -> float:
-    return math.degrees(2 * math.atan((1 - 1 / n) * math.tan(math.radians(fov_deg) / 2)))
-
-
-def _fov_pixel_centres_to_edges(fov_deg: float, n: int) -> float:
-    return math.degrees(2 * math.atan(math.tan(math.radians(fov_deg) / 2) / (1 - 1 / n)))
-
-
 def view_to_py360convert(view: View) -> dict:
     """Keyword arguments for ``py360convert.e2p`` sampling exactly ``view``'s rays
     (``fov_deg`` as ``(h_fov, v_fov)``)."""
     if view.width < 2 or view.height < 2:
         raise ValueError(f"view: py360convert needs at least 2x2 pixels, got {view.width}x{view.height}")
-    fov_v = math.degrees(2 * math.atan(math.tan(math.radians(view.fov) / 2) * view.height / view.width))
+    fov_v = math.degrees(view.fov_y_radians())
     return {
-        "fov_deg": (_fov_pixel_edges_to_centres(view.fov, view.width), _fov_pixel_edges_to_centres(fov_v, view.height)),
+        "fov_deg": (fov_centres_to_corners(view.fov, view.width), fov_centres_to_corners(fov_v, view.height)),
         "u_deg": view.yaw,
         "v_deg": view.pitch,
         "in_rot_deg": view.roll,
@@ -55,11 +69,39 @@ def view_to_py360convert(view: View) -> dict:
 
 
 def view_from_py360convert(fov_deg, u_deg: float, v_deg: float, out_hw: Sequence[int], in_rot_deg: float = 0.0) -> View:
-    """The :class:`View` of a ``py360convert.e2p`` call (horizontal FOV; a ``(h, v)`` pair
-    must describe square pixels)."""
+    """The :class:`View` of a ``py360convert.e2p`` call: a single ``fov_deg`` is py360convert's
+    for both axes; a ``(h_fov, v_fov)`` pair gives a view with ``fov_y`` unless it describes
+    square pixels."""
     h, w = int(out_hw[0]), int(out_hw[1])
-    h_fov = fov_deg if isinstance(fov_deg, (int, float)) else fov_deg[0]
-    return View(u_deg, v_deg, in_rot_deg, _fov_pixel_centres_to_edges(float(h_fov), w), w, h)
+    if isinstance(fov_deg, (int, float)):
+        h_fov = v_fov = float(fov_deg)
+    else:
+        h_fov, v_fov = float(fov_deg[0]), float(fov_deg[1])
+    fov = fov_corners_to_centres(h_fov, w)
+    fov_y = fov_corners_to_centres(v_fov, h)
+    square = math.degrees(2 * math.atan(math.tan(math.radians(fov) / 2) * h / w))
+    return View(u_deg, v_deg, in_rot_deg, fov, w, h, None if math.isclose(fov_y, square, rel_tol=1e-12) else fov_y)
+
+
+def lookbeyond_camera(fov_deg: float, theta_deg: float, phi_deg: float, height: int, width: int) -> dict:
+    """Look Beyond's ``GetPerspective(FOV, THETA, PHI, height, width)`` as
+    :func:`.perspective.erp_to_perspective` arguments on its own grids (with
+    :data:`LOOKBEYOND_SAMPLING`): radians, ``fov_y`` linear in ``fov_x``."""
+    return {"yaw": math.radians(theta_deg), "pitch": math.radians(phi_deg), "roll": 0.0,
+            "fov_x": math.radians(fov_deg), "fov_y": math.radians(fov_deg * height / width),
+            "out_hw": (int(height), int(width))}
+
+
+def view_from_lookbeyond(fov_deg: float, theta_deg: float, phi_deg: float, height: int, width: int) -> View:
+    """The :class:`View` (pack grids) with exactly the rays of Look Beyond's
+    ``GetPerspective(FOV, THETA, PHI, height, width)``: both FOVs mapped from border pixel
+    centres to outer pixel edges, the vertical one linear in the horizontal (``fov_y`` set only
+    where that is not square pixels)."""
+    h, w = int(height), int(width)
+    fov = fov_corners_to_centres(fov_deg, w)
+    fov_y = fov_corners_to_centres(fov_deg * h / w, h)
+    square = math.degrees(2 * math.atan(math.tan(math.radians(fov) / 2) * h / w))
+    return View(theta_deg, phi_deg, 0.0, fov, w, h, None if math.isclose(fov_y, square, rel_tol=1e-12) else fov_y)
 
 
 def view_to_argus(view: View) -> dict:

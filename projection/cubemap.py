@@ -19,9 +19,25 @@ import math
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, _1d_taps, _combine, bag, check_mode, empty_like_huge, gather_table_into
-from .geometry import CUBE_FACE_NAMES, CUBE_FACES, check_erp_hw, erp_directions, rotation_matrix, rig_preset
-from .perspective import GEOMETRY_DTYPE, ROWS_PER_CHUNK, check_erp, erp_to_rig
+from ._sampling import (
+    TAPS_PER_PIXEL,
+    Progress,
+    ProgressCallback,
+    Taps,
+    _1d_taps,
+    _combine,
+    bag,
+    channels_last_like,
+    check_mode,
+    gather_rows_into,
+    new_output,
+    num_chunks,
+    rows_per_chunk,
+    table_from,
+)
+from .coordinates import GEOMETRY_DTYPE
+from .geometry import CUBE_FACE_NAMES, CUBE_FACES, _check_size, check_erp_hw, erp_directions, rotation_matrix, rig_preset
+from .perspective import cached_or_built, check_erp, erp_to_rig
 
 LAYOUTS = ("stack", "horizon", "dice", "list", "dict")
 # (column, row) of each face F R B L U D in the 4x3 dice cross (py360convert utils.cube_h2dice).
@@ -45,7 +61,7 @@ def cube_faces_to_layout(faces: Tensor, layout: str):
     if layout == "horizon":
         return torch.cat(list(faces), dim=-1)
     if layout == "dice":
-        out = faces.new_zeros(t, c, 3 * w, 4 * w)
+        out = new_output(faces, t, c, 3 * w, 4 * w, channels_last_like(faces[0])).zero_()
         for f, (sx, sy) in enumerate(DICE_SLOTS):
             out[..., sy * w : (sy + 1) * w, sx * w : (sx + 1) * w] = faces[f]
         return out
@@ -91,14 +107,15 @@ def cube_faces_from_layout(cube, layout: str) -> Tensor:
     return torch.stack([cube[..., sy * s : (sy + 1) * s, sx * s : (sx + 1) * s] for sx, sy in DICE_SLOTS])
 
 
-def erp_to_cubemap(erp: Tensor, face_w: int, layout: str = "stack", mode: str = "bilinear"):
-    """Equirect frames ``(T, C, H, 2H)`` -> cube map of ``face_w`` pixels in ``layout``."""
+def erp_to_cubemap(erp: Tensor, face_w: int, layout: str = "stack", mode: str = "bilinear", *,
+                   callback: ProgressCallback | None = None):
+    """Equirect frames ``(T, C, H, 2H)`` -> cube map of ``face_w`` pixels in ``layout``
+    (erp's memory layout).  callback: ``callback(done, total)`` after each chunk; may raise."""
     check_erp(erp)
     _check_layout(layout)
-    if isinstance(face_w, bool) or int(face_w) != face_w or face_w < 1:
-        raise ValueError(f"face_w: expected a positive integer, got {face_w!r}")
+    face_w = _check_size(face_w, "face_w")
     t, c = erp.shape[:2]
-    views = erp_to_rig(erp, rig_preset("cube6", size=int(face_w)), mode=mode)  # (6T, C, w, w)
+    views = erp_to_rig(erp, rig_preset("cube6", size=face_w), mode=mode, callback=callback)  # (6T, C, w, w)
     return cube_faces_to_layout(views.reshape(6, t, c, face_w, face_w), layout)
 
 
@@ -121,48 +138,65 @@ def _face_coords(d: Tensor, rot: Tensor, w: int) -> tuple[Tensor, Tensor, Tensor
     return f, (u + 1) * (w / 2) - 0.5, (1 - v) * (w / 2) - 0.5
 
 
-def _cube_taps(erp_hw, w: int, mode: str, device, dtype) -> Taps:
-    """Taps of every equirect pixel into the ``(6*w*w)`` face table.
+def _cube_taps(erp_hw, w: int, mode: str, rows: tuple[int, int], device, dtype) -> Taps:
+    """Taps of the equirect pixels of ``rows`` into the ``(6*w*w)`` face table.
 
     A tap outside its face (bilinear/bicubic near an edge) is re-projected through its
     pixel-centre direction onto the neighbouring face (nearest pixel there), so samples
     blend across cube edges instead of clamping.
     """
     rot = _face_rotations().to(device)
-    d = erp_directions(erp_hw, device, GEOMETRY_DTYPE).reshape(-1, 3)
+    d = erp_directions(erp_hw, device, GEOMETRY_DTYPE, rows=rows).reshape(-1, 3)
     f, x, y = _face_coords(d, rot, w)
     ix, wx = _1d_taps(x, mode)
     iy, wy = _1d_taps(y, mode)
-    cols, rows, weight = _combine(ix, wx, iy, wy)
+    cols, rows_, weight = _combine(ix, wx, iy, wy)
     faces = f[:, None].expand_as(cols)
-    outside = (cols < 0) | (cols >= w) | (rows < 0) | (rows >= w)
+    outside = (cols < 0) | (cols >= w) | (rows_ < 0) | (rows_ >= w)
     if bool(outside.any()):
-        fo, co, ro = faces[outside], cols[outside], rows[outside]
+        fo, co, ro = faces[outside], cols[outside], rows_[outside]
         u = (co.to(GEOMETRY_DTYPE) + 0.5) * (2.0 / w) - 1
         v = 1 - (ro.to(GEOMETRY_DTYPE) + 0.5) * (2.0 / w)
         ray = torch.stack([u, v, torch.ones_like(u)], -1)
         dw = torch.einsum("nij,nj->ni", rot[fo], ray)
         f2, x2, y2 = _face_coords(dw, rot, w)
         faces = faces.clone()
-        cols, rows = cols.clone(), rows.clone()
+        cols, rows_ = cols.clone(), rows_.clone()
         faces[outside] = f2
         cols[outside] = torch.floor(x2 + 0.5).long().clamp(0, w - 1)
-        rows[outside] = torch.floor(y2 + 0.5).long().clamp(0, w - 1)
-    return Taps.make((faces * w + rows) * w + cols, weight, dtype)
+        rows_[outside] = torch.floor(y2 + 0.5).long().clamp(0, w - 1)
+    return Taps.make((faces * w + rows_) * w + cols, weight, dtype, 6 * w * w)
 
 
-def cubemap_to_erp(faces, erp_h: int, layout: str = "stack", mode: str = "bilinear") -> Tensor:
-    """Cube map (any ``layout``) -> equirect frames ``(T, C, erp_h, 2*erp_h)``, channels-last memory."""
+def cubemap_to_erp(faces, erp_h: int, layout: str = "stack", mode: str = "bilinear", *,
+                   callback: ProgressCallback | None = None) -> Tensor:
+    """Cube map (any ``layout``) -> equirect frames ``(T, C, erp_h, 2*erp_h)``, in the faces'
+    memory layout.  callback: ``callback(done, total)`` after each chunk; may raise."""
     check_mode(mode)
+    first = faces if isinstance(faces, Tensor) else None
     cube = cube_faces_from_layout(faces, layout)  # (6, T, C, w, w)
+    if first is None:
+        first = cube[0]
     erp_hw = check_erp_hw((erp_h, 2 * int(erp_h)), "erp_h")
     _, t, c, w, _ = cube.shape
+    _check_size(w, "faces width")
+    channels_last = channels_last_like(first)
+    progress = Progress(callback, num_chunks(*erp_hw))
     key = ("c2e", tuple(erp_hw), w, mode, str(cube.device), cube.dtype)
-    taps = GRID_CACHE.get(key, lambda: _cube_taps(erp_hw, w, mode, cube.device, cube.dtype))
-    table = cube.permute(0, 3, 4, 1, 2).reshape(6 * w * w, t * c)
+    source = cached_or_built(key, erp_hw[0] * erp_hw[1], TAPS_PER_PIXEL[mode], 6 * w * w, erp_hw[1],
+                             lambda r0, r1: _cube_taps(erp_hw, w, mode, (r0, r1), cube.device, cube.dtype),
+                             cube.device, cube.dtype, cache=True)
+    perm = cube.permute(0, 3, 4, 1, 2)  # (6, w, w, T, C)
     if torch.is_grad_enabled() and cube.requires_grad:
-        vals = bag(table, taps)
-        return vals.view(erp_hw[0], erp_hw[1], t, c).permute(2, 3, 0, 1)
-    out = empty_like_huge(cube, t, erp_hw[0], erp_hw[1], c)
-    gather_table_into(table, t, c, taps, out, ROWS_PER_CHUNK)
-    return out.permute(0, 3, 1, 2)
+        table = perm.reshape(6 * w * w, t * c).contiguous()
+        parts = []
+        step = rows_per_chunk(erp_hw[1])
+        for r0 in range(0, erp_hw[0], step):
+            parts.append(bag(table, source.rows(r0, min(erp_hw[0], r0 + step))))
+            progress.advance()
+        out = torch.cat(parts).view(erp_hw[0], erp_hw[1], t, c).permute(2, 3, 0, 1)
+        return out if channels_last else out.contiguous()
+    out = new_output(cube, t, c, erp_hw[0], erp_hw[1], channels_last)
+    gather_rows_into(table_from(perm, 6 * w * w, t * c), out, source.rows, progress, source.keep)
+    source.finish()
+    return out

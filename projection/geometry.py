@@ -6,8 +6,15 @@ z forward (right-handed); a direction at longitude ``lon``, latitude ``lat`` is
 ``j`` is centred on ``lon = ((j + 0.5) / W - 0.5) * 2pi``, row ``i`` on
 ``lat = (0.5 - (i + 0.5) / H) * pi``; the seam (lon = +-pi) is the left/right border.
 Cameras: ``+yaw`` turns right, ``+pitch`` looks up, ``+roll`` turns clockwise;
-camera-to-world ``R = R_y(yaw) R_x(-pitch) R_z(-roll)``.  Pinhole views have square
-pixels, ``fov`` is horizontal, pixel centres, row 0 at the top.
+camera-to-world ``R = R_y(yaw) R_x(-pitch) R_z(-roll)``.  Pinhole views: ``fov`` is
+horizontal and runs through the outer edges of the border pixels, pixels are square unless a
+vertical FOV is given, pixel centres, row 0 at the top.
+
+Grid conventions (:data:`GRIDS`, docs/conventions.md "Grids"): ``"centres"`` (the pack's) puts
+pixel ``j`` of ``n`` at ``(j + 0.5) / n`` of the extent, so the extent runs through the outer
+pixel edges; ``"corners"`` puts the CENTRES of the border pixels on the extent's ends
+(``linspace(-tan, tan, n)``, torch's ``align_corners=True``), as py360convert's and Look Beyond's
+views and Argus's and Look Beyond's equirect grids do.
 
 Radians inside the library; :class:`View` and rig presets hold degrees (the node boundary).
 """
@@ -23,6 +30,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "GRIDS",
+    "MAX_SIDE",
+    "MAX_RIG_VIEWS",
+    "check_grid",
+    "fov_corners_to_centres",
+    "fov_centres_to_corners",
     "View",
     "Rig",
     "RIG_PRESETS",
@@ -35,6 +48,7 @@ __all__ = [
     "check_fov",
     "check_erp_hw",
     "pinhole_rays",
+    "erp_lon_lat",
     "erp_directions",
     "directions_to_erp_xy",
     "view_rays",
@@ -42,19 +56,35 @@ __all__ = [
 ]
 
 
-# --------------------------------------------------------------------------- checks
+# --------------------------------------------------------------------------- limits and checks
+
+# Largest image side anywhere in the library (views, faces, equirect width): ComfyUI's own
+# MAX_RESOLUTION (nodes.py, 16384 in 0.3.64 and 0.33.0), the largest width/height its nodes accept.
+MAX_SIDE = 16384
+# Most views in one rig: ComfyUI's largest batch (nodes.py EmptyLatentImage batch_size max 4096).
+MAX_RIG_VIEWS = 4096
+GRIDS = ("centres", "corners")
+
+
+def check_grid(grid: str, name: str = "grid") -> str:
+    """Raise unless ``grid`` is one of :data:`GRIDS`."""
+    if grid not in GRIDS:
+        raise ValueError(f"{name}: unknown grid convention {grid!r}; choose one of {list(GRIDS)}")
+    return grid
 
 
 def check_fov(fov_deg: float, name: str = "fov") -> float:
     """Raise unless ``0 < fov < 180`` degrees (a pinhole cannot see 180 deg)."""
+    if isinstance(fov_deg, bool):
+        raise ValueError(f"{name}: field of view must be in (0, 180) degrees, got {fov_deg!r}")
     fov = float(fov_deg)
     if not (0.0 < fov < 180.0) or not math.isfinite(fov):
-        raise ValueError(f"{name}: horizontal field of view must be in (0, 180) degrees, got {fov_deg!r}")
+        raise ValueError(f"{name}: field of view must be in (0, 180) degrees, got {fov_deg!r}")
     return fov
 
 
 def check_erp_hw(hw: Sequence[int], name: str = "erp_hw") -> tuple[int, int]:
-    """Raise unless ``hw`` is a 2:1 equirect size ``(H, 2H)`` with ``H >= 2``."""
+    """Raise unless ``hw`` is a 2:1 equirect size ``(H, 2H)`` with ``2 <= H`` and ``2H <= MAX_SIDE``."""
     if len(hw) != 2:
         raise ValueError(f"{name}: expected (height, width), got {hw!r}")
     h, w = int(hw[0]), int(hw[1])
@@ -62,13 +92,35 @@ def check_erp_hw(hw: Sequence[int], name: str = "erp_hw") -> tuple[int, int]:
         raise ValueError(f"{name}: an equirect panorama must be 2:1 (width == 2 * height), got {w}x{h} (WxH)")
     if h < 2:
         raise ValueError(f"{name}: an equirect panorama needs a height of at least 2 pixels, got {w}x{h} (WxH)")
+    if w > MAX_SIDE:
+        raise ValueError(f"{name}: an equirect panorama may be at most {MAX_SIDE}x{MAX_SIDE // 2} (WxH), "
+                         f"got {w}x{h}")
     return h, w
 
 
 def _check_size(value, name: str) -> int:
-    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+    """A positive integer number of pixels, at most :data:`MAX_SIDE`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or int(value) < 1:
         raise ValueError(f"{name}: expected a positive integer number of pixels, got {value!r}")
+    if int(value) > MAX_SIDE:
+        raise ValueError(f"{name}: at most {MAX_SIDE} pixels (ComfyUI's MAX_RESOLUTION), got {value!r}")
     return int(value)
+
+
+def fov_corners_to_centres(fov_deg: float, n: int) -> float:
+    """A FOV whose ends hold the CENTRES of the border pixels (``linspace(-tan, tan, n)``:
+    py360convert, Look Beyond) -> the same rays' FOV through the outer pixel EDGES (the pack's),
+    for ``n >= 2`` pixels along that axis: ``tan(fov / 2) = tan(fov_corners / 2) * n / (n - 1)``."""
+    if n < 2:
+        raise ValueError(f"n: a corner-aligned grid needs at least 2 pixels, got {n}")
+    return math.degrees(2 * math.atan(math.tan(math.radians(fov_deg) / 2) * n / (n - 1)))
+
+
+def fov_centres_to_corners(fov_deg: float, n: int) -> float:
+    """Inverse of :func:`fov_corners_to_centres`."""
+    if n < 2:
+        raise ValueError(f"n: a corner-aligned grid needs at least 2 pixels, got {n}")
+    return math.degrees(2 * math.atan(math.tan(math.radians(fov_deg) / 2) * (n - 1) / n))
 
 
 # --------------------------------------------------------------------------- views and rigs
@@ -78,7 +130,10 @@ def _check_size(value, name: str) -> int:
 class View:
     """One pinhole camera at the sphere centre.  Angles in DEGREES, sizes in pixels.
 
-    yaw: + turns right; pitch: + looks up; roll: + clockwise; fov: horizontal, in (0, 180).
+    yaw: + turns right; pitch: + looks up; roll: + clockwise; fov: horizontal, in (0, 180),
+    through the outer edges of the border pixels.  fov_y: vertical FOV (same convention) for
+    non-square pixels; ``None`` (default) means square pixels,
+    ``tan(fov_y / 2) = tan(fov / 2) * height / width``.
     """
 
     yaw: float = 0.0
@@ -87,16 +142,27 @@ class View:
     fov: float = 90.0
     width: int = 512
     height: int = 512
+    fov_y: float | None = None
 
     def __post_init__(self):
         for name in ("yaw", "pitch", "roll"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not math.isfinite(float(value)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
                 raise ValueError(f"{name}: expected a finite angle in degrees, got {value!r}")
             object.__setattr__(self, name, float(value))
         object.__setattr__(self, "fov", check_fov(self.fov))
+        if self.fov_y is not None:
+            object.__setattr__(self, "fov_y", check_fov(self.fov_y, "fov_y"))
         object.__setattr__(self, "width", _check_size(self.width, "width"))
         object.__setattr__(self, "height", _check_size(self.height, "height"))
+
+    def fov_y_radians(self, height: int | None = None, width: int | None = None) -> float:
+        """The vertical FOV in radians at ``height x width`` (default: the view's size; square
+        pixels when :attr:`fov_y` is ``None``)."""
+        if self.fov_y is not None:
+            return math.radians(self.fov_y)
+        h, w = height or self.height, width or self.width
+        return 2 * math.atan(math.tan(math.radians(self.fov) / 2) * h / w)
 
 
 @dataclass(frozen=True)
@@ -110,6 +176,8 @@ class Rig:
         views = tuple(self.views)
         if not views:
             raise ValueError(f"views: a rig needs at least one view, got an empty rig {self.name!r}")
+        if len(views) > MAX_RIG_VIEWS:
+            raise ValueError(f"views: a rig may have at most {MAX_RIG_VIEWS} views, got {len(views)}")
         for i, v in enumerate(views):
             if not isinstance(v, View):
                 raise ValueError(f"views[{i}]: expected a View, got {type(v).__name__}")
@@ -135,11 +203,13 @@ class Rig:
 
     def key(self) -> tuple:
         """Hashable description (for grid caches)."""
-        return tuple((v.yaw, v.pitch, v.roll, v.fov, v.width, v.height) for v in self.views)
+        return tuple((v.yaw, v.pitch, v.roll, v.fov, v.width, v.height, v.fov_y) for v in self.views)
 
     def to_json(self) -> str:
-        """``[{yaw, pitch, roll, fov, width, height}, ...]`` (degrees, pixels)."""
-        return json.dumps([asdict(v) for v in self.views])
+        """``[{yaw, pitch, roll, fov, width, height}, ...]`` (degrees, pixels; ``fov_y`` only
+        where a view has non-square pixels)."""
+        return json.dumps([{k: v for k, v in asdict(view).items() if not (k == "fov_y" and v is None)}
+                           for view in self.views])
 
 
 # Rig facts: VideoPanda (arXiv 2504.11389, Sec. 4 / shared/specs/lookbeyond-videopanda-diffpano.md):
@@ -148,7 +218,8 @@ class Rig:
 VIDEOPANDA_SIDE_FOV = 90.0
 VIDEOPANDA_POLE_FOV = 100.0
 VIDEOPANDA_SIZE = 512
-# Look Beyond: 12 yaws linspace(180, -180, 12), FOV 90, pitch 0, 1024x1024 frames.
+# Look Beyond (Pano2Perspect/panorama2cube.py): 12 yaws linspace(180, -180, 12), FOV 90 (its
+# convention: border pixel centres on the frustum edges), pitch 0, 1024x1024 frames.
 LOOKBEYOND_NUM = 12
 LOOKBEYOND_FOV = 90.0
 LOOKBEYOND_SIZE = 1024
@@ -169,8 +240,13 @@ def _cube6(size: int = 512) -> Rig:
 
 
 def _lookbeyond_loop(size: int = LOOKBEYOND_SIZE, n: int = LOOKBEYOND_NUM, fov: float = LOOKBEYOND_FOV) -> Rig:
+    """Look Beyond's loop; ``fov`` in ITS convention (Equirec2Perspec.py puts the border pixel
+    centres on the frustum edges, ``linspace(-tan, tan, size)``), mapped to the pack's FOV
+    through the pixel edges so the views have exactly its rays (90 -> 90.056 deg at 1024 px)."""
     n = _check_size(n, "n")
+    size = _check_size(size, "size")
     yaws = [180.0] if n == 1 else [180.0 - 360.0 * k / (n - 1) for k in range(n)]
+    fov = fov_corners_to_centres(check_fov(fov), size)
     return Rig("lookbeyond_loop", tuple(View(y, 0.0, 0.0, fov, size, size) for y in yaws))
 
 
@@ -198,9 +274,11 @@ def rig_preset(name: str, **kw) -> Rig:
 
 
 def rig_from_json(text_or_list) -> Rig:
-    """A custom rig from JSON text or a list of dicts ``{yaw, pitch, roll, fov, width, height}``.
+    """A custom rig from JSON text or a list of dicts ``{yaw, pitch, roll, fov, width, height}``
+    (optionally ``fov_y``, the vertical FOV for non-square pixels).
 
-    Missing keys take :class:`View` defaults; unknown keys raise.
+    Missing keys take :class:`View` defaults; unknown keys raise; every size is at most
+    :data:`MAX_SIDE` and a rig has at most :data:`MAX_RIG_VIEWS` views.
     """
     data = text_or_list
     if isinstance(text_or_list, str):
@@ -214,6 +292,8 @@ def rig_from_json(text_or_list) -> Rig:
         data = data["views"]
     if not isinstance(data, list):
         raise ValueError(f"rig_json: expected a list of views, got {type(data).__name__}")
+    if len(data) > MAX_RIG_VIEWS:
+        raise ValueError(f"rig_json: a rig may have at most {MAX_RIG_VIEWS} views, got {len(data)}")
     fields = set(View.__dataclass_fields__)
     views = []
     for i, item in enumerate(data):
@@ -222,7 +302,10 @@ def rig_from_json(text_or_list) -> Rig:
         unknown = set(item) - fields
         if unknown:
             raise ValueError(f"rig_json[{i}]: unknown keys {sorted(unknown)}; allowed {sorted(fields)}")
-        views.append(View(**item))
+        try:
+            views.append(View(**item))
+        except ValueError as e:
+            raise ValueError(f"rig_json[{i}].{e}") from None
     return Rig("custom", tuple(views))
 
 
@@ -299,38 +382,85 @@ def flip_camera_y(rot: Tensor) -> Tensor:
     return f @ rot @ f
 
 
-def pinhole_rays(fov_x, out_hw: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
-    """Camera-frame rays (not normalised, ``z == 1``) through pixel centres.
+def _axis(n: int, half_extent, grid: str, rows: tuple[int, int] | None, flip: bool) -> Tensor:
+    """Image-plane coordinates of pixels ``rows[0]:rows[1]`` of ``n`` along one axis, in units
+    of the axis' half extent ``half_extent`` (a tensor, broadcast in front): ``centres`` puts
+    pixel ``j`` at ``(j + 0.5) * 2 / n - 1``, ``corners`` at ``j * 2 / (n - 1) - 1``
+    (``linspace(-1, 1, n)``).  ``flip`` reverses the direction (rows grow downwards)."""
+    r0, r1 = rows if rows is not None else (0, n)
+    j = torch.arange(r0, r1, device=half_extent.device, dtype=half_extent.dtype)
+    if grid == "centres":
+        t = (j + 0.5) * (2.0 / n)
+    else:
+        if n < 2:
+            raise ValueError(f"grid: 'corners' needs at least 2 pixels along each axis, got {n}")
+        t = j * (2.0 / (n - 1))
+    t = 1.0 - t if flip else t - 1.0
+    return t * half_extent[..., None]
 
-    fov_x: ``(B,)`` radians (or float).  Returns ``(B, h, w, 3)`` (``(h, w, 3)`` for a float).
+
+def pinhole_rays(fov_x, out_hw: Sequence[int], device=None, dtype=torch.float32, *, fov_y=None,
+                 grid: str = "centres", rows: tuple[int, int] | None = None) -> Tensor:
+    """Camera-frame rays (not normalised, ``z == 1``) through the view's pixel centres.
+
+    fov_x: ``(B,)`` radians (or float), horizontal.  fov_y: vertical, same form; ``None``:
+    square pixels.  grid: ``centres`` (the FOVs run through the outer pixel edges) or
+    ``corners`` (the FOVs end on the border pixels' centres, ``linspace(-tan, tan, n)``).
+    rows: only output rows ``rows[0]:rows[1]``.  Returns ``(B, h', w, 3)`` (``(h', w, 3)`` for
+    a float).
     """
+    check_grid(grid)
     h, w = int(out_hw[0]), int(out_hw[1])
     fov = _as_tensor(fov_x, device=device, dtype=dtype)
-    tx = torch.tan(fov / 2)[..., None, None]
-    ty = tx * (h / w)
-    xs = (torch.arange(w, device=fov.device, dtype=fov.dtype) + 0.5) * (2.0 / w) - 1.0
-    ys = 1.0 - (torch.arange(h, device=fov.device, dtype=fov.dtype) + 0.5) * (2.0 / h)
-    x = xs[None, :] * tx
-    y = ys[:, None] * ty
+    tx = torch.tan(fov / 2)
+    if fov_y is not None:
+        ty = torch.tan(_as_tensor(fov_y, fov) / 2)
+    elif grid == "centres":
+        ty = tx * (h / w)
+    else:  # square pixels on a corner grid: equal pixel pitch 2 tx / (w - 1) = 2 ty / (h - 1)
+        ty = tx * ((h - 1) / (w - 1)) if w > 1 else tx
+    x = _axis(w, tx, grid, None, flip=False)[..., None, :]
+    y = _axis(h, ty, grid, rows, flip=True)[..., :, None]
     x, y = torch.broadcast_tensors(x, y)
     return torch.stack([x, y, torch.ones_like(x)], -1)
 
 
-def erp_directions(erp_hw: Sequence[int], device=None, dtype=torch.float32) -> Tensor:
-    """Unit directions of equirect pixel centres, ``(H, W, 3)``."""
+def erp_lon_lat(erp_hw: Sequence[int], device=None, dtype=torch.float32, *, grid: str = "centres",
+                rows: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """Longitudes ``(W,)`` and latitudes ``(H',)`` (radians) of the equirect grid's pixels.
+
+    ``centres``: column ``j`` at ``((j + 0.5) / W - 0.5) 2pi``, row ``i`` at
+    ``(0.5 - (i + 0.5) / H) pi``; ``corners``: column 0 at -pi, the last at +pi
+    (``linspace(-pi, pi, W)``, Argus, Look Beyond), row 0 at +pi/2, the last at -pi/2.
+    """
+    check_grid(grid, "erp_grid")
     h, w = check_erp_hw(erp_hw)
-    lon = ((torch.arange(w, device=device, dtype=dtype) + 0.5) / w - 0.5) * (2 * math.pi)
-    lat = (0.5 - (torch.arange(h, device=device, dtype=dtype) + 0.5) / h) * math.pi
+    r0, r1 = rows if rows is not None else (0, h)
+    j = torch.arange(w, device=device, dtype=dtype)
+    i = torch.arange(r0, r1, device=device, dtype=dtype)
+    if grid == "centres":
+        return ((j + 0.5) / w - 0.5) * (2 * math.pi), (0.5 - (i + 0.5) / h) * math.pi
+    return j * (2 * math.pi / (w - 1)) - math.pi, math.pi / 2 - i * (math.pi / (h - 1))
+
+
+def erp_directions(erp_hw: Sequence[int], device=None, dtype=torch.float32, *, grid: str = "centres",
+                   rows: tuple[int, int] | None = None) -> Tensor:
+    """Unit directions of the equirect grid's pixels (``rows`` only), ``(H', W, 3)``."""
+    lon, lat = erp_lon_lat(erp_hw, device, dtype, grid=grid, rows=rows)
     cl = torch.cos(lat)[:, None]
     return torch.stack(torch.broadcast_tensors(cl * torch.sin(lon), torch.sin(lat)[:, None], cl * torch.cos(lon)), -1)
 
 
-def directions_to_erp_xy(d: Tensor, erp_hw: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Continuous equirect pixel coordinates ``(x, y)`` (pixel centres at integers) of
-    directions ``d (..., 3)`` (any length).  ``x`` in ``[-0.5, W - 0.5)``, ``y`` in ``[-0.5, H - 0.5]``."""
+def directions_to_erp_xy(d: Tensor, erp_hw: Sequence[int], grid: str = "centres") -> tuple[Tensor, Tensor]:
+    """Continuous equirect pixel coordinates ``(x, y)`` (pixel ``j`` at ``x = j``) of
+    directions ``d (..., 3)`` (any length).  ``centres``: ``x`` in ``[-0.5, W - 0.5)``, ``y`` in
+    ``[-0.5, H - 0.5]``; ``corners``: ``x`` in ``[0, W - 1]``, ``y`` in ``[0, H - 1]``."""
     h, w = int(erp_hw[0]), int(erp_hw[1])
     lon = torch.atan2(d[..., 0], d[..., 2])
     lat = torch.atan2(d[..., 1], torch.hypot(d[..., 0], d[..., 2]))
+    if grid == "corners":
+        return (lon + math.pi) * ((w - 1) / (2 * math.pi)), (math.pi / 2 - lat) * ((h - 1) / math.pi)
+    check_grid(grid, "erp_grid")
     x = (lon / (2 * math.pi) + 0.5) * w - 0.5
     y = (0.5 - lat / math.pi) * h - 0.5
     return x, y
@@ -342,14 +472,17 @@ def view_rays(rig: Rig, out_hw: Sequence[int] | None = None, relative_to_first: 
 
     World frame of the module convention, or (``relative_to_first``) the frame of view 0:
     ``R_0^T R_v c``.  ``out_hw`` overrides every view's size (e.g. latent resolution; the
-    FOV is kept).
+    FOV is kept, and a view with square pixels keeps them).
     """
     h, w = rig.sizes(out_hw)
     yaw, pitch, roll, fov = rig.angles(device, dtype)
     rot = rotation_matrix(yaw, pitch, roll)  # (V, 3, 3)
     if relative_to_first:
         rot = rot[0].transpose(-1, -2) @ rot
-    rays = pinhole_rays(fov, (h, w), device, dtype)  # (V, h, w, 3)
+    fov_y = None
+    if any(v.fov_y is not None for v in rig.views):
+        fov_y = torch.tensor([v.fov_y_radians(h, w) for v in rig.views], device=device, dtype=dtype)
+    rays = pinhole_rays(fov, (h, w), device, dtype, fov_y=fov_y)  # (V, h, w, 3)
     rays = torch.einsum("vij,vhwj->vhwi", rot, rays)
     return rays / rays.norm(dim=-1, keepdim=True)
 

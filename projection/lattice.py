@@ -32,9 +32,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._sampling import GRID_CACHE, Taps, bag, check_mode, clamp_taps, erp_taps, table_of
+from ._sampling import GRID_CACHE, Taps, bag, check_mode, erp_taps, image_taps, table_of
+from .coordinates import camera_plane, camera_rotation, half_extents, plane_to_view_xy
 from .geometry import check_erp_hw, directions_to_erp_xy, erp_directions, rotation_matrix
-from .perspective import GEOMETRY_DTYPE, _batched_angles, _check_fov_rad, _check_images, _groups, check_erp
+from .perspective import GEOMETRY_DTYPE, batched_angles, camera_groups, check_erp, check_fov_rad, check_images
 
 __all__ = [
     "GOLDEN_ANGLE",
@@ -114,24 +115,25 @@ def lattice_spacing(n: int) -> float:
     return math.sqrt(4 * math.pi / _check_points(n))
 
 
-def view_solid_angle(fov_x: float, view_hw: Sequence[int]) -> float:
+def view_solid_angle(fov_x: float, view_hw: Sequence[int], fov_y: float | None = None) -> float:
     """Solid angle (steradians) seen by a pinhole of horizontal FOV ``fov_x`` (radians) and
     ``view_hw = (h, w)`` pixels: ``4 asin(sin(a/2) sin(b/2))`` for apex angles ``a, b``
-    of the rectangular pyramid."""
+    of the rectangular pyramid.  ``fov_y``: vertical FOV (radians) for non-square pixels;
+    None: square pixels."""
     h, w = int(view_hw[0]), int(view_hw[1])
-    if not 0.0 < fov_x < math.pi:
-        raise ValueError(f"fov_x: horizontal field of view must be in (0, pi) radians, got {fov_x!r}")
-    tx = math.tan(fov_x / 2)
-    ty = tx * h / w
+    for name, fov in (("fov_x", fov_x), ("fov_y", fov_y)):
+        if fov is not None and not 0.0 < fov < math.pi:
+            raise ValueError(f"{name}: field of view must be in (0, pi) radians, got {fov!r}")
+    tx, ty = half_extents(fov_x, fov_y, (h, w), "centres")
     return 4.0 * math.asin(math.sin(math.atan(tx)) * math.sin(math.atan(ty)))
 
 
-def points_for_view(view_hw: Sequence[int], fov_x: float) -> int:
+def points_for_view(view_hw: Sequence[int], fov_x: float, fov_y: float | None = None) -> int:
     """Lattice size at which a view of ``view_hw`` pixels and horizontal FOV ``fov_x``
-    (radians) holds as many points as pixels: ``h w 4π / Ω``.  This is the count set by
-    the resolution of the views the model denoises."""
+    (radians; ``fov_y`` vertical for non-square pixels) holds as many points as pixels:
+    ``h w 4π / Ω``.  This is the count set by the resolution of the views the model denoises."""
     h, w = int(view_hw[0]), int(view_hw[1])
-    return int(round(h * w * 4 * math.pi / view_solid_angle(fov_x, view_hw)))
+    return int(round(h * w * 4 * math.pi / view_solid_angle(fov_x, view_hw, fov_y)))
 
 
 def points_for_erp(erp_hw: Sequence[int]) -> int:
@@ -220,13 +222,13 @@ def _assign(points: Tensor, rots: Tensor, tx: Tensor, ty: Tensor, h: int, w: int
     return index, cos_theta.clamp_min(0.0) ** power, extent
 
 
-def assign_views(n: int, yaw, pitch, roll, fov_x, view_hw: Sequence[int], *,
+def assign_views(n: int, yaw, pitch, roll, fov_x, view_hw: Sequence[int], *, fov_y=None,
                  distortion_power: float = DISTORTION_POWER, device=None, dtype=torch.float32) -> LatticeViews:
     """Fill ``V`` views with lattice points: one point per pixel, each point once per view.
 
     n: lattice size (:func:`fibonacci_lattice`).  yaw, pitch, roll, fov_x: RADIANS, floats or
     ``(V,)`` tensors (module convention; ``fov_x`` horizontal).  view_hw: ``(h, w)`` latent
-    pixels per view.
+    pixels per view.  fov_y: vertical FOVs, same form, for non-square pixels; None: square.
 
     Each view takes the ``h w`` points nearest its optical axis in the rectangle metric of
     its image plane (``max(|u|, |v|)``, u and v normalised to the pinhole frame), so the
@@ -247,18 +249,23 @@ def assign_views(n: int, yaw, pitch, roll, fov_x, view_hw: Sequence[int], *,
     if not math.isfinite(distortion_power) or distortion_power < 0:
         raise ValueError(f"distortion_power: expected a finite value >= 0, got {distortion_power!r}")
     angles = {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x}
+    if fov_y is not None:
+        angles["fov_y"] = fov_y
     sizes = {t.shape[0] for t in angles.values() if isinstance(t, Tensor) and t.ndim == 1}
     if len(sizes) > 1:
-        raise ValueError(f"yaw, pitch, roll, fov_x: (V,) tensors must have one length, got {sorted(sizes)}")
+        raise ValueError(f"{', '.join(angles)}: (V,) tensors must have one length, got {sorted(sizes)}")
     v_count = sizes.pop() if sizes else 1
-    (yaw, pitch, roll, fov), _ = _batched_angles(v_count, angles)
+    (yaw, pitch, roll, fov, *fy), _ = batched_angles(v_count, angles)
     fov = fov.to(GEOMETRY_DTYPE)
-    _check_fov_rad(fov)
+    check_fov_rad(fov)
+    if fy:
+        check_fov_rad(fy[0], "fov_y")
     points = _lattice(n, device).to(ASSIGN_DTYPE)
     rots = rotation_matrix(*[a.detach().to(device=device, dtype=GEOMETRY_DTYPE) for a in (yaw, pitch, roll)])
     tx = torch.tan(fov.detach().to(device) / 2)
+    ty = tx * h / w if not fy else torch.tan(fy[0].detach().to(device=device, dtype=GEOMETRY_DTYPE) / 2)
     index, weight, extent = _assign(points, rots.to(ASSIGN_DTYPE), tx.to(ASSIGN_DTYPE),
-                                    (tx * h / w).to(ASSIGN_DTYPE), h, w, distortion_power)
+                                    ty.to(ASSIGN_DTYPE), h, w, distortion_power)
     weight = weight.to(dtype)
     return LatticeViews(index, weight, extent, n)
 
@@ -292,7 +299,7 @@ def views_to_lattice(x: Tensor, views: LatticeViews, cell_weight: Tensor | None 
     (``w_p`` = :attr:`LatticeViews.weight` times the cell weight) and 0 where no pixel holds
     it (``weight_sum`` 0 there).
     """
-    _check_images(x, "x")
+    check_images(x, "x")
     v = views.num_views
     h, w = views.view_hw
     if x.shape[0] % v or tuple(x.shape[-2:]) != (h, w):
@@ -339,39 +346,39 @@ def erp_to_lattice(erp: Tensor, n: int, mode: str = "bilinear") -> Tensor:
 
 
 def _perspective_lattice_taps(params: tuple, n: int, view_hw, mode: str, device, dtype):
-    yaw, pitch, roll, fov = params
-    h, w = view_hw
-    rot = rotation_matrix(*[torch.as_tensor(a, dtype=GEOMETRY_DTYPE) for a in (yaw, pitch, roll)]).to(device)
-    c = _lattice(n, device) @ rot
-    z = c[:, 2]
-    tx = math.tan(float(fov) / 2)
-    ty = tx * h / w
-    zs = torch.where(z > 0, z, torch.ones_like(z))
-    u, v = c[:, 0] / zs / tx, c[:, 1] / zs / ty
-    inside = ((z > 0) & (u.abs() < 1) & (v.abs() < 1)).nonzero().squeeze(1)
-    px = (u[inside] + 1) * (w / 2) - 0.5
-    py = (1 - v[inside]) * (h / 2) - 0.5
-    taps = clamp_taps(px, py, (h, w), mode)
+    yaw, pitch, roll, fov, *fov_y = params
+    rot = camera_rotation(yaw, pitch, roll, device)
+    tx, ty = half_extents(fov, fov_y[0] if fov_y else None, view_hw, "centres")
+    u, v, front = camera_plane(_lattice(n, device), rot, tx, ty)
+    inside = (front & (u.abs() < 1) & (v.abs() < 1)).nonzero().squeeze(1)
+    px, py = plane_to_view_xy(u[inside], v[inside], view_hw, "centres")
+    taps = image_taps(px, py, tuple(view_hw), mode, padding="border")
     return inside, Taps.make(taps.index, taps.weight, dtype)
 
 
 def perspective_to_lattice(views: Tensor, yaw, pitch, roll, fov_x, n: int,
-                           mode: str = "bilinear") -> tuple[Tensor, Tensor]:
+                           mode: str = "bilinear", *, fov_y=None) -> tuple[Tensor, Tensor]:
     """Sample pinhole views at the lattice points they see.
 
-    views: ``(B, C, h, w)``; angles RADIANS (floats or ``(B,)``), module convention.
+    views: ``(B, C, h, w)``; angles RADIANS (floats or ``(B,)``), module convention;
+    ``fov_y`` vertical FOVs for non-square pixels (None: square).
     Returns ``(values (B, C, n), inside (B, 1, n))``: each view resampled at the points
     inside its frame (0 elsewhere) and 1 where the point is inside.
     """
-    _check_images(views, "views")
+    check_images(views, "views")
     n = _check_points(n)
     check_mode(mode)
     b, c, h, w = views.shape
-    (yaw, pitch, roll, fov), _ = _batched_angles(b, {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x})
-    _check_fov_rad(fov)
+    angles = {"yaw": yaw, "pitch": pitch, "roll": roll, "fov_x": fov_x}
+    if fov_y is not None:
+        angles["fov_y"] = fov_y
+    cams, _ = batched_angles(b, angles)
+    check_fov_rad(cams[3])
+    if fov_y is not None:
+        check_fov_rad(cams[4], "fov_y")
     out = views.new_zeros(b, c, n)
     inside = views.new_zeros(b, 1, n)
-    for params, idx in _groups([yaw, pitch, roll, fov]).items():
+    for params, idx in camera_groups(cams).items():
         key = ("p2lat", params, n, (h, w), mode, str(views.device), views.dtype)
         points, taps = GRID_CACHE.get(key, lambda: _perspective_lattice_taps(params, n, (h, w), mode,
                                                                             views.device, views.dtype))

@@ -41,6 +41,7 @@ from ..projection.lattice import (
     fibonacci_lattice,
     lattice_to_views,
     points_for_view,
+    view_solid_angle,
     views_to_lattice,
 )
 from .types import Denoiser
@@ -76,6 +77,8 @@ __all__ = [
     "lattice_size",
     "rig_rotation",
     "turned_views",
+    "rig_fov_y",
+    "rig_fovs_y",
     "SphereFusion",
 ]
 
@@ -386,8 +389,21 @@ def lattice_size(rig: Rig, view_hw: tuple[int, int], density: float = LATTICE_DE
     :data:`LATTICE_DENSITY`)."""
     if not 0.0 < density <= 4.0:
         raise ValueError(f"density: expected a value in (0, 4], got {density!r}")
-    widest = max(math.radians(v.fov) for v in rig.views)
-    return max(2, int(round(density * points_for_view(view_hw, widest))))
+    # the view seeing the largest solid angle sets the count (fewest pixels per steradian)
+    widest = max(rig.views, key=lambda v: view_solid_angle(math.radians(v.fov), view_hw, rig_fov_y(v, view_hw)))
+    return max(2, int(round(density * points_for_view(view_hw, math.radians(widest.fov), rig_fov_y(widest, view_hw)))))
+
+
+def rig_fov_y(view, view_hw: tuple[int, int]) -> float | None:
+    """A rig view's vertical FOV in radians at ``view_hw``, or None for square pixels."""
+    return None if view.fov_y is None else view.fov_y_radians(*view_hw)
+
+
+def rig_fovs_y(rig: Rig, view_hw: tuple[int, int]) -> Tensor | None:
+    """``(V,)`` float64 vertical FOVs (radians) of a rig with non-square-pixel views, else None."""
+    if all(v.fov_y is None for v in rig.views):
+        return None
+    return torch.tensor([v.fov_y_radians(*view_hw) for v in rig.views], dtype=torch.float64)
 
 
 def rig_rotation(k: int, rotation: str) -> Tensor:
@@ -461,6 +477,7 @@ class SphereFusion:
         if k not in self._cache:
             yaw, pitch, roll, fov = turned_views(self.rig, k, self.rotation)
             self._cache[k] = assign_views(self.n, yaw, pitch, roll, fov, self.view_hw,
+                                          fov_y=rig_fovs_y(self.rig, self.view_hw),
                                           distortion_power=self.power, device=self.device)
         return self._cache[k]
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..projection import Rig
 from ..projection.lattice import perspective_to_lattice
-from .fusion import LatentLayout
+from .fusion import LatentLayout, rig_fovs_y
 
 __all__ = ["one_view_frames", "given_grid", "held_on_lattice", "HeldCells"]
 
@@ -91,7 +91,9 @@ def held_on_lattice(grid: Tensor, mask: Tensor, rig: Rig, n: int) -> tuple[Tenso
         yaw, pitch, roll, fov = rig.angles(dtype=torch.float64)
         idx = torch.tensor([vi * t + ti for vi, ti in cells])
         vs = torch.tensor([vi for vi, _ in cells])
-        vals, inside = perspective_to_lattice(grid[idx.to(grid.device)], yaw[vs], pitch[vs], roll[vs], fov[vs], n)
+        fov_y = rig_fovs_y(rig, tuple(grid.shape[-2:]))
+        vals, inside = perspective_to_lattice(grid[idx.to(grid.device)], yaw[vs], pitch[vs], roll[vs], fov[vs], n,
+                                              fov_y=None if fov_y is None else fov_y[vs])
         frames = torch.tensor([ti for _, ti in cells], device=grid.device)
         values.index_add_(0, frames, vals)
         count.index_add_(0, frames, inside)

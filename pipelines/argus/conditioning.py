@@ -71,13 +71,15 @@ def place_frames_on_sphere(
     frames: (T, C, h, w), 0..1.  path: T poses (radians, pack convention; fov_x horizontal, the
     vertical FOV follows from the frame's aspect ratio, square pixels).
     Returns (erp (T, C, H, W) black outside the footprint, mask (T, 1, H, W), 1 = covered).
+    The frames are read with zero padding, as ``pers2equi_batch`` does: within half a pixel of a
+    frame's border the canvas blends toward black (docs/conventions.md "Frame borders").
     """
     if frames.ndim != 4:
         raise ValueError(f"frames: expected (T, C, h, w), got {tuple(frames.shape)}")
     if path.num_frames != frames.shape[0]:
         raise ValueError(f"path: {path.num_frames} poses for {frames.shape[0]} frames")
     yaw, pitch, roll, fov = path.tensors(frames.device, frames.dtype)
-    erp, weight = perspective_to_erp(frames, yaw, pitch, roll, fov, erp_hw, mode=mode, weight="uniform")
+    erp, weight = perspective_to_erp(frames, yaw, pitch, roll, fov, erp_hw, mode=mode, weight="uniform", padding="zeros")
     mask = (weight > 0).to(frames.dtype)
     return erp * mask, mask
 

@@ -173,7 +173,8 @@ def test_extender_runs_windows_through_the_samplers_call(comfy_in_process, monke
 
     calls = []
 
-    def fake_sample_grid(model, positive, negative, rig, samples, mask, settings, fusion, callback=None):
+    def fake_sample_grid(model, positive, negative, rig, samples, mask, settings, fusion, callback=None, adapter=None):
+        assert adapter is None
         calls.append((tuple(samples.shape), mask.clone(), settings.seed, samples.clone()))
         return samples + 1.0  # "generated" = input + 1 everywhere
 

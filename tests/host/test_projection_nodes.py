@@ -108,3 +108,44 @@ def test_bad_tensor_inputs_name_the_node_and_input(nodes, comfy_in_process):
     with pytest.raises(NodeInputError, match=r"Pano360CubemapToEquirect: input 'cubemap'.*batch 5"):
         run(nodes.Pano360CubemapToEquirect, cubemap=torch.zeros(5, 8, 8, 3), layout="stack", height=0,
             mode="bilinear")
+
+
+def test_too_large_requests_are_refused_before_allocating_naming_the_input(nodes, comfy_in_process, monkeypatch):
+    # Issue 18: a 16000x16000 custom view (3 GB of output) killed a 24 GB machine before the
+    # geometry was chunked; now the estimate is checked against ComfyUI's free memory first.
+    from pano360.nodes._common import NodeInputError
+
+    run = comfy_in_process.run_node
+    monkeypatch.setattr(nodes, "free_bytes", lambda device=None: 10**9)  # ComfyUI reports 1 GB free
+    big = _rig(nodes, run, preset="custom_json", custom_json='[{"width": 16000, "height": 16000}]')
+    with pytest.raises(NodeInputError, match=r"Pano360EquirectToPerspective: input 'rig': expected an erp_to_rig "
+                                             r"request that fits in the 1\.0 GB free .*got a request needing 3\.1 GB"):
+        run(nodes.Pano360EquirectToPerspective, panorama=_image(32), rig=big, mode="bilinear", width=0, height=0)
+    with pytest.raises(NodeInputError, match=r"Pano360EquirectToPerspective: input 'width'"):
+        run(nodes.Pano360EquirectToPerspective, panorama=_image(32), rig=_rig(nodes, run, size=16), mode="bilinear",
+            width=8192, height=8192)
+    ring = _rig(nodes, run, preset="horizontal_n", count=64, size=16)
+    with pytest.raises(NodeInputError, match=r"Pano360EquirectStitcher: input 'height'.*stitch_rig needs about"):
+        run(nodes.Pano360EquirectStitcher, views=torch.zeros(64, 16, 16, 3), rig=ring, height=4096,
+            weight="feather", mode="bilinear")
+    with pytest.raises(NodeInputError, match=r"Pano360EquirectToCubemap: input 'face_size'"):
+        run(nodes.Pano360EquirectToCubemap, panorama=_image(32), face_size=8192, layout="dice", mode="bilinear")
+    with pytest.raises(NodeInputError, match=r"Pano360CubemapToEquirect: input 'height'"):
+        run(nodes.Pano360CubemapToEquirect, cubemap=torch.zeros(6, 8, 8, 3), layout="stack", height=8192,
+            mode="bilinear")
+    small, _ = run(nodes.Pano360EquirectToPerspective, panorama=_image(32), rig=_rig(nodes, run, size=16),
+                   mode="bilinear", width=0, height=0).result  # a small request still runs
+    assert small.shape == (8, 16, 16, 3)
+
+
+def test_cancel_interrupts_a_projection_between_chunks(nodes, comfy_in_process):
+    import comfy.model_management as mm
+
+    run = comfy_in_process.run_node
+    rig = _rig(nodes, run, size=256)
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            run(nodes.Pano360EquirectToPerspective, panorama=_image(64), rig=rig, mode="bilinear", width=0, height=0)
+    finally:
+        mm.interrupt_current_processing(False)

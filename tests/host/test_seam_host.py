@@ -195,7 +195,9 @@ def test_camera_path_node_reads_the_perspective_loops_own_pose_file(comfy_in_pro
     yaw = torch.tensor(np.radians(np.linspace(180, -180, n)), dtype=torch.float64)
     expected = rotation_matrix(yaw, torch.zeros_like(yaw), torch.zeros_like(yaw))
     torch.testing.assert_close(path.rotations(), expected, rtol=0, atol=1e-7)  # pose.txt keeps 9 digits
-    assert path.fov_x == pytest.approx([math.pi / 2] * n)
+    # the loop's FOV 90 is Look Beyond's (border pixel centres on the frustum edges, issue 17):
+    # through the pixel edges of 8-pixel frames that is 2 atan(tan 45 * 8 / 7)
+    assert path.fov_x == pytest.approx([2 * math.atan(8 / 7)] * n)
     assert torch.equal(path.positions(), torch.zeros(n, 3))
     relative = comfy_in_process.run_node(Pano360CameraPath, source="realestate10k_txt", file=file,
                                          relative_to_first=True, **kw).result[0]

@@ -282,3 +282,46 @@ def test_bad_inputs_raise_errors_naming_the_argument():
         views_to_lattice(torch.zeros(1, 2, 5, 4), lv)
     with pytest.raises(ValueError, match="erp"):
         erp_to_lattice(torch.zeros(1, 2, 8, 8), 500)
+
+
+def _anisotropic_view_dirs(yaw, pitch, roll, fov_x, fov_y, hw):
+    """Pixel-centre rays of a pinhole with its own vertical FOV (non-square pixels)."""
+    h, w = hw
+    tx, ty = math.tan(fov_x / 2), math.tan(fov_y / 2)
+    xs = ((torch.arange(w, dtype=F64) + 0.5) / w * 2 - 1) * tx
+    ys = (1 - (torch.arange(h, dtype=F64) + 0.5) / h * 2) * ty
+    y, x = torch.meshgrid(ys, xs, indexing="ij")
+    d = torch.stack([x, y, torch.ones_like(x)], -1) @ camera_to_world(yaw, pitch, roll).T
+    return d / d.norm(dim=-1, keepdim=True)
+
+
+def test_views_with_non_square_pixels_use_their_vertical_fov():
+    n, hw = 3000, (24, 32)
+    yaw, pitch, roll, fov_x, fov_y = 0.7, 0.2, 0.1, math.radians(80), math.radians(90)
+    square = 2 * math.atan(math.tan(fov_x / 2) * hw[0] / hw[1])
+    # fov_y equal to the square-pixel value changes nothing
+    a = assign_views(n, yaw, pitch, roll, fov_x, hw)
+    b = assign_views(n, yaw, pitch, roll, fov_x, hw, fov_y=torch.tensor([square], dtype=F64))
+    assert torch.equal(a.index, b.index)
+    assert view_solid_angle(fov_x, hw, square) == pytest.approx(view_solid_angle(fov_x, hw))
+    # a taller FOV: the points of the frame (independent gnomonic test) and the scene sampled there
+    p = fibonacci_lattice(n, dtype=F64)
+    c = p @ camera_to_world(yaw, pitch, roll)
+    u, v = c[:, 0] / c[:, 2] / math.tan(fov_x / 2), c[:, 1] / c[:, 2] / math.tan(fov_y / 2)
+    expected_inside = (c[:, 2] > 0) & (u.abs() < 1) & (v.abs() < 1)
+    view = smooth_signal(_anisotropic_view_dirs(yaw, pitch, roll, fov_x, fov_y, hw)).permute(2, 0, 1)[None].float()
+    vals, inside = perspective_to_lattice(view, yaw, pitch, roll, fov_x, n, fov_y=fov_y)
+    assert torch.equal(inside[0, 0].bool(), expected_inside)
+    err = (vals[0] - smooth_signal(p).T.float()).abs()[:, expected_inside]
+    # pixels ~1.9x taller than test_erp_and_views_sample_the_scene_at_the_points's: ~3.5x its error
+    assert float(err.max()) < 4 * BILINEAR_TOL
+    wrong, _ = perspective_to_lattice(view, yaw, pitch, roll, fov_x, n)  # as if the pixels were square
+    seen = expected_inside & (v.abs() < math.tan(square / 2) / math.tan(fov_y / 2))
+    assert float((wrong[0] - smooth_signal(p).T.float()).abs()[:, seen].max()) > 10 * float(err.max())
+    taller = assign_views(n, yaw, pitch, roll, fov_x, hw, fov_y=fov_y)
+    d = p[taller.index[0].reshape(-1)]
+    rays = _anisotropic_view_dirs(yaw, pitch, roll, fov_x, fov_y, hw).reshape(-1, 3)
+    px = torch.acos((d * rays).sum(-1).clamp(-1, 1)) / (2 * math.tan(fov_y / 2) / hw[0])
+    assert float(px.mean()) < 2.5
+    with pytest.raises(ValueError, match="fov_y"):
+        assign_views(n, yaw, pitch, roll, fov_x, hw, fov_y=math.radians(190))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from _projection_fixtures import camera_to_world, smooth_erp, true_view
+from pano360.projection.geometry import fov_centres_to_corners
 from pano360.projection import (
     GRID_CACHE,
     Rig,
@@ -154,7 +155,8 @@ def test_rig_presets_hold_the_papers_views():
     assert [v.pitch for v in vp.views[6:]] == [90, -90] and {(v.width, v.height) for v in vp.views} == {(512, 512)}
     lb = rig_preset("lookbeyond_loop")
     assert [round(v.yaw, 6) for v in lb.views] == [round(180 - 360 * k / 11, 6) for k in range(12)]
-    assert {(v.fov, v.pitch, v.width) for v in lb.views} == {(90, 0, 1024)}
+    # FOV 90 in Look Beyond's convention (border pixel centres on the frustum edges, issue 17)
+    assert {(round(fov_centres_to_corners(v.fov, v.width), 9), v.pitch, v.width) for v in lb.views} == {(90, 0, 1024)}
     cube = rig_preset("cube6", size=32)
     assert [(v.yaw, v.pitch) for v in cube.views] == [(0, 0), (90, 0), (180, 0), (-90, 0), (0, 90), (0, -90)]
     assert rig_preset("horizontal_n", n=4, fov=100).views[1].yaw == 90
@@ -410,5 +412,9 @@ def test_grid_cache_is_bounded_in_bytes():
         cache.get(i, lambda: torch.zeros(250))  # 1000 bytes each
     assert len(cache) == 3 and cache.nbytes == 3000
     assert [k for k, _ in cache.items()] == [7, 8, 9]
-    big = cache.get("big", lambda: torch.zeros(2000))  # alone over budget: kept, others evicted
-    assert [k for k, _ in cache.items()] == ["big"] and cache.get("big", lambda: None) is big
+    # Issue 18: an entry alone over the budget is returned but never kept, and evicts nothing
+    # (before, it was kept and evicted everything else).
+    big = cache.get("big", lambda: torch.zeros(2000))
+    assert big.numel() == 2000
+    assert [k for k, _ in cache.items()] == [7, 8, 9] and cache.nbytes == 3000
+    assert cache.get("big", lambda: "rebuilt") == "rebuilt"

@@ -286,3 +286,31 @@ def test_the_wrapper_refuses_latent_shaped_conditioning_and_a_missing_schedule()
         wrapper(None, {"input": x, "timestep": t, "c": {"transformer_options": {}}})
     with pytest.raises(ValueError, match="lattice latents"):
         wrapper(None, {"input": torch.zeros(1, 1, 8, 8), "timestep": t, "c": {}})
+
+
+def test_views_with_non_square_pixels_are_placed_with_their_vertical_fov():
+    import dataclasses
+
+    from pano360.projection import Rig
+    from pano360.projection.lattice import lattice_spacing
+
+    base = rig_preset("videopanda8")
+    hw = (16, 16)
+
+    def with_fov_y(fov_y):
+        return Rig("tall", tuple(dataclasses.replace(v, fov_y=fov_y(v)) for v in base.views))
+
+    square = with_fov_y(lambda v: math.degrees(v.fov_y_radians(*hw)))
+    same, plain = SphereFusion(square, hw, rotation="none"), SphereFusion(base, hw, rotation="none")
+    assert lattice_size(square, hw) == lattice_size(base, hw)
+    assert torch.equal(same.views(0).index, plain.views(0).index)
+    tall = with_fov_y(lambda v: v.fov + 20.0)  # taller than wide: each view sees more of the sphere
+    assert lattice_size(tall, hw) < lattice_size(base, hw)
+    level = next(i for i, v in enumerate(base.views) if v.pitch == 0)
+    # at density 1 (as many points in a frame as pixels) a level view's points reach up to its
+    # frame's top edge: elevation fov_y / 2, within a point spacing
+    for rig, fov_y in ((base, base.views[level].fov), (tall, base.views[level].fov + 20.0)):
+        f = SphereFusion(rig, hw, rotation="none", n=lattice_size(rig, hw, density=1.0))
+        d = lattice_directions(f.n)[f.views(0).index[level].reshape(-1)]
+        top = math.asin(float(d[:, 1].max()))
+        assert abs(top - math.radians(fov_y) / 2) < lattice_spacing(f.n), (top, fov_y)

@@ -4,7 +4,9 @@ The reference below is written directly from shared/specs/argus-videofrom3d.md �
 (``src/pers2equi.py``), in numpy: equirect grid (longitude linspace endpoints, or pixel
 centres), direction (cos lat cos lon, cos lat sin lon, sin lat) in Argus's axes (x forward,
 y right, z up), camera rotation by Rodrigues about z (yaw), the rotated y (−pitch) and the
-rotated x (−roll), image plane u = y/x, v = −z/x, bilinear sampling.
+rotated x (−roll), image plane u = y/x, v = −z/x, bilinear ``grid_sample`` with
+``align_corners=False`` and its default ZERO padding (taps past the frame border read 0, so
+the rim blends toward black: issue 17; this reference used to clamp, like the pack did).
 """
 
 from __future__ import annotations
@@ -52,15 +54,16 @@ def argus_pers2equi(frame: np.ndarray, yaw, pitch, roll, fov_x_deg, erp_hw, grid
     tx = math.tan(math.radians(fov_x_deg) / 2)
     ty = tx * h / w
     mask = (x > 0) & (np.abs(u) < tx) & (np.abs(v) < ty)
-    # bilinear, align_corners=False, on normalised (u/tx, v/ty)
+    # bilinear, align_corners=False, padding_mode="zeros", on normalised (u/tx, v/ty)
     px = (np.where(mask, u / tx, 0) + 1) * w / 2 - 0.5
     py = (np.where(mask, v / ty, 0) + 1) * h / 2 - 0.5
     x0, y0 = np.floor(px).astype(int), np.floor(py).astype(int)
     fx, fy = px - x0, py - y0
     out = np.zeros((c, H, W))
     for dx, dy, wt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = np.clip(x0 + dx, 0, w - 1), np.clip(y0 + dy, 0, h - 1)
-        out += frame[:, yi, xi] * wt
+        xi, yi = x0 + dx, y0 + dy
+        valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        out += np.where(valid, frame[:, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)], 0) * wt
     return out * mask, mask
 
 

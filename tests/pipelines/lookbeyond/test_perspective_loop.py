@@ -32,7 +32,7 @@ from pano360.pipelines.lookbeyond.perspective_loop import (  # noqa: E402
     write_frame_folders,
 )
 from pano360.projection.geometry import OPENCV_FROM_PACK as _OPENCV_FROM_PACK  # noqa: E402
-from pano360.projection.geometry import flip_camera_y  # noqa: E402
+from pano360.projection.geometry import fov_centres_to_corners, flip_camera_y  # noqa: E402
 
 OPENCV_FROM_PACK = torch.tensor(_OPENCV_FROM_PACK, dtype=torch.float64)
 
@@ -67,14 +67,19 @@ def spec_c2w(theta_deg: float) -> torch.Tensor:
 def test_loop_preset_has_look_beyond_yaws():
     rig = rig_preset("lookbeyond_loop")
     assert [v.yaw for v in rig.views] == pytest.approx(np.linspace(180, -180, 12).tolist())
-    assert {(v.fov, v.pitch, v.width, v.height) for v in rig.views} == {(90.0, 0.0, 1024, 1024)}
+    # FOV 90 in Look Beyond's convention: border pixel centres on the frustum edges (issue 17)
+    assert {(round(fov_centres_to_corners(v.fov, v.width), 9), v.pitch, v.width, v.height)
+            for v in rig.views} == {(90.0, 0.0, 1024, 1024)}
 
 
 def test_frame_zero_at_yaw_180_has_the_analytic_pose():
     rows = camera_rows(rig_preset("lookbeyond_loop").views)
     assert [r.frame_id for r in rows] == list(range(12))
     first = rows[0]
-    assert first.intrinsics == pytest.approx((0.5, 0.5, 0.5, 0.5))
+    # Look Beyond's 90-degree frame puts its border pixel CENTRES at +-tan 45 (linspace(-1, 1, W)):
+    # focal (W - 1) / 2 pixels, principal point at the image centre (issue 17)
+    w = 1024
+    assert first.intrinsics == pytest.approx(((w - 1) / (2 * w), (w - 1) / (2 * w), 0.5, 0.5), rel=1e-12)
     expected = torch.tensor([[-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, -1, 0]], dtype=torch.float64)
     torch.testing.assert_close(first.w2c_tensor(), expected, rtol=0, atol=EXACT_TOL)
 
