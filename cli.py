@@ -18,6 +18,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "workflows": (".client.workflows_cli", "build and check the bundled workflows (UI files from API twins, schema validation)"),
     "batch": (".client.batch", "queue a sweep of an API workflow on one or more ComfyUI servers, resumable"),
     "train-videopanda": (".app.train_videopanda", "train VideoPanda's multi-view adapter for Wan 2.1 on a folder of 360° videos"),
+    "train-diffpano": (".app.train_diffpano", "train DiffPano's Pano-SD LoRA or its epipolar modules (GPU; tiny runs on CPU)"),
+    "train-videofrom3d-lora": (".app.train_videofrom3d_lora",
+                               "train VideoFrom3D's style LoRA (Flux + XLabs HED ControlNet) on reference images"),
 }
 
 

@@ -25,9 +25,11 @@ file always gives byte-identical UI JSON) and stores ``control_after_generate`` 
 
 from __future__ import annotations
 
+import math
 import uuid
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+from .model_sources import model_entry
 from .schema import NodeSchema, SchemaSet
 
 FRONTEND_ONLY_NOTES = frozenset({"Note", "MarkdownNote"})
@@ -36,14 +38,24 @@ MODE_BYPASS = 4
 UI_VERSION = 0.4
 
 # Layout of generated UI workflows (pixels of the LiteGraph canvas).
-COLUMN_WIDTH = 420
+COLUMN_GAP = 80
 NODE_WIDTH = 340
+# The frontend widens a node to fit its title: about 7.2 px per character in 1.27 and
+# 7.6 in 1.49 (14 px sans-serif) plus the collapse dot; estimated on the safe side.
+TITLE_CHAR_WIDTH = 8.0
+TITLE_PADDING = 30
 ORIGIN = (40.0, 40.0)
-ROW_GAP = 40
+# Vertical room between nodes: the title bar (30) above each node plus what Nodes 2.0
+# (the Vue renderer, frontend >= 1.41) adds to a node's height (up to ~25 px measured).
+ROW_GAP = 60
 TITLE_HEIGHT = 30
 SLOT_HEIGHT = 22
 WIDGET_HEIGHT = 26
 MULTILINE_HEIGHT = 90
+# An image/video upload combo shows a preview under the node (Nodes 2.0 reserves it
+# at once, the canvas renderer once a file is chosen): about 256 px.
+MEDIA_PREVIEW_HEIGHT = 260
+MEDIA_UPLOADS = ("image_upload", "video_upload", "animated_image_upload")
 # Namespace for the deterministic workflow ids of generated UI files.
 _WORKFLOW_NAMESPACE = uuid.UUID("6f1c3b2a-5d0e-4c9b-9a51-360000000360")
 
@@ -68,25 +80,42 @@ def _links_table(ui: Mapping[str, Any]) -> dict[int, tuple[int, int, int, int, s
 
 
 def _widget_values(node: Mapping[str, Any], schema: NodeSchema) -> dict[str, Any]:
-    """Map a UI node's ``widgets_values`` to widget names (schema order + extras)."""
+    """Map a UI node's ``widgets_values`` to widget names, in the order the frontend lays
+    the widgets out: schema order plus frontend-only extras, each dynamic combo followed by
+    its chosen option's widgets (so the layout follows the values as they are read).
+    Trailing optional widgets missing from the list keep their defaults (as the frontend
+    does when a node gained an optional input); a missing required one is an error."""
     raw = node.get("widgets_values")
-    widgets = schema.widgets
     if raw is None:   # a node saved without values (e.g. a fresh SaveImage) uses the defaults
-        return {w.name: w.default for w in widgets}
+        return {w.name: w.default for w in schema.widgets}
     if isinstance(raw, Mapping):
-        return {w.name: raw[w.name] for w in widgets if w.name in raw}
-    expected = sum(1 + len(w.extras) for w in widgets)
+        # the dict form is keyed by widget name; dynamic combos expand by their stored values
+        return {w.name: raw[w.name] for w in schema.widgets_for(raw) if w.name in raw}
+    values: dict[str, Any] = {}
+    position = 0
+
+    def read(specs) -> None:
+        nonlocal position
+        for spec in specs:
+            if spec.is_autogrow or not spec.is_widget:
+                continue
+            if position >= len(raw):
+                if spec.required:
+                    layout = ", ".join(w.name + (f" +{len(w.extras)} frontend-only" if w.extras else "")
+                                       for w in schema.widgets_for(values))
+                    raise ConversionError(
+                        f"node {node['id']} ({node['type']}): widgets_values has {len(raw)} values, the schema "
+                        f"expects more ({layout}); was the workflow saved with another version of the node?")
+                values[spec.name] = spec.default
+            else:
+                values[spec.name] = raw[position]
+            position += 1 + len(spec.extras)
+            if spec.dynamic:
+                read(spec.sub_inputs(values[spec.name]))
+
     # Frontend extensions may append their own widgets (previews, refresh buttons) after
     # the schema's; like the frontend, read the schema's values from the front.
-    if len(raw) < expected:
-        layout = ", ".join(w.name + (f" +{len(w.extras)} frontend-only" if w.extras else "") for w in widgets)
-        raise ConversionError(
-            f"node {node['id']} ({node['type']}): widgets_values has {len(raw)} values, the schema "
-            f"expects at least {expected} ({layout}); was the workflow saved with another version of the node?")
-    values, i = {}, 0
-    for w in widgets:
-        values[w.name] = raw[i]
-        i += 1 + len(w.extras)
+    read(schema.inputs)
     return values
 
 
@@ -144,7 +173,7 @@ def ui_to_api(ui: Mapping[str, Any], schemas: SchemaSet) -> dict[str, dict]:
             name = (slot.get("widget") or {}).get("name", slot.get("name"))
             if slot.get("link") is not None:
                 linked[name] = resolve(slot["link"])
-        for spec in schema.inputs:
+        for spec in schema.expand({**values, **linked}):
             if spec.name in linked:
                 target = linked[spec.name]
                 if target is None:
@@ -204,17 +233,27 @@ def is_link(value: Any) -> bool:
             and isinstance(value[1], int) and not isinstance(value[1], bool))
 
 
-def _node_height(schema: NodeSchema, n_slots: int) -> int:
-    widgets = sum(1 + len(w.extras) for w in schema.widgets)
-    multiline = sum(1 for w in schema.widgets if w.type == "STRING" and w.options.get("multiline"))
-    return (TITLE_HEIGHT + SLOT_HEIGHT * max(n_slots, len(schema.outputs), 1) + WIDGET_HEIGHT * widgets
-            + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline)
+def _node_height(schema: NodeSchema, given: Mapping[str, Any]) -> int:
+    """Pixels the frontend needs for the node: title, one row per socket that is not a
+    widget (inputs and outputs side by side), then the widgets (frontend-only extras too)."""
+    expanded = schema.expand(given)
+    widgets = [s for s in expanded if s.is_widget]
+    sockets = sum(1 for s in expanded if not s.is_widget)
+    rows = sum(1 + len(w.extras) for w in widgets)
+    multiline = sum(1 for w in widgets if w.widget_type == "STRING" and w.options.get("multiline"))
+    media = any(w.options.get(k) for w in widgets for k in MEDIA_UPLOADS)
+    return (TITLE_HEIGHT + SLOT_HEIGHT * max(sockets, len(schema.outputs), 1) + WIDGET_HEIGHT * rows
+            + (MULTILINE_HEIGHT - WIDGET_HEIGHT) * multiline + MEDIA_PREVIEW_HEIGHT * media)
 
 
-def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workflow") -> dict:
+def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workflow",
+              layout_schemas: Sequence[SchemaSet] = ()) -> dict:
     """API-format prompt -> UI-format workflow (deterministic layout and ids).
 
     API node ids must be integers written as strings: UI node ids are integers.
+    ``layout_schemas``: further schema sets (other ComfyUI versions) the file must also
+    look right in; each node gets the tallest size any of them needs, so nodes that grew
+    in a newer version (more outputs or widgets) do not overlap there.
     """
     for node_id, node in api.items():
         if not str(node_id).isdigit():
@@ -232,11 +271,12 @@ def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workf
         node = api[node_id]
         schema = schemas[node["class_type"]]
         given = node.get("inputs", {})
-        unknown = sorted(set(given) - {s.name for s in schema.inputs})
+        expanded = schema.expand(given)
+        unknown = sorted(set(given) - {s.name for s in expanded})
         if unknown:
             raise ConversionError(f"node {node_id} ({schema.class_type}): unknown inputs {unknown}")
         inputs, widgets_values = [], []
-        for spec in schema.inputs:
+        for spec in expanded:
             value = given.get(spec.name)
             linked = is_link(value)
             if not spec.is_widget or linked:
@@ -260,20 +300,39 @@ def api_to_ui(api: Mapping[str, Mapping], schemas: SchemaSet, name: str = "workf
                 widgets_values.extend(spec.extras)
         col = depth[node_id]
         y = column_y.get(col, ORIGIN[1])
-        height = _node_height(schema, len(inputs))
+        height = max(_node_height(other[schema.class_type], given)
+                     for other in (schemas, *layout_schemas) if schema.class_type in other)
         column_y[col] = y + height + ROW_GAP
         properties: dict[str, Any] = {"Node name for S&R": schema.class_type}
-        models = [{"name": given[s.name], "directory": schema.model_folder(s.name)}
-                  for s in schema.widgets if schema.model_folder(s.name) and isinstance(given.get(s.name), str)]
+        # a download prompt only for files with a public direct download (client.model_sources)
+        models = [entry for entry in (model_entry(given[w.name], schema.model_folder(w.name)) for w in expanded
+                                      if w.is_widget and schema.model_folder(w.name) and isinstance(given.get(w.name), str))
+                  if entry is not None]
         if models:
             properties["models"] = models
-        ui_node = {"id": int(node_id), "type": schema.class_type, "pos": [ORIGIN[0] + COLUMN_WIDTH * col, y],
-                   "size": [NODE_WIDTH, height], "flags": {}, "order": order, "mode": 0,
+        shown = [(node.get("_meta") or {}).get("title")] or []
+        if not shown[0]:   # the frontend shows the display name, which may differ between versions
+            shown = [other[schema.class_type].display_name or schema.class_type
+                     for other in (schemas, *layout_schemas) if schema.class_type in other]
+        width = max(NODE_WIDTH, *(math.ceil(TITLE_CHAR_WIDTH * len(t) + TITLE_PADDING) for t in shown))
+        ui_node = {"id": int(node_id), "type": schema.class_type, "pos": [col, y],
+                   "size": [width, height], "flags": {}, "order": order, "mode": 0,
                    "inputs": inputs, "outputs": [], "properties": properties, "widgets_values": widgets_values}
         title = (node.get("_meta") or {}).get("title")
         if title:
             ui_node["title"] = title
         ui_nodes[node_id] = ui_node
+
+    # columns side by side, each as wide as its widest node (nodes carry their column in pos[0])
+    column_width: dict[int, float] = {}
+    for ui_node in ui_nodes.values():
+        column_width[ui_node["pos"][0]] = max(column_width.get(ui_node["pos"][0], 0), ui_node["size"][0])
+    column_x, x = {}, ORIGIN[0]
+    for col in sorted(column_width):
+        column_x[col] = x
+        x += column_width[col] + COLUMN_GAP
+    for ui_node in ui_nodes.values():
+        ui_node["pos"][0] = column_x[ui_node["pos"][0]]
 
     for node_id, ui_node in ui_nodes.items():
         schema = schemas[api[node_id]["class_type"]]

@@ -17,8 +17,24 @@ converted and validated without a running frontend:
   rule), and the upload button after a combo marked ``image_upload`` / ``video_upload``
   / ``animated_image_upload`` (value ``"image"``) or ``audio_upload`` (two ``None``).
 
-Facts from the ComfyUI frontend 1.27.10 bundled with ComfyUI 0.3.64
-(``useIntWidget``, ``addValueControlWidgets``, ``useImageUploadWidget``).
+ComfyUI 0.33 (frontend 1.49) adds V3 dynamic inputs, which the tools understand too:
+
+- ``COMFY_DYNAMICCOMBO_V3``: a combo widget whose chosen option brings its own inputs,
+  named ``<combo>.<input>`` (nested combos nest the names: ``format.codec.encoding``).
+  The frontend inserts the chosen option's widgets right after the combo widget
+  (required, then optional), so ``widgets_values`` depends on the values themselves;
+  ``POST /prompt`` takes the dotted names.
+- ``COMFY_AUTOGROW_V3``: link sockets ``<input>.<prefix><i>`` (or ``<input>.<name>``)
+  from a template, the first ``min`` of them required.
+- ``COMFY_MATCHTYPE_V3``: a socket accepting the template's ``allowed_types``; outputs of
+  that type take the linked input's type (any type, for these tools).
+- More widget types (``COLOR``, ``CURVE``, ``BOUNDING_BOX``, ...); an input with
+  ``"hidden": true`` still has a (hidden) widget whose value is saved.
+
+Facts from the ComfyUI frontends 1.27.10 (ComfyUI 0.3.64: ``useIntWidget``,
+``addValueControlWidgets``, ``useImageUploadWidget``) and 1.49.6 (ComfyUI 0.33:
+``dynamicComboWidget``, ``applyAutogrow``, the widget constructor table), checked
+against both in ``tests/host/test_workflows_frontend.py``.
 """
 
 from __future__ import annotations
@@ -30,9 +46,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+AUTOGROW = "COMFY_AUTOGROW_V3"
+MATCH_TYPE = "COMFY_MATCHTYPE_V3"
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO",
                           # widgets the frontend's core extensions register for core nodes
-                          "AUDIO_RECORD", "WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION"})
+                          "AUDIO_RECORD", "WEBCAM", "LOAD_3D", "LOAD_3D_ANIMATION",
+                          # frontend 1.49's widget constructors (ComfyUI 0.33)
+                          "MARKDOWN", "COLOR", "COLORS", "IMAGECOMPARE", "BOUNDING_BOX", "BOUNDING_BOXES",
+                          "CHART", "GALLERIA", "PAINTER", "COMPOSITOR", "TEXTAREA", "CURVE", "RANGE",
+                          "VIDEO_EDIT", DYNAMIC_COMBO})
+COMBO_TYPES = frozenset({"COMBO", DYNAMIC_COMBO})
 # INT inputs with these names get a control widget even without the option (frontend legacy rule).
 LEGACY_SEED_NAMES = ("seed", "noise_seed")
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
@@ -41,7 +65,8 @@ UPLOAD_WIDGET_VALUE = "image"
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 
 # Model-file combos of the core nodes and the ``models/<folder>`` they list
-# (``folder_paths.get_filename_list(<folder>)`` in ComfyUI 0.3.64 nodes.py / comfy_extras).
+# (``folder_paths.get_filename_list(<folder>)`` in ComfyUI 0.3.64 nodes.py / comfy_extras, and
+# the newer loaders a bundled workflow for a newer ComfyUI uses).
 CORE_MODEL_FOLDERS: dict[tuple[str, str], str] = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("CheckpointLoader", "ckpt_name"): "checkpoints",
@@ -76,6 +101,10 @@ CORE_MODEL_FOLDERS: dict[tuple[str, str], str] = {
     ("PhotoMakerLoader", "photomaker_model_name"): "photomaker",
     ("ModelPatchLoader", "name"): "model_patches",
     ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
+    # ComfyUI 0.33 comfy_extras/nodes_lt_audio.py (LTX-2 audio+video)
+    ("LTXAVTextEncoderLoader", "text_encoder"): "text_encoders",
+    ("LTXAVTextEncoderLoader", "ckpt_name"): "checkpoints",
+    ("LTXVAudioVAELoader", "ckpt_name"): "checkpoints",
 }
 # A pack loader names its folder in the tooltip ("... in models/panodit"), which is the
 # fallback for nodes missing from the table above.
@@ -100,27 +129,52 @@ class InputSpec:
     required: bool
     options: Mapping[str, Any] = field(default_factory=dict)
     choices: tuple | None = None
+    # COMFY_DYNAMICCOMBO_V3: (option key, the inputs that option brings), names dotted
+    dynamic: tuple[tuple[str, tuple["InputSpec", ...]], ...] = ()
+    # COMFY_AUTOGROW_V3: the sockets the template can grow, in order, names dotted
+    grows: tuple["InputSpec", ...] = ()
+
+    @property
+    def widget_type(self) -> str:
+        """The widget an input shows: its type, or ``widgetType`` for an input that accepts
+        several types (``"FLOAT,INT"`` with ``widgetType`` ``FLOAT``, ComfyUI 0.33)."""
+        return str(self.options.get("widgetType") or self.type)
 
     @property
     def is_widget(self) -> bool:
-        return self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+        return self.widget_type in WIDGET_TYPES and not self.options.get("forceInput", False)
+
+    @property
+    def is_combo(self) -> bool:
+        return self.type in COMBO_TYPES
+
+    @property
+    def is_autogrow(self) -> bool:
+        return self.type == AUTOGROW
 
     @property
     def default(self) -> Any:
         if "default" in self.options:
             return self.options["default"]
-        if self.type == "COMBO":
+        if self.is_combo:
             return self.choices[0] if self.choices else None
-        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.type)
+        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.widget_type)
+
+    def sub_inputs(self, value: Any) -> tuple["InputSpec", ...]:
+        """The inputs the dynamic combo's option ``value`` brings (empty otherwise)."""
+        for key, inputs in self.dynamic:
+            if key == value:
+                return inputs
+        return ()
 
     @property
     def has_control(self) -> bool:
         if not self.is_widget:
             return False
-        if self.type == "INT":
+        if self.widget_type == "INT":
             flag = self.options.get("control_after_generate")
             return bool(flag) if flag is not None else self.name in LEGACY_SEED_NAMES
-        return self.type == "COMBO" and bool(self.options.get("control_after_generate"))
+        return self.is_combo and bool(self.options.get("control_after_generate"))
 
     @property
     def extras(self) -> tuple:
@@ -129,10 +183,10 @@ class InputSpec:
             return ()
         if self.has_control:
             # a combo's control brings a filter-list STRING widget as well
-            return ("fixed", "") if self.type == "COMBO" else ("fixed",)
-        if self.type == "COMBO" and any(self.options.get(k) for k in UPLOAD_OPTIONS):
+            return ("fixed", "") if self.is_combo else ("fixed",)
+        if self.is_combo and any(self.options.get(k) for k in UPLOAD_OPTIONS):
             return (UPLOAD_WIDGET_VALUE,)
-        if self.type == "COMBO" and self.options.get("audio_upload"):
+        if self.is_combo and self.options.get("audio_upload"):
             return (None, None)
         return ()
 
@@ -154,18 +208,33 @@ class NodeSchema:
     category: str = ""
 
     def input(self, name: str) -> InputSpec | None:
-        for spec in self.inputs:
+        """The input called ``name``, including any dynamic combo option's input and any
+        autogrow socket (whichever option brings it)."""
+        for spec in _all_specs(self.inputs):
             if spec.name == name:
                 return spec
         return None
 
+    def expand(self, values: Mapping[str, Any] | None = None, defaults: bool = True) -> tuple[InputSpec, ...]:
+        """Every input the node has for these ``values`` (API inputs or widget values by
+        name; missing ones take their defaults), in frontend order: each dynamic combo is
+        followed by the inputs of its chosen option (recursively); an autogrow input is
+        replaced by its sockets (the given ones, at least ``min``).  Static nodes: ``inputs``.
+        ``defaults=False``: a dynamic combo absent from ``values`` brings no inputs (the
+        server then expects none of them, as it does)."""
+        return tuple(_expand(self.inputs, values or {}, defaults))
+
     @property
     def widgets(self) -> tuple[InputSpec, ...]:
-        return tuple(s for s in self.inputs if s.is_widget)
+        """Widgets for default values (see :meth:`expand` for given values)."""
+        return tuple(s for s in self.expand() if s.is_widget)
+
+    def widgets_for(self, values: Mapping[str, Any] | None) -> tuple[InputSpec, ...]:
+        return tuple(s for s in self.expand(values) if s.is_widget)
 
     @property
     def links(self) -> tuple[InputSpec, ...]:
-        return tuple(s for s in self.inputs if not s.is_widget)
+        return tuple(s for s in self.expand() if not s.is_widget)
 
     def model_folder(self, input_name: str) -> str | None:
         """The ``models/<folder>`` a model-file combo lists, or None for other inputs."""
@@ -173,10 +242,43 @@ class NodeSchema:
         if folder:
             return folder
         spec = self.input(input_name)
-        if spec is None or spec.type != "COMBO" or spec.is_upload:
+        if spec is None or spec.type != "COMBO" or spec.is_upload:  # (dynamic combos list options, not files)
             return None
         match = _TOOLTIP_FOLDER.search(str(spec.options.get("tooltip", "")))
         return match.group(1) if match else None
+
+
+def _all_specs(specs: Iterable[InputSpec]):
+    for spec in specs:
+        yield spec
+        yield from spec.grows
+        for _key, inputs in spec.dynamic:
+            yield from _all_specs(inputs)
+
+
+def _expand(specs: Iterable[InputSpec], values: Mapping[str, Any], defaults: bool = True):
+    for spec in specs:
+        if spec.is_autogrow:
+            minimum = int(spec.options.get("template", {}).get("min", 1) or 0)
+            for i, socket in enumerate(spec.grows):
+                if i < minimum or socket.name in values:
+                    yield socket
+            continue
+        yield spec
+        if spec.dynamic and (defaults or spec.name in values):
+            yield from _expand(spec.sub_inputs(values.get(spec.name, spec.default)), values, defaults)
+
+
+def _section_inputs(raw_inputs: Mapping[str, Any], order: Mapping[str, Any], prefix: str, required: bool,
+                    where: str) -> list[InputSpec]:
+    """``required`` then ``optional`` inputs of one ``input`` mapping, names prefixed."""
+    specs = []
+    for section, section_required in (("required", True), ("optional", False)):
+        raw = raw_inputs.get(section, {}) or {}
+        names = list(order.get(section, raw.keys())) if order else list(raw.keys())
+        names += [n for n in raw if n not in names]
+        specs += [_parse_input(prefix + n, raw[n], required and section_required, where) for n in names if n in raw]
+    return specs
 
 
 def _parse_input(name: str, raw: Any, required: bool, where: str) -> InputSpec:
@@ -187,21 +289,44 @@ def _parse_input(name: str, raw: Any, required: bool, where: str) -> InputSpec:
         return InputSpec(name, "COMBO", required, options, tuple(kind))
     if kind == "COMBO":
         return InputSpec(name, "COMBO", required, options, tuple(options.get("options", ())))
+    if kind == DYNAMIC_COMBO:
+        dynamic = []
+        for option in options.get("options", ()):
+            if not isinstance(option, Mapping) or "key" not in option:
+                raise SchemaError(f"{where}: dynamic combo {name!r} has an option without a key: {option!r}")
+            # a chosen option's input is required by its own section (the server's
+            # parse_class_inputs), whether or not the combo itself is
+            dynamic.append((option["key"], tuple(_section_inputs(option.get("inputs") or {}, {}, name + ".",
+                                                                 True, where))))
+        return InputSpec(name, DYNAMIC_COMBO, required, options, tuple(k for k, _ in dynamic), dynamic=tuple(dynamic))
+    if kind == AUTOGROW:
+        template = options.get("template") or {}
+        inner = template.get("input") or {}
+        section = "required" if inner.get("required") else "optional"
+        if not inner.get(section):
+            raise SchemaError(f"{where}: autogrow input {name!r} has no template input")
+        (raw_socket,) = list(inner[section].values())[:1]
+        if "names" in template:
+            names = list(template["names"])
+        else:
+            names = [f"{template.get('prefix', '')}{i}" for i in range(int(template.get("max", 1)))]
+        minimum = int(template.get("min", 1) or 0)
+        grows = tuple(_parse_input(f"{name}.{n}", raw_socket, required and section == "required" and i < minimum, where)
+                      for i, n in enumerate(names))
+        return InputSpec(name, AUTOGROW, required, options, None, grows=grows)
+    if kind == MATCH_TYPE:
+        allowed = str((options.get("template") or {}).get("allowed_types", "*")) or "*"
+        return InputSpec(name, allowed, required, options, None)
     return InputSpec(name, str(kind), required, options, None)
 
 
 def parse_node(class_type: str, info: Mapping[str, Any]) -> NodeSchema:
     """One ``/object_info`` entry -> :class:`NodeSchema`."""
     where = f"node {class_type}"
-    inputs = info.get("input", {})
-    order = info.get("input_order", {})
-    specs = []
-    for section, required in (("required", True), ("optional", False)):
-        raw = inputs.get(section, {}) or {}
-        names = list(order.get(section, raw.keys()))
-        names += [n for n in raw if n not in names]
-        specs += [_parse_input(n, raw[n], required, where) for n in names if n in raw]
-    outputs = tuple(str(t) if not isinstance(t, list) else "COMBO" for t in info.get("output", ()))
+    specs = _section_inputs(info.get("input", {}) or {}, info.get("input_order", {}) or {}, "", True, where)
+    # a COMFY_MATCHTYPE_V3 output takes its linked input's type: any type, statically
+    outputs = tuple("*" if t == MATCH_TYPE else (str(t) if not isinstance(t, list) else "COMBO")
+                    for t in info.get("output", ()))
     names = tuple(info.get("output_name", outputs)) or outputs
     return NodeSchema(class_type, tuple(specs), outputs, names, bool(info.get("output_node", False)),
                       info.get("display_name", class_type) or class_type, info.get("category", ""))
@@ -259,13 +384,21 @@ async def fetch_object_info(session, base_url: str, class_types: Iterable[str] |
     return out
 
 
+PROSE_KEYS = ("tooltip", "description", "output_tooltips", "search_aliases")
+
+
 def strip_object_info(object_info: Mapping[str, Any]) -> dict:
-    """A copy without prose (descriptions, tooltips): the interface facts only, small
-    enough to ship with the pack for offline checks."""
+    """A copy without prose (descriptions, tooltips, search aliases): the interface facts
+    only, small enough to ship with the pack for offline checks.  Only prose values are
+    dropped (strings, null, or the lists of ``output_tooltips``/``search_aliases``), so an
+    input that happens to be *named* ``description`` stays."""
+    def is_prose(key, value) -> bool:
+        return key in PROSE_KEYS and (value is None or isinstance(value, str)
+                                      or (key in ("output_tooltips", "search_aliases") and isinstance(value, list)))
+
     def clean(value):
         if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()
-                    if k not in ("tooltip", "description", "output_tooltips", "search_aliases")}
+            return {k: clean(v) for k, v in value.items() if not is_prose(k, v)}
         if isinstance(value, list):
             return [clean(v) for v in value]
         return value
@@ -273,12 +406,63 @@ def strip_object_info(object_info: Mapping[str, Any]) -> dict:
     return {name: clean(info) for name, info in object_info.items()}
 
 
+def dumps_pack_schemas(info: Mapping[str, Any]) -> str:
+    """The text of a recorded ``pano360_object_info.json``: nodes sorted, one level of
+    indentation per nesting (reviewable diffs), non-ASCII kept."""
+    return json.dumps(dict(sorted(info.items())), indent=1, ensure_ascii=False) + "\n"
+
+
+def dumps_core_schemas(info: Mapping[str, Any]) -> str:
+    """The text of a recorded ``core_object_info.json``: prose stripped, compact, nodes
+    sorted.  Keys inside a node keep the server's order: the inputs of a dynamic combo's
+    option have no ``input_order`` and the frontend lays them out in dict order."""
+    return json.dumps(dict(sorted(strip_object_info(info).items())), separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
 PACK_ROOT = Path(__file__).resolve().parents[1]
+# workflows/schemas/<ComfyUI version>/{core,pano360}_object_info.json, one folder per
+# supported ComfyUI version (recorded by tests/host/record_schemas.py).
 SCHEMA_DIR = PACK_ROOT / "workflows" / "schemas"
-CORE_SCHEMA_FILE = SCHEMA_DIR / "core_object_info-0.3.64.json"
-PACK_SCHEMA_FILE = SCHEMA_DIR / "pano360_object_info.json"
+CORE_SCHEMA_NAME = "core_object_info.json"
+PACK_SCHEMA_NAME = "pano360_object_info.json"
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in version.split("."))
+
+
+def recorded_versions(schema_dir: Path = SCHEMA_DIR) -> list[str]:
+    """ComfyUI versions with recorded schemas, oldest first."""
+    if not Path(schema_dir).is_dir():
+        return []
+    found = [d.name for d in Path(schema_dir).iterdir() if (d / CORE_SCHEMA_NAME).is_file()]
+    return sorted(found, key=_version_key)
+
+
+def schema_files(version: str | None = None, schema_dir: Path = SCHEMA_DIR) -> list[Path]:
+    """The recorded files of ``version`` (default: the oldest supported version): ComfyUI
+    core, then the pack's own (if recorded)."""
+    versions = recorded_versions(schema_dir)
+    if version is None:
+        if not versions:
+            return []
+        version = versions[0]
+    elif version not in versions:
+        raise SchemaError(f"no recorded schemas for ComfyUI {version} in {schema_dir} (recorded: {', '.join(versions) or 'none'})")
+    folder = Path(schema_dir) / version
+    return [p for p in (folder / CORE_SCHEMA_NAME, folder / PACK_SCHEMA_NAME) if p.is_file()]
+
+
+def recorded_schema_sets(schema_dir: Path = SCHEMA_DIR) -> dict[str, "SchemaSet"]:
+    """``{version: SchemaSet}`` of every recorded ComfyUI version, oldest first."""
+    return {v: SchemaSet.from_files(*schema_files(v, schema_dir)) for v in recorded_versions(schema_dir)}
 
 
 def default_schema_files() -> list[Path]:
-    """The shipped schema files: ComfyUI core, then the pack's own (if recorded)."""
-    return [p for p in (CORE_SCHEMA_FILE, PACK_SCHEMA_FILE) if p.is_file()]
+    """The shipped schema files of the oldest supported ComfyUI version."""
+    return schema_files()
+
+
+_OLDEST = recorded_versions()
+CORE_SCHEMA_FILE = SCHEMA_DIR / (_OLDEST[0] if _OLDEST else "0.3.64") / CORE_SCHEMA_NAME
+PACK_SCHEMA_FILE = SCHEMA_DIR / (_OLDEST[0] if _OLDEST else "0.3.64") / PACK_SCHEMA_NAME

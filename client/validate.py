@@ -65,22 +65,23 @@ def _check_value(node_id: str, schema: NodeSchema, spec: InputSpec, value: Any) 
         return [Issue(node_id, schema.class_type, spec.name, kind, message, severity)]
 
     opts = spec.options
-    if spec.type in ("INT", "FLOAT"):
+    kind = spec.widget_type
+    if kind in ("INT", "FLOAT"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return issue("invalid_value", f"expected a number ({spec.type}), got {value!r}")
-        if spec.type == "INT" and isinstance(value, float) and not value.is_integer():
+            return issue("invalid_value", f"expected a number ({kind}), got {value!r}")
+        if kind == "INT" and isinstance(value, float) and not value.is_integer():
             return issue("invalid_value", f"expected an integer, got {value!r}")
         if "min" in opts and value < opts["min"]:
             return issue("value_smaller_than_min", f"{value} is below the minimum {opts['min']}")
         if "max" in opts and value > opts["max"]:
             return issue("value_bigger_than_max", f"{value} is above the maximum {opts['max']}")
-    elif spec.type == "BOOLEAN":
+    elif kind == "BOOLEAN":
         if not isinstance(value, bool):
             return issue("invalid_value", f"expected true or false, got {value!r}")
-    elif spec.type == "STRING":
+    elif kind == "STRING":
         if not isinstance(value, str):
             return issue("invalid_value", f"expected a string, got {value!r}")
-    elif spec.type == "COMBO":
+    elif spec.is_combo:
         choices = spec.choices or ()
         folder = schema.model_folder(spec.name)
         if folder is not None:
@@ -124,12 +125,13 @@ def validate_prompt(api: Mapping[str, Any], schemas: SchemaSet,
         if not isinstance(inputs, Mapping):
             issues.append(Issue(node_id, class_type, None, "invalid_prompt", "'inputs' must be a mapping"))
             continue
-        names = [s.name for s in schema.inputs]
+        expanded = schema.expand(inputs, defaults=False)   # dynamic combos bring their chosen option's inputs
+        names = [s.name for s in expanded]
         for name in inputs:
             if name not in names:
                 issues.append(Issue(node_id, class_type, name, "unknown_input",
                                     f"{class_type} has no input {name!r}; its inputs are {', '.join(names)}"))
-        for spec in schema.inputs:
+        for spec in expanded:
             if spec.name not in inputs:
                 if spec.required:
                     issues.append(Issue(node_id, class_type, spec.name, "required_input_missing",
@@ -174,7 +176,7 @@ def models_needed(api: Mapping[str, Any], schemas: SchemaSet) -> list[ModelNeed]
         schema = schemas.get(node.get("class_type"))
         if schema is None:
             continue
-        for spec in schema.widgets:
+        for spec in schema.widgets_for(node.get("inputs", {})):
             value = node.get("inputs", {}).get(spec.name)
             folder = schema.model_folder(spec.name)
             if folder and isinstance(value, str):

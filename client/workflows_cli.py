@@ -1,10 +1,15 @@
 """``python -m pano360 workflows {build,check,schemas}``: the bundled workflows' tools.
 
 - ``build``: write each UI-format workflow ``workflows/<name>.json`` from its API-format
-  twin ``workflows/api/<name>.json`` (the twin is the source of truth).
-- ``check``: validate every API twin against the node schemas, check that each UI file
-  converts back to its twin, and list the model files each workflow needs.  Exit code 1
-  on any error.
+  twin ``workflows/api/<name>.json`` (the twin is the source of truth) and its template
+  thumbnail ``workflows/<name>.jpg``.  The widgets follow the oldest supported ComfyUI's
+  schemas (or ``--server``/``--schemas``/``--comfyui-version``); node sizes fit every
+  recorded version, so a node that grew in a newer ComfyUI does not overlap there.
+- ``check``: validate every API twin against the node schemas of every recorded ComfyUI
+  version (or the given server/files), check that each UI file converts back to its twin
+  under each, that each has a thumbnail, and that every model file it needs is listed in
+  ``client/model_sources.py`` (public download or why not); list the model files each
+  workflow needs.  Exit code 1 on any error.
 - ``schemas``: record node schemas (``/object_info``) from a live server or a file,
   optionally keeping only some node types and stripping prose.
 """
@@ -18,9 +23,12 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import thumbnails
 from .convert import ConversionError, api_to_ui, ui_to_api
 from ..media.atomic import write_json
-from .schema import PACK_ROOT, SCHEMA_DIR, SchemaError, SchemaSet, default_schema_files, fetch_object_info, strip_object_info
+from .model_sources import NOT_PUBLIC, PUBLIC_MODELS
+from .schema import (PACK_ROOT, SCHEMA_DIR, SchemaError, SchemaSet, fetch_object_info, recorded_schema_sets,
+                     recorded_versions, schema_files, strip_object_info)
 from .validate import Issue, ModelNeed, models_needed, validate_prompt
 
 log = logging.getLogger("pano360.workflows")
@@ -50,12 +58,38 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text.split("-")[0].split("+")[0])[:3])
 
 
+def label_version(label: str) -> tuple[int, ...] | None:
+    """The ComfyUI version a schema set's label names (``"0.33.0"``), or None for a server
+    URL or given files."""
+    import re
+
+    return parse_version(label) if re.fullmatch(r"\d+\.\d+\.\d+", label) else None
+
+
+def runs_on(name: str, label: str) -> bool:
+    """Whether workflow ``name`` runs on the ComfyUI whose schema set is labelled ``label``
+    (unversioned labels: assumed yes; the check then reports what is missing)."""
+    version = label_version(label)
+    return version is None or version >= min_comfyui(name)[0]
+
+
+def schemas_for(name: str, sets: dict[str, SchemaSet]) -> dict[str, SchemaSet]:
+    """The sets of ``sets`` (oldest first) for ComfyUI versions workflow ``name`` runs on;
+    the first one gives its UI file's widgets."""
+    return {label: s for label, s in sets.items() if runs_on(name, label)}
+
+
 def api_twins(workflows_dir: Path) -> list[Path]:
     return sorted((workflows_dir / "api").glob("*.json"))
 
 
 def ui_path(api_file: Path) -> Path:
     return api_file.parent.parent / api_file.name
+
+
+def thumbnail_path(api_file: Path) -> Path:
+    """``workflows/<name>.jpg``: where both ComfyUI frontends fetch a template's picture."""
+    return api_file.parent.parent / f"{api_file.stem}.jpg"
 
 
 def has_pack_schemas(schemas: SchemaSet) -> bool:
@@ -74,8 +108,9 @@ class WorkflowReport:
         return [i for i in self.issues if i.severity == "error"]
 
 
-def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) -> WorkflowReport:
-    """Validate one API twin and its UI file (if ``require_ui``)."""
+def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True, bundled: bool = False) -> WorkflowReport:
+    """Validate one API twin and its UI file (if ``require_ui``).  ``bundled`` (the pack's
+    own workflows): also require a thumbnail and a known source for every model file."""
     report = WorkflowReport(api_file.stem)
     try:
         api = json.loads(api_file.read_text(encoding="utf-8"))
@@ -94,8 +129,17 @@ def check_workflow(api_file: Path, schemas: SchemaSet, require_ui: bool = True) 
             report.issues.append(issue)
     report.issues += incomplete_widgets(api, schemas)
     report.needs = models_needed(api, schemas)
+    for need in report.needs if bundled else ():
+        if need.filename not in PUBLIC_MODELS and need.filename not in NOT_PUBLIC:
+            report.issues.append(Issue(
+                need.node_id, need.class_type, need.input, "model_source_unknown",
+                f"{need.filename}: say where users get it in client/model_sources.py (PUBLIC_MODELS with its "
+                "direct download URL, or NOT_PUBLIC with the reason); the UI file's download prompt comes from there"))
     if not require_ui or report.skipped:
         return report
+    if bundled and not thumbnail_path(api_file).is_file():
+        report.issues.append(Issue("", "", None, "thumbnail_missing",
+                                   f"{thumbnail_path(api_file).name} is missing: run `python -m pano360 workflows build`"))
     ui_file = ui_path(api_file)
     if not ui_file.is_file():
         report.issues.append(Issue("", "", None, "ui_missing",
@@ -121,7 +165,7 @@ def incomplete_widgets(api: dict, schemas: SchemaSet) -> list[Issue]:
         schema = schemas.get(node.get("class_type")) if isinstance(node, dict) else None
         if schema is None:
             continue
-        for spec in schema.widgets:
+        for spec in schema.widgets_for(node.get("inputs", {})):
             if spec.name not in node.get("inputs", {}) and not spec.required:
                 issues.append(Issue(str(node_id), schema.class_type, spec.name, "widget_missing",
                                     f"optional widget missing from the API twin (the editor sends it, default "
@@ -148,43 +192,67 @@ def diff_api(expected: dict, got: dict) -> list[str]:
     return diffs
 
 
-def build_workflow(api_file: Path, schemas: SchemaSet) -> Path:
+def build_workflow(api_file: Path, schemas: SchemaSet, layout_schemas=()) -> Path:
+    """Write the UI file and the thumbnail of one API twin; returns the UI file."""
     api = json.loads(api_file.read_text(encoding="utf-8"))
-    ui = api_to_ui(api, schemas, name=api_file.stem)
+    ui = api_to_ui(api, schemas, name=api_file.stem, layout_schemas=tuple(layout_schemas))
     out = ui_path(api_file)
     write_json(out, ui, replace=True)
+    thumbnails.write(thumbnail_path(api_file), api_file.stem, api, schemas)
     return out
 
 
-def load_schemas(args) -> SchemaSet:
+def _fetch_server(url: str) -> SchemaSet:
+    import aiohttp
+
+    async def fetch():
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+            return await fetch_object_info(session, url)
+
+    schemas = SchemaSet()
+    schemas.add(asyncio.run(fetch()), url)
+    return schemas
+
+
+def load_schema_sets(args) -> dict[str, SchemaSet]:
+    """``{label: SchemaSet}`` the command works with: the live server, the given files, one
+    recorded version, or (default) every recorded ComfyUI version, oldest first."""
     if getattr(args, "server", None):
-        import aiohttp
-
-        async def fetch():
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-                return await fetch_object_info(session, args.server)
-
-        schemas = SchemaSet()
-        schemas.add(asyncio.run(fetch()), args.server)
-        return schemas
-    files = args.schemas or default_schema_files()
-    if not files:
-        raise SchemaError(f"no node schemas: {SCHEMA_DIR} has no recorded /object_info files; "
+        return {args.server: _fetch_server(args.server)}
+    if getattr(args, "schemas", None):
+        return {"given schemas": SchemaSet.from_files(*args.schemas)}
+    if getattr(args, "comfyui_version", None):
+        return {args.comfyui_version: SchemaSet.from_files(*schema_files(args.comfyui_version))}
+    sets = recorded_schema_sets()
+    if not sets:
+        raise SchemaError(f"no node schemas: {SCHEMA_DIR} has no recorded <version>/core_object_info.json; "
                           "pass --schemas FILE... or --server URL")
-    return SchemaSet.from_files(*files)
+    return sets
 
 
-def _run_build(args, schemas: SchemaSet) -> int:
+def load_schemas(args) -> SchemaSet:
+    """The one schema set ``build`` uses for widgets (the first of :func:`load_schema_sets`)."""
+    return next(iter(load_schema_sets(args).values()))
+
+
+def _run_build(args, sets: dict[str, SchemaSet]) -> int:
+    recorded = recorded_schema_sets()
     failed = 0
     for api_file in api_twins(args.dir):
-        needs, newer = min_comfyui(api_file.stem)
-        if any(t not in schemas for t in newer):
-            log.warning("not built %s: it needs ComfyUI %s+ and these schemas lack %s (pass that version's "
-                        "recorded /object_info with --schemas, or --server)", api_file.name,
-                        ".".join(map(str, needs)), ", ".join(t for t in newer if t not in schemas))
+        # widgets: the oldest given ComfyUI the workflow runs on (MIN_COMFYUI); sizes fit every
+        # recorded version it runs on
+        name = api_file.stem
+        own = list(schemas_for(name, sets).values())
+        needs, newer = min_comfyui(name)
+        if not own or any(t not in own[0] for t in newer):
+            log.warning("not built %s: it needs ComfyUI %s+ (node types %s); these schemas are for an older one "
+                        "(record that version's, or pass --server/--schemas)", api_file.name,
+                        ".".join(map(str, needs)), ", ".join(newer))
             continue
+        schemas = own[0]
+        layout = own[1:] + list(schemas_for(name, recorded).values())
         try:
-            out = build_workflow(api_file, schemas)
+            out = build_workflow(api_file, schemas, layout)
             log.info("built %s", out.relative_to(args.dir.parent) if args.dir.parent in out.parents else out)
         except (ConversionError, json.JSONDecodeError) as exc:
             failed += 1
@@ -192,14 +260,30 @@ def _run_build(args, schemas: SchemaSet) -> int:
     return 1 if failed else 0
 
 
-def _run_check(args, schemas: SchemaSet) -> int:
+def _run_check(args, sets: dict[str, SchemaSet]) -> int:
+    n_errors = 0
+    for label, schemas in sets.items():
+        if len(sets) > 1:
+            log.info("== node schemas of ComfyUI %s", label)
+        n_errors += _check_all(args, schemas, label)
+    return 1 if n_errors else 0
+
+
+def _check_all(args, schemas: SchemaSet, label: str = "") -> int:
+    """Check every workflow against one schema set (``label``: its ComfyUI version, or a
+    server/file label); returns the number of errors.  A workflow for a newer ComfyUI
+    (MIN_COMFYUI) is checked there only for being refused for exactly its newer node types."""
     twins = api_twins(args.dir)
     if not twins:
         log.error("no API workflows in %s", args.dir / "api")
         return 1
     n_errors = 0
     for api_file in twins:
-        report = check_workflow(api_file, schemas, require_ui=not args.api_only)
+        if not runs_on(api_file.stem, label):
+            n_errors += _check_refused(api_file, schemas, label)
+            continue
+        report = check_workflow(api_file, schemas, require_ui=not args.api_only,
+                                bundled=args.dir.resolve() == WORKFLOWS_DIR.resolve())
         status = "FAIL" if report.errors else ("partial" if report.skipped else "ok")
         log.info("%s: %s", report.name, status)
         for issue in report.errors:
@@ -210,15 +294,33 @@ def _run_check(args, schemas: SchemaSet) -> int:
         for need in report.needs:
             log.info("  model: %s", need)
         if report.skipped:
-            log.warning("  not checked (no recorded schema for these nodes: record "
-                        "workflows/schemas/pano360_object_info.json for the pack's, a newer ComfyUI's core "
-                        "schemas for the others): %s", ", ".join(report.skipped))
+            log.warning("  not checked (no schema for these nodes here: record the pack's with "
+                        "`bash .ci/hosts record-schemas`; newer core nodes need a newer ComfyUI's): %s",
+                        ", ".join(report.skipped))
         n_errors += len(report.errors)
     for stray in sorted(p.name for p in args.dir.glob("*.json") if not (args.dir / "api" / p.name).is_file()):
         log.error("%s: UI workflow without an API twin in api/ (write api/%s, then build)", stray, stray)
         n_errors += 1
     log.info("%d workflow(s), %d error(s)", len(twins), n_errors)
-    return 1 if n_errors else 0
+    return n_errors
+
+
+def _check_refused(api_file: Path, schemas: SchemaSet, label: str) -> int:
+    """A workflow on a ComfyUI older than its MIN_COMFYUI: the only errors must be its
+    declared newer node types missing.  Returns the number of errors."""
+    name = api_file.stem
+    needs, newer = min_comfyui(name)
+    api = json.loads(api_file.read_text(encoding="utf-8"))
+    issues = [i for i in validate_prompt(api, schemas) if i.severity == "error"]
+    other = [i for i in issues if not (i.kind == "missing_node_type" and i.class_type in newer)]
+    if not newer or any(t in schemas for t in newer):
+        other.append(Issue("", "", None, "min_comfyui", f"MIN_COMFYUI says {name} needs ComfyUI "
+                           f"{'.'.join(map(str, needs))}, but ComfyUI {label} has {', '.join(t for t in newer if t in schemas)}"))
+    log.info("%s: %s (needs ComfyUI %s; refused here for %s)", name, "FAIL" if other else "ok",
+             ".".join(map(str, needs)), ", ".join(sorted({i.class_type for i in issues if i not in other})))
+    for issue in other:
+        log.error("  error: %s", issue)
+    return len(other)
 
 
 def _run_schemas(args) -> int:
@@ -251,6 +353,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--schemas", nargs="+", metavar="OBJECT_INFO_JSON",
                        help="recorded /object_info files (default: workflows/schemas/*.json of the pack)")
         p.add_argument("--server", help="read schemas from a running ComfyUI instead, e.g. http://127.0.0.1:8188")
+        p.add_argument("--comfyui-version", choices=recorded_versions() or None,
+                       help="only this recorded ComfyUI version's schemas (default: build with the oldest, "
+                            "check against all)")
         if name == "check":
             p.add_argument("--api-only", action="store_true", help="skip the UI files")
     p = sub.add_parser("schemas", help="record node schemas from a server or an /object_info file")
@@ -264,8 +369,8 @@ def run(args) -> int:
     if args.action == "schemas":
         return _run_schemas(args)
     try:
-        schemas = load_schemas(args)
+        sets = load_schema_sets(args)
     except (SchemaError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    return _run_build(args, schemas) if args.action == "build" else _run_check(args, schemas)
+    return _run_build(args, sets) if args.action == "build" else _run_check(args, sets)

@@ -21,9 +21,15 @@ from __future__ import annotations
 
 import re
 
+import torch
 from torch import Tensor
 
-__all__ = ["XLabsTarget", "xlabs_lora_targets", "is_xlabs_lora", "merge_xlabs_lora", "comfy_lora_inputs"]
+__all__ = ["XLabsTarget", "xlabs_lora_targets", "is_xlabs_lora", "merge_xlabs_lora", "comfy_lora_inputs",
+           "XLABS_LORA_INIT_STD", "xlabs_lora_layers", "xlabs_key", "xlabs_state_dict", "kohya_state_dict"]
+
+# x-flux LoRALinearLayer: ``nn.init.normal_(self.down.weight, std=1 / rank)``, up zero; the
+# std of ``down`` at init is XLABS_LORA_INIT_STD / rank.
+XLABS_LORA_INIT_STD = 1.0
 
 _DOUBLE = re.compile(r"^double_blocks\.(\d+)\.processor\.(qkv|proj)_lora([12])\.(down|up)\.weight$")
 _SINGLE = re.compile(r"^single_blocks\.(\d+)\.processor\.(qkv|proj)_lora\.(down|up)\.weight$")
@@ -110,3 +116,64 @@ def comfy_lora_inputs(lora: dict[str, Tensor], prefix: str = "diffusion_model.")
         key_map[name] = (t.weight_key, (0, t.rows[0], t.rows[1])) if t.rows else t.weight_key
     return sd, key_map
 
+
+
+# ------------------------------------------------------------------- writing (the trainer's side)
+
+# Our trainable module names (BFL layout) -> the x-flux processor LoRA that wraps them.
+_PROCESSOR_NAMES = {"img_attn.qkv": "qkv_lora1", "img_attn.proj": "proj_lora1", "txt_attn.qkv": "qkv_lora2",
+                    "txt_attn.proj": "proj_lora2", "linear1": "qkv_lora", "linear2": "proj_lora"}
+_LAYER = re.compile(r"^(double_blocks|single_blocks)\.(\d+)\.(.+)$")
+
+
+def xlabs_lora_layers(double_blocks, single_blocks, hidden_size: int) -> tuple[list[str], dict[str, int]]:
+    """The ``nn.Linear`` layers x-flux's LoRA processors update, as module names of a BFL-layout Flux
+    (or ControlNet), and ``{name: rows}`` for the row-sliced ones: a single block's ``qkv_lora``
+    updates only the first ``3 · hidden`` outputs of ``linear1``."""
+    names, rows = [], {}
+    for i in double_blocks:
+        names += [f"double_blocks.{i}.{m}" for m in ("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj")]
+    for i in single_blocks:
+        names += [f"single_blocks.{i}.linear1", f"single_blocks.{i}.linear2"]
+        rows[f"single_blocks.{i}.linear1"] = 3 * hidden_size
+    return names, rows
+
+
+def xlabs_key(module_name: str) -> str:
+    """``double_blocks.3.img_attn.qkv`` -> ``double_blocks.3.processor.qkv_lora1`` (the x-flux key
+    stem; files add ``.down.weight`` / ``.up.weight``)."""
+    m = _LAYER.match(module_name)
+    if not m or m.group(3) not in _PROCESSOR_NAMES:
+        raise ValueError(f"no XLabs LoRA processor wraps {module_name!r}")
+    return f"{m.group(1)}.{m.group(2)}.processor.{_PROCESSOR_NAMES[m.group(3)]}"
+
+
+def xlabs_state_dict(loras: dict, dtype=None) -> dict[str, Tensor]:
+    """Trained :class:`~.lora.LoRALinear` wrappers (scale 1) as an XLabs LoRA file's tensors, the
+    layout ``sag_distribution_alignment.py`` saves and :func:`xlabs_lora_targets` reads."""
+    out = {}
+    for name, w in loras.items():
+        if w.scale != 1.0:
+            raise ValueError(f"XLabs LoRAs have no alpha (scale 1); {name} has scale {w.scale}")
+        key = xlabs_key(name)
+        out[f"{key}.down.weight"] = w.lora_down.weight.detach().to("cpu", dtype or w.lora_down.weight.dtype).contiguous()
+        out[f"{key}.up.weight"] = w.lora_up.weight.detach().to("cpu", dtype or w.lora_up.weight.dtype).contiguous()
+    return out
+
+
+def kohya_state_dict(loras: dict, dtype=None) -> dict[str, Tensor]:
+    """The same LoRA in kohya's Flux layout for ComfyUI's stock LoRA loaders
+    (``lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha``,
+    which ``comfy.lora.model_lora_keys_unet`` maps onto ``diffusion_model.<name>.weight``).  A
+    row-sliced update becomes a full-height ``up`` with zero rows below the slice (exact)."""
+    out = {}
+    for name, w in loras.items():
+        key = "lora_unet_" + name.replace(".", "_")
+        up = w.lora_up.weight.detach().float()
+        full = up.new_zeros(w.base.out_features, up.shape[1])
+        full[: up.shape[0]] = up
+        dt = dtype or w.lora_up.weight.dtype
+        out[f"{key}.lora_down.weight"] = w.lora_down.weight.detach().to("cpu", dt).contiguous()
+        out[f"{key}.lora_up.weight"] = full.to("cpu", dt).contiguous()
+        out[f"{key}.alpha"] = torch.tensor(float(w.alpha))
+    return out

@@ -12,7 +12,7 @@ import importlib
 
 # Topic modules, in the order their nodes appear in the node library.
 TOPICS = ("projection", "cameras", "output", "settings", "multiview", "videopanda", "seam", "spherical", "panodit", "lookbeyond",
-          "argus", "videofrom3d")
+          "argus", "videofrom3d", "diffpano")
 
 
 def all_nodes() -> list[type]:

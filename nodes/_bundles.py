@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ..projection.lattice import DISTORTION_POWER
 from ..sampling.fusion import LATTICE_DENSITY, ROTATIONS, SPACES, SyncSchedule
 
-__all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "SAMPLER_SETTINGS", "FUSION_SETTINGS",
-           "WINDOW_SETTINGS", "SEED_MAX"]
+__all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "DiffPanoSettings", "SAMPLER_SETTINGS",
+           "FUSION_SETTINGS", "WINDOW_SETTINGS", "DIFFPANO_SETTINGS", "SEED_MAX", "EPIPOLAR_MODES", "EPIPOLAR_BLOCKS"]
 
 # ComfyUI seeds are unsigned 64-bit (KSampler's seed widget max).
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
@@ -22,6 +22,12 @@ SEED_MAX = 0xFFFFFFFFFFFFFFFF
 SAMPLER_SETTINGS = "PANO360_SAMPLER_SETTINGS"
 FUSION_SETTINGS = "PANO360_FUSION_SETTINGS"
 WINDOW_SETTINGS = "PANO360_WINDOW_SETTINGS"
+DIFFPANO_SETTINGS = "PANO360_DIFFPANO_SETTINGS"
+# Training-free epipolar attention: off, or in the base model's own self-attention.
+EPIPOLAR_MODES = ("training_free", "off")
+# Which attention blocks get it: the middle block and the decoder blocks below full latent
+# resolution (tokens <= 1/4 of the latent's), or every decoder block too.
+EPIPOLAR_BLOCKS = ("mid_and_low_res", "all")
 
 
 @dataclass(frozen=True)
@@ -87,3 +93,37 @@ class WindowSettings:
         if self.window < 1 or not 0 <= self.overlap < self.window:
             raise ValueError(f"need window >= 1 and 0 <= overlap < window, got window {self.window}, "
                              f"overlap {self.overlap}")
+
+
+@dataclass(frozen=True)
+class DiffPanoSettings:
+    """The DiffPano Multi-Panorama sampler's knobs (docs/diffpano.md).
+
+    num_refs: earlier panoramas reprojected into (and attended to by) each new one.
+    epipolar / epipolar_blocks / ref_logit_bias / samples / near / far: the training-free
+    epipolar attention (:data:`EPIPOLAR_MODES`, :data:`EPIPOLAR_BLOCKS`; ``far`` 0 = infinity).
+    dilate_cells: latent cells the regenerated region grows by.  depth_source: ``propagate``,
+    ``estimate`` (MoGe) or ``constant``.  room_distance: panorama 0's median distance (and the
+    sphere radius of ``constant``), in the camera path's units after ``position_scale``.
+    """
+
+    num_refs: int = 2
+    epipolar: str = "training_free"
+    epipolar_blocks: str = "mid_and_low_res"
+    ref_logit_bias: float = 0.0
+    samples: int = 8
+    near: float = 0.5
+    far: float = 0.0
+    dilate_cells: int = 1
+    depth_source: str = "propagate"
+    room_distance: float = 2.5
+    position_scale: float = 1.0
+
+    def __post_init__(self):
+        if self.epipolar not in EPIPOLAR_MODES:
+            raise ValueError(f"epipolar: expected one of {list(EPIPOLAR_MODES)}, got {self.epipolar!r}")
+        if self.epipolar_blocks not in EPIPOLAR_BLOCKS:
+            raise ValueError(f"epipolar_blocks: expected one of {list(EPIPOLAR_BLOCKS)}, got {self.epipolar_blocks!r}")
+        if self.far and self.far <= self.near:
+            raise ValueError(f"far ({self.far}) must be 0 (infinity) or beyond near ({self.near})")
+

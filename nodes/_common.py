@@ -18,19 +18,55 @@ ANGLE_CONVENTION = (
 )
 
 
+# ComfyUI's executor runs a V3 node as a class clone named "<class>Clone"
+# (comfy_api.internal.shallow_clone_class, 0.3.64 and 0.33), so ``cls.__name__`` inside
+# ``execute`` is not the node's id.
+EXECUTOR_CLONE_SUFFIX = "Clone"
+
+
+def node_name(node_id: str) -> str:
+    """The node id a message should show for ``cls.__name__`` seen inside ``execute``."""
+    return node_id.removesuffix(EXECUTOR_CLONE_SUFFIX) if node_id.startswith("Pano360") else node_id
+
+
 class NodeInputError(ValueError):
     """A bad input, named by node and input, with what was expected."""
 
     def __init__(self, node_id: str, input_name: str, expected: str, got: str):
+        node_id = node_name(node_id)
         self.node_id, self.input_name = node_id, input_name
         super().__init__(f"{node_id}: input '{input_name}': expected {expected}, got {got}")
+
+
+def is_nested_latent(x) -> bool:
+    """ComfyUI 0.33's ``comfy.nested_tensor.NestedTensor``: the packed streams of an
+    audio+video latent (LTX-2, MiniMax H3), not a torch.Tensor (see nodes/_host.py)."""
+    return not isinstance(x, torch.Tensor) and getattr(x, "is_nested", False) is True and hasattr(x, "tensors")
 
 
 def describe(x) -> str:
     """Short description of a value for error messages."""
     if isinstance(x, torch.Tensor):
         return f"tensor of shape {list(x.shape)} ({x.dtype})"
+    if is_nested_latent(x):
+        shapes = ", ".join(str(list(t.shape)) for t in x.tensors)
+        return f"an audio+video (nested) latent of {len(x.tensors)} streams {shapes}"
+    if isinstance(x, dict) and "samples" in x:
+        return f"LATENT with samples {describe(x['samples'])}"
     return f"{type(x).__name__} {x!r}"[:200]
+
+
+def latent_samples(latent, node_id: str, input_name: str) -> torch.Tensor:
+    """The ``samples`` tensor of a LATENT; NodeInputError naming the input otherwise,
+    including for an audio+video latent, whose streams must be separated first."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if is_nested_latent(samples):
+        raise NodeInputError(node_id, input_name, "a LATENT of one image or video stream "
+                             "(separate an audio+video latent first, e.g. with LTXV Separate AV Latent)",
+                             describe(samples))
+    if not isinstance(samples, torch.Tensor):
+        raise NodeInputError(node_id, input_name, "a LATENT", describe(latent))
+    return samples
 
 
 def image_to_bchw(image: torch.Tensor, node_id: str, input_name: str) -> torch.Tensor:

@@ -5,7 +5,41 @@ Every other module of ``nodes/`` imports ComfyUI's API from here, and ``projecti
 small module makes the pack easy to port when ComfyUI's unstable ``comfy_api.latest``
 moves, and lets tests see exactly what the pack relies on.
 
-Targets ComfyUI 0.3.64 (``comfy_api.latest``).
+Supports ComfyUI 0.3.64 (2025-10, the oldest) through 0.33 (2026-08, what users run
+today); CI runs the host tests on both (docs/testing.md).  What differs between them,
+and how the pack stays right on both (feature checks, never version numbers):
+
+* **V3 API** (``comfy_api.latest``): still the current, unstable API in 0.33.  0.33 adds
+  schema fields (``search_aliases``, ``is_dev_only``, ``essentials_category``, ...) and
+  dynamic inputs (``io.DynamicCombo``, ``io.Autogrow``, ``io.MatchType``) that 0.3.64
+  lacks; the pack's nodes use neither, so one schema serves both.  ``/object_info``
+  gains ``is_input_list``, ``dev_only``, ``search_aliases``, ...: the recorded schemas
+  are per version (``workflows/schemas/<version>/``) and the workflow tools read
+  dynamic combos, autogrow and match-type inputs of core nodes (``client/schema.py``).
+  The executor passes V3 hidden inputs as a ``V3Data`` dict in 0.33 (a plain dict in
+  0.3.64): call nodes through ComfyUI's executor, never ``PREPARE_CLASS_CLONE``.
+* **Progress**: 0.33's ``ProgressBar.update_absolute`` throttles the updates between the
+  first and the last (``PROGRESS_THROTTLE_*``); :func:`progress_callback` still reports
+  every step, and ComfyUI decides what reaches the browser.  Cancel is unchanged
+  (``throw_exception_if_processing_interrupted``).
+* **Empty latents**: 0.33's ``fix_empty_latent_channels`` also resizes and calls the
+  latent format's ``fix_empty_latent``, which may return a ``comfy.nested_tensor.
+  NestedTensor`` (audio+video models, e.g. LTX-2, MiniMax H3): not a torch.Tensor.
+  Nodes read LATENTs through ``_common.latent_samples`` and name the input when they
+  get one (separate the streams first, e.g. LTXV Separate AV Latent).
+* **Dynamic VRAM** (0.33, GPUs with comfy-aimdo, on by default): ComfyUI's loaders make
+  ``CoreModelPatcher`` patchers, which then stream the weights of ComfyUI-built models
+  (``comfy.ops`` layers) on demand (``ModelPatcherDynamic``).  :func:`model_patcher`
+  does the same for ComfyUI-built models and keeps the legacy ``ModelPatcher`` for
+  plain torch modules (PanoDiT), whose layers ``ModelPatcherDynamic`` cannot stream; on
+  the CPU both are the legacy patcher.
+* **Multi-GPU work units** (0.33): ``model_function_wrapper`` is called once per device
+  clone, from one thread per device, each with its share of the conds and
+  ``transformer_options["sample_sigmas"]`` moved to its device.  The pack's wrapper
+  (``UnetRollWrapper``) finds the step from ``sample_sigmas`` and keeps no per-device
+  state; the post-CFG and denoise-mask hooks run once per step on the output device.
+* **Checkpoint saving** (tests): ``BaseModel.state_dict_for_saving`` takes the UNet state
+  dict first in 0.33.
 """
 
 from __future__ import annotations
@@ -47,6 +81,7 @@ __all__ = [
     "free_memory",
     "free_bytes",
     "ModelPatcher",
+    "model_patcher",
 ]
 
 InterruptProcessingException = _mm.InterruptProcessingException
@@ -147,12 +182,28 @@ def free_bytes(device=None) -> int:
 
 
 def __getattr__(name: str):
-    # ModelPatcher is imported lazily: comfy.model_patcher pulls in a lot.
+    # ModelPatcher is imported lazily: comfy.model_patcher pulls in a lot.  It is the
+    # legacy patcher on every version (for plain torch modules); see model_patcher().
     if name == "ModelPatcher":
         from comfy.model_patcher import ModelPatcher
 
         return ModelPatcher
     raise AttributeError(name)
+
+
+def model_patcher(model, load_device=None, offload_device=None, comfy_built: bool = True):
+    """A ModelPatcher for ``model`` made the way ComfyUI's own loaders make one.
+
+    ``comfy_built``: the model was built by ComfyUI (``model_config.get_model``, layers from
+    ``comfy.ops``); it then gets ``comfy.model_patcher.CoreModelPatcher``, which ComfyUI
+    0.33 switches to ``ModelPatcherDynamic`` when dynamic VRAM is on.  Plain torch modules
+    (``comfy_built=False``) get the legacy ``ModelPatcher``, which moves them whole.
+    """
+    import comfy.model_patcher as _patcher
+
+    cls = getattr(_patcher, "CoreModelPatcher", _patcher.ModelPatcher) if comfy_built else _patcher.ModelPatcher
+    return cls(model, load_device=load_device or _mm.get_torch_device(),
+               offload_device=offload_device or _mm.unet_offload_device())
 
 
 # --- model patches -------------------------------------------------------------------------
@@ -334,7 +385,6 @@ def build_model(sd: dict, model_config_name: str, *, unet_config_overrides: dict
     them (nothing is half-loaded).  dtype: None picks ComfyUI's choice for the device.
     """
     import comfy.model_detection as _detect
-    import comfy.model_patcher as _patcher
     import comfy.supported_models as _supported
 
     unet_config = _detect.detect_unet_config(sd, "")
@@ -366,7 +416,7 @@ def build_model(sd: dict, model_config_name: str, *, unet_config_overrides: dict
         )
     model = model.to(offload)
     model.load_model_weights(sd, "")
-    return _patcher.ModelPatcher(model, load_device=load_device, offload_device=offload)
+    return model_patcher(model, load_device=load_device, offload_device=offload)
 
 
 def folder_paths_of(name: str) -> list[str]:
@@ -564,3 +614,90 @@ def padded_text_conditioning(clip, text: str, length: int):
     row += [pad_entry] * (length - len(row))
     tokens = {**tokens, key: [row]}
     return clip.encode_from_tokens(tokens)
+
+
+# ---- DiffPano: model wrappers and ComfyUI 0.33's MoGe panorama depth -----------------------
+
+
+def add_diffusion_model_wrapper(model, key: str, wrapper) -> None:
+    """Add ``wrapper(executor, *args, **kwargs)`` around the diffusion model's forward on the
+    ModelPatcher ``model`` (``WrappersMP.DIFFUSION_MODEL``, ComfyUI 0.3.64 and 0.33); a wrapper
+    under the same ``key`` is replaced."""
+    import comfy.patcher_extension as _ext
+
+    model.remove_wrappers_with_key(_ext.WrappersMP.DIFFUSION_MODEL, key)
+    model.add_wrapper_with_key(_ext.WrappersMP.DIFFUSION_MODEL, key, wrapper)
+
+
+def moge_panorama_distance(moge_model, image):
+    """Distances of an equirect ``IMAGE [1, H, W, 3]`` from ComfyUI's native MoGe panorama
+    inference (``comfy_extras/nodes_moge.py``, ComfyUI 0.33+): ``(H, W)``, relative scale.
+
+    ValueError when this ComfyUI has no MoGe nodes."""
+    try:
+        from comfy_extras.nodes_moge import MoGePanoramaInference
+    except ImportError:
+        raise ValueError("MoGe panorama depth needs a ComfyUI with the native MoGe nodes "
+                         "(comfy_extras/nodes_moge.py, ComfyUI 0.33 or newer)") from None
+    merge = max(256, min(8192, int(image.shape[2])))
+    out = MoGePanoramaInference.execute(moge_model, image, resolution_level=9, split_resolution=512,
+                                        merge_resolution=merge, batch_size=4)
+    return out.args[0]["depth"][0]
+
+
+# ---- video VAEs through diffusers (the CogVideoX VAE on ComfyUI 0.3.64) ------------------------
+
+
+def vae_dtype(working_dtypes=(torch.bfloat16, torch.float16, torch.float32)):
+    """The dtype ComfyUI would run a VAE in on its device (``model_management.vae_dtype``)."""
+    return _mm.vae_dtype(_mm.get_torch_device(), list(working_dtypes))
+
+
+class ModuleVideoVAE:
+    """ComfyUI's VAE interface -- ``encode(IMAGE)``, ``decode(latent)`` and the compression facts
+    stock nodes read -- around a video VAE ``nn.Module`` that ComfyUI's memory manager places.
+
+    encode_fn(module, frames [T, H, W, C] 0..1) -> raw latents (1, C', T', h, w);
+    decode_fn(module, latents) -> frames [B, T, H, W, 3] 0..1 (as ``comfy.sd.VAE`` returns video).
+    """
+
+    def __init__(self, module, encode_fn, decode_fn, latent_channels: int, spatial: int = 8, temporal: int = 4):
+        holder = torch.nn.Module()  # ModelPatcher sets attributes (``device``) diffusers models make read-only
+        holder.vae = module
+        self.first_stage_model = module
+        self.patcher = wrap_module(holder)
+        self._encode, self._decode = encode_fn, decode_fn
+        self.latent_channels, self.latent_dim, self.output_channels = latent_channels, 3, 3
+        self._spatial, self._temporal = spatial, temporal
+        # comfy.sd.VAE's CogVideoX entries: causal time axis (first frame alone, then groups of 4)
+        self.downscale_ratio = (lambda a: max(0, (a + temporal - 1) // temporal), spatial, spatial)
+        self.upscale_ratio = (lambda a: max(0, a * temporal - (temporal - 1)), spatial, spatial)
+
+    def encode(self, pixels):
+        _mm.load_models_gpu([self.patcher])
+        return self._encode(self.first_stage_model, pixels).to(_mm.intermediate_device())
+
+    def decode(self, samples):
+        _mm.load_models_gpu([self.patcher])
+        return self._decode(self.first_stage_model, samples).to(_mm.intermediate_device())
+
+    def spacial_compression_encode(self) -> int:
+        return self._spatial
+
+    def spacial_compression_decode(self) -> int:
+        return self._spatial
+
+    def temporal_compression_decode(self) -> int:
+        return self._temporal
+
+    def throw_exception_if_invalid(self) -> None:
+        return None
+
+
+def native_vae(sd: dict):
+    """ComfyUI's own VAE from a state dict (what the stock ``VAELoader`` builds)."""
+    import comfy.sd
+
+    vae = comfy.sd.VAE(sd=sd)
+    vae.throw_exception_if_invalid()
+    return vae

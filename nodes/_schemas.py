@@ -3,16 +3,19 @@
 ComfyUI serves a V3 node's schema as ``cls.GET_NODE_INFO_V1()`` (server.py,
 ``node_info``) with ``python_module`` set to ``custom_nodes.<pack folder>`` by the
 loader (nodes.py, ``load_custom_node``).  :func:`object_info` does the same, so the
-recorded file ``workflows/schemas/pano360_object_info.json`` equals what a live server
-reports; ``tests/host/test_schemas.py`` checks that against a real server.
+recorded file ``workflows/schemas/<ComfyUI version>/pano360_object_info.json`` equals
+what a live server of that version reports; ``tests/host/test_schemas.py`` checks that
+against a real server.
 
-Record it with ``COMFYUI_ROOT=/path/to/ComfyUI python tests/host/record_schemas.py``.
+Record it with ``bash .ci/hosts record-schemas`` (every supported ComfyUI version) or
+``COMFYUI_ROOT=/path/to/ComfyUI python tests/host/record_schemas.py`` (one).
 """
 
 from __future__ import annotations
 
 import json
 
+from ..client.schema import dumps_pack_schemas
 from . import all_nodes
 
 # The folder name ComfyUI loads the pack from decides ``python_module``.
@@ -32,4 +35,4 @@ def object_info(python_module: str = DEFAULT_PYTHON_MODULE) -> dict[str, dict]:
 
 def dumps(info: dict[str, dict]) -> str:
     """The recorded file's text: stable order, one node per top-level key."""
-    return json.dumps(dict(sorted(info.items())), indent=1, ensure_ascii=False) + "\n"
+    return dumps_pack_schemas(info)

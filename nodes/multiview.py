@@ -41,7 +41,7 @@ from ..sampling.hooks import SphereUnetWrapper, UnetRollWrapper, denoise_mask_ho
 from ..sampling.windows import window_seed
 from . import _host
 from ._bundles import FusionSettings, SamplerSettings, WindowSettings
-from ._common import NodeInputError, check_widgets, describe
+from ._common import NodeInputError, check_widgets, describe, latent_samples
 from ._host import io
 from .settings import FUSION, SAMPLER, WINDOWS, bundle
 from .videopanda import VIDEOPANDA, AdapterRun
@@ -364,9 +364,9 @@ def lattice_preview(model_layout: LatentLayout, rig: Rig, fusion_settings: Fusio
 
 def _grid_latent(model, latent: dict, rig: Rig, node_id: str) -> torch.Tensor:
     """The LATENT's samples as a view-major grid for ``rig`` (a batch of 1 is repeated per view)."""
-    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
-        raise NodeInputError(node_id, "latent", "a LATENT", describe(latent))
-    samples = _host.fix_empty_latent(model, latent["samples"])
+    samples = _host.fix_empty_latent(model, latent_samples(latent, node_id, "latent"))
+    if not isinstance(samples, torch.Tensor):  # 0.33: an empty latent of an audio+video model
+        raise NodeInputError(node_id, "latent", "a model with image or video latents", describe(samples))
     v = rig.num_views
     if samples.ndim not in (4, 5):
         raise NodeInputError(node_id, "latent", "4-D [views*frames,C,h,w] or 5-D [views,C,T,h,w] latents",
@@ -516,8 +516,7 @@ class Pano360MultiViewSampler(io.ComfyNode):
 
     @staticmethod
     def _with_given(samples, given, layout: LatentLayout, mask, node: str) -> torch.Tensor:
-        if not isinstance(given, dict) or not isinstance(given.get("samples"), torch.Tensor):
-            raise NodeInputError(node, "given", "a LATENT", describe(given))
+        latent_samples(given, node, "given")
         if mask is None or not bool(mask.any()):
             raise NodeInputError(node, "view_mask", "given cells for the 'given' latents", "a mask with none")
         try:
@@ -635,9 +634,7 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
     def _video(video, layout: LatentLayout, schedule: WindowSchedule, node: str):
         if video is None:
             return None
-        if not isinstance(video, dict) or not isinstance(video.get("samples"), torch.Tensor):
-            raise NodeInputError(node, "video", "a LATENT", describe(video))
-        s = video["samples"]
+        s = latent_samples(video, node, "video")
         cell = (layout.channels, layout.height, layout.width)
         if layout.video and s.ndim == 5 and s.shape[0] == 1:
             s = s[0].permute(1, 0, 2, 3)

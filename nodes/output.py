@@ -244,7 +244,7 @@ class Pano360Save360Image(io.ComfyNode):
             counter = _counter_of(file) + 1
             saved.append({"filename": file, "subfolder": subfolder, "type": "output"})
             paths.append(path)
-            progress(i)
+            progress(i + 1, b)   # files done so far (sampling.types.ProgressCallback)
         ui = {"images": saved, "pano360": [pano_item(s["filename"], subfolder, "output", "image") for s in saved],
               "text": (scores_text(images, "mono", metrics, node),)}
         return io.NodeOutput("\n".join(paths), ui=ui)

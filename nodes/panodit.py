@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import _host
-from ._common import NodeInputError, check_widgets, describe, mask_to_bhw
+from ._common import NodeInputError, check_widgets, describe, latent_samples, mask_to_bhw
 from ._host import io
 from ..models.pano_dit import PanoDiT
 from ..models.pano_dit_loader import CHECKPOINT_KEYS, load_panodit
@@ -220,7 +220,7 @@ class Pano360PanoDiTSampler(io.ComfyNode):
         if known_latent is None:
             raw = torch.zeros(feature.shape[0], cfg.in_channels, size // 2, size)
         else:
-            raw = known_latent["samples"]
+            raw = latent_samples(known_latent, node, "known_latent")
             if raw.ndim != 4 or raw.shape[1:] != (cfg.in_channels, size // 2, size):
                 raise NodeInputError(
                     node, "known_latent", f"latents [B,{cfg.in_channels},{size // 2},{size}] "

@@ -18,7 +18,7 @@ from ..sampling.seam import (
     circular_encode,
     seam_blended_decode,
 )
-from ._common import NodeInputError, check_widgets, describe, node_id
+from ._common import NodeInputError, check_widgets, describe, latent_samples, node_id
 from ._host import io, log, progress_callback
 
 CATEGORY = "Pano360/seam"
@@ -117,8 +117,8 @@ class Pano360SeamBlendedVAEDecode(io.ComfyNode):
     @classmethod
     def execute(cls, samples, vae, blend_ratio: float, batch_chunk: int) -> io.NodeOutput:
         check_widgets(cls, blend_ratio=blend_ratio, batch_chunk=batch_chunk)
-        latent = samples.get("samples") if isinstance(samples, dict) else None
-        if latent is None or latent.ndim not in (4, 5):
+        latent = latent_samples(samples, node_id(cls), "samples")
+        if latent.ndim not in (4, 5):
             raise NodeInputError(node_id(cls), "samples", "a LATENT with 4-D or 5-D 'samples'", describe(samples))
         if latent.shape[-1] % 2:
             raise NodeInputError(node_id(cls), "samples", "an even latent width (it is rolled by half)",
@@ -134,8 +134,8 @@ class Pano360SeamBlendedVAEDecode(io.ComfyNode):
 
 
 def _latent_tensor(samples, node: str) -> "torch.Tensor":
-    latent = samples.get("samples") if isinstance(samples, dict) else None
-    if latent is None or latent.ndim not in (4, 5):
+    latent = latent_samples(samples, node, "samples")
+    if latent.ndim not in (4, 5):
         raise NodeInputError(node, "samples", "a LATENT with 4-D or 5-D 'samples'", describe(samples))
     return latent
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from . import _host
-from ._bundles import (FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX, WINDOW_SETTINGS, FusionSettings, SamplerSettings,
-                       WindowSettings)
+from ._bundles import (DIFFPANO_SETTINGS, EPIPOLAR_BLOCKS, EPIPOLAR_MODES, FUSION_SETTINGS, SAMPLER_SETTINGS, SEED_MAX,
+                       WINDOW_SETTINGS, DiffPanoSettings, FusionSettings, SamplerSettings, WindowSettings)
 from ._common import NodeInputError, check_widgets, known, widget_errors
 from ._host import io
 from ..projection.lattice import DISTORTION_POWER
@@ -20,6 +20,7 @@ CATEGORY = "Pano360/sampling"
 SAMPLER = io.Custom(SAMPLER_SETTINGS)
 FUSION = io.Custom(FUSION_SETTINGS)
 WINDOWS = io.Custom(WINDOW_SETTINGS)
+DIFFPANO = io.Custom(DIFFPANO_SETTINGS)
 
 
 class Pano360SamplerSettings(io.ComfyNode):
@@ -157,6 +158,77 @@ class Pano360WindowSettings(io.ComfyNode):
         return io.NodeOutput(WindowSettings(window, overlap))
 
 
+class Pano360DiffPanoSettings(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360DiffPanoSettings",
+            display_name="Pano360 DiffPano Settings",
+            category=CATEGORY,
+            description="How the DiffPano Multi-Panorama sampler links each new panorama to the earlier ones: how many "
+                        "it reprojects and holds, the training-free epipolar attention, and where distances come from. "
+                        "Without this node: 2 references, training-free epipolar attention on the middle and "
+                        "low-resolution decoder blocks, distances propagated from a 2.5 m room.",
+            inputs=[
+                io.Int.Input("num_refs", default=2, min=1, max=4,
+                             tooltip="Earlier panoramas (nearest cameras first) reprojected into each new one and held "
+                                     "where they see; with epipolar attention on, also attended to (each adds one "
+                                     "latent to the batch)."),
+                io.Combo.Input("epipolar_attention", options=list(EPIPOLAR_MODES), default="training_free",
+                               tooltip="training_free: the new panorama's self-attention also looks along its epipolar "
+                                       "curves in the references (SD-style UNets: SD1.5/2.x/SDXL; no new weights). "
+                                       "off: only the held reprojection links the panoramas (any model, e.g. Flux)."),
+                io.Combo.Input("epipolar_blocks", options=list(EPIPOLAR_BLOCKS), default="mid_and_low_res",
+                               tooltip="mid_and_low_res: the middle block and the decoder blocks at 1/2 to 1/8 of the "
+                                       "latent (cheap); all: also the full-resolution decoder blocks (4x the tokens)."),
+                io.Float.Input("reference_weight", default=0.0, min=-4.0, max=4.0, step=0.1,
+                               tooltip="Log-weight of a reference token against one of the panorama's own tokens in "
+                                       "the epipolar attention: 0 = equal footing, +1 = e times more, -1 = e times less."),
+                io.Int.Input("samples", default=8, min=1, max=64,
+                             tooltip="Points sampled along each ray between near and far (DiffPano's S)."),
+                io.Float.Input("near", default=0.5, min=0.01, max=100.0, step=0.01,
+                               tooltip="Nearest sampled distance along a ray, in the camera path's units (after position_scale)."),
+                io.Float.Input("far", default=0.0, min=0.0, max=10000.0, step=0.5,
+                               tooltip="Farthest sampled distance; 0 = infinity (the last sample is the ray's vanishing "
+                                       "direction). Samples are uniform in inverse distance."),
+                io.Int.Input("dilate_cells", default=1, min=0, max=8,
+                             tooltip="Latent cells the regenerated (disoccluded) region grows by, so the seam between held "
+                                     "and new content is generated too."),
+                io.Combo.Input("depth_source", options=["propagate", "estimate", "constant"], default="propagate",
+                               tooltip="propagate: panorama 0's distances (the distance input, or a room of room_distance) "
+                                       "carried to later panoramas by reprojection. estimate: ComfyUI 0.33's MoGe panorama "
+                                       "depth on every panorama (needs moge_model), scaled to the carried distances. "
+                                       "constant: every panorama a sphere of room_distance."),
+                io.Float.Input("room_distance", default=2.5, min=0.1, max=1000.0, step=0.1,
+                               tooltip="Typical distance to the walls, in the camera path's units (after position_scale): "
+                                       "panorama 0's median distance when estimated, the sphere radius otherwise."),
+                io.Float.Input("position_scale", default=1.0, min=0.001, max=1000.0, step=0.01,
+                               tooltip="Multiplies the camera path's positions (e.g. RealEstate10K's arbitrary units) to "
+                                       "the units of distances (metres for DiffPano's indoor scenes)."),
+            ],
+            outputs=[DIFFPANO.Output("diffpano", tooltip="The bundle, for the DiffPano Multi-Panorama sampler's 'diffpano' input.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, near=0.5, far=0.0):
+        if message := widget_errors(cls.define_schema(), near=near, far=far):
+            return message
+        if known(near, far) and far and far <= near:
+            return f"Pano360DiffPanoSettings: input 'far': expected 0 (infinity) or more than near ({near}), got {far}"
+        return True
+
+    @classmethod
+    def execute(cls, num_refs, epipolar_attention, epipolar_blocks, reference_weight, samples, near, far, dilate_cells,
+                depth_source, room_distance, position_scale) -> io.NodeOutput:
+        check_widgets(cls, num_refs=num_refs, epipolar_attention=epipolar_attention, epipolar_blocks=epipolar_blocks,
+                      reference_weight=reference_weight, samples=samples, near=near, far=far, dilate_cells=dilate_cells,
+                      depth_source=depth_source, room_distance=room_distance, position_scale=position_scale)
+        if far and far <= near:
+            raise NodeInputError(cls.__name__, "far", f"0 (infinity) or more than near ({near})", str(far))
+        return io.NodeOutput(DiffPanoSettings(num_refs, epipolar_attention, epipolar_blocks, reference_weight, samples,
+                                              near, far, dilate_cells, depth_source, room_distance, position_scale))
+
+
 def bundle(value, cls_, default, node: str, name: str):
     """The bundle at input ``name`` of ``node``, or ``default`` when nothing is connected."""
     if value is None:
@@ -168,4 +240,4 @@ def bundle(value, cls_, default, node: str, name: str):
     return value
 
 
-NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings]
+NODES = [Pano360SamplerSettings, Pano360FusionSettings, Pano360WindowSettings, Pano360DiffPanoSettings]

@@ -18,11 +18,14 @@ from ..models.ggi_transformer import (
     merge_peft_lora,
     read_sharded_safetensors,
 )
-from ..media.atomic import next_free_folder
+from ..media.atomic import next_counter_name, next_free_folder
+from ..models.cogvideox_vae import cogvideox_vae_config, decode_latents, encode_frames, is_native_layout, load_cogvideox_vae
 from ..models.xlabs_lora import comfy_lora_inputs, is_xlabs_lora, merge_xlabs_lora
+from ..projection import Rig, erp_to_rig, rig_preset
 from ..pipelines.videofrom3d.arcs import fit_path_to_arcs, read_arcs, write_arcs
 from ..pipelines.videofrom3d.ggi import (
     COGVIDEOX_VAE_SCALE,
+    prompt_text,
     GGI_HW,
     GGISettings,
     arc_inputs,
@@ -42,10 +45,12 @@ from ..pipelines.videofrom3d.sag import (
     xflux_timesteps,
 )
 from ..pipelines.videofrom3d.scene import procedural_town, street_camera_path
+from ..pipelines.videofrom3d.style_data import flux_text_embedding, save_text_embedding
 from . import _host
-from ._common import NodeInputError, check_widgets, describe, output_path
+from ._common import ANGLE_CONVENTION, NodeInputError, check_widgets, describe, equirect_to_bchw, output_path
 from ._host import io, log, progress_callback
 from .cameras import CAMERA_PATH
+from .multiview import DEFAULT_RIG, RIG
 
 CATEGORY = "Pano360/videofrom3d"
 MESH = io.Custom("PANO360_MESH")
@@ -280,6 +285,69 @@ class Pano360VF3DEquirectEdges(io.ComfyNode):
         return io.NodeOutput(out.float().cpu())
 
 
+class Pano360VF3DControlViews(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DControlViews",
+            display_name="VideoFrom3D 360° Control Views",
+            category=CATEGORY,
+            description="Beyond the paper, 360° scene video: splits equirect edge maps [T] into a rig's V perspective "
+                        "views (view-major, V*T images), applies the ControlNet with one edge view per view and frame "
+                        "to both conditionings, and gives the matching empty latent grid, so the Multi-View Sampler "
+                        "samples every view of every frame under its own edges (e.g. Flux + the XLabs HED ControlNet "
+                        "and the style LoRA of the anchor workflow). Stitch the decoded views back into equirect frames.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Positive conditioning (Flux: after FluxGuidance)."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning (unused by the sampler at CFG 1)."),
+                io.ControlNet.Input("control_net", tooltip="The edge ControlNet (XLabs HED v3 with its LoRA)."),
+                io.Vae.Input("vae", tooltip="The image model's VAE: latent channels and downscale of the empty grid "
+                                            "(and the ControlNet's, when it needs one)."),
+                io.Image.Input("equirect_edges", tooltip="[T, H, 2H, 3] equirect edge maps (VideoFrom3D Equirect Edges)."),
+                RIG.Input("rig", optional=True, tooltip="The view rig; videopanda8 (8 views, 90° field of view) when "
+                                                        "not connected. " + ANGLE_CONVENTION),
+                io.Int.Input("view_size", default=512, min=0, max=4096, step=16,
+                             tooltip="Side of every view in pixels (a multiple of 16 for Flux; 0 keeps the rig's sizes)."),
+                io.Float.Input("strength", default=0.8, min=0.0, max=2.0, step=0.01,
+                               tooltip="ControlNet strength (VideoFrom3D's anchors: 0.8)."),
+            ],
+            outputs=[
+                io.Conditioning.Output("control_positive", display_name="positive",
+                                       tooltip="Positive with the per-view ControlNet."),
+                io.Conditioning.Output("control_negative", display_name="negative",
+                                       tooltip="Negative with the per-view ControlNet."),
+                io.Latent.Output("latent", tooltip="Empty latents [V*T, C, h, w], view-major, for the Multi-View Sampler."),
+                io.Image.Output("edge_views", tooltip="The V*T edge views (view-major), for preview."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, positive, negative, control_net, vae, equirect_edges, view_size, strength, rig=None
+                ) -> io.NodeOutput:
+        node = cls.__name__
+        check_widgets(cls, view_size=view_size, strength=strength)
+        erp = equirect_to_bchw(equirect_edges, node, "equirect_edges")[:, :3]
+        rig = rig_preset(DEFAULT_RIG) if rig is None else rig
+        if not isinstance(rig, Rig):
+            raise NodeInputError(node, "rig", "a PANO360_RIG (Pano360 Rig)", describe(rig))
+        size = (view_size, view_size) if view_size else None
+        try:
+            h, w = rig.sizes(size)
+        except ValueError as err:
+            raise NodeInputError(node, "view_size", "a size for rigs whose views differ in size", str(err)) from None
+        if not hasattr(vae, "spacial_compression_encode") or not hasattr(vae, "latent_channels"):
+            raise NodeInputError(node, "vae", "a VAE (Load VAE)", describe(vae))
+        f = int(vae.spacial_compression_encode())
+        if h % (2 * f) or w % (2 * f):
+            raise NodeInputError(node, "view_size", f"views whose sides are multiples of {2 * f} (VAE {f}x, 2x2 "
+                                 "patches)", f"{w}x{h}")
+        views = erp_to_rig(erp.float(), rig, size, mode="bilinear", callback=progress_callback(1))
+        images = views.movedim(1, -1).clamp(0, 1).contiguous()
+        pos, neg = _host.apply_controlnet(positive, negative, control_net, images, strength, vae=vae)
+        latent = torch.zeros(images.shape[0], int(vae.latent_channels), h // f, w // f)
+        return io.NodeOutput(pos, neg, {"samples": latent}, images)
+
+
 class Pano360VF3DLoadArcs(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -461,6 +529,43 @@ class Pano360VF3DAnchors(io.ComfyNode):
         return io.NodeOutput(anchor_sequence(hed, corres, sample, settings))
 
 
+class Pano360VF3DSaveTextEmbedding(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DSaveTextEmbedding",
+            display_name="VideoFrom3D Save Text Embedding",
+            category=CATEGORY,
+            description="Saves a Flux text conditioning (T5 tokens and CLIP pooled vector) as a safetensors file in "
+                        "the output folder, for the style-LoRA trainer (python -m pano360 train-videofrom3d-lora "
+                        "--text-embedding FILE). VideoFrom3D trains with an empty prompt: CLIP Text Encode with an "
+                        "empty text on DualCLIPLoader (t5xxl + clip_l, type flux).",
+            inputs=[
+                io.Conditioning.Input("conditioning", tooltip="Flux conditioning of one prompt (CLIP Text Encode on a flux "
+                                                              "DualCLIPLoader)."),
+                io.String.Input("filename_prefix", default="vf3d_text_embedding",
+                                tooltip="File name prefix inside the output folder (subfolders allowed); ComfyUI's "
+                                        "numbering is appended (_00001_.safetensors)."),
+            ],
+            outputs=[io.String.Output("path", tooltip="The written file's full path (give it to --text-embedding).")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, conditioning, filename_prefix) -> io.NodeOutput:
+        try:
+            txt, vec = flux_text_embedding(conditioning)
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "conditioning", "one Flux conditioning (T5 tokens + pooled_output)",
+                                 str(err)) from None
+        output_path(_host.output_directory(), filename_prefix, cls.__name__, "filename_prefix")
+        folder, name, counter, _, _ = _host.save_image_path(filename_prefix, _host.output_directory())
+        target = os.path.join(folder, f"{name}_{counter:05}_.safetensors")
+        path = save_text_embedding(target, txt, vec, next_free=next_counter_name)
+        log.info("VideoFrom3D text embedding written to %s", path)
+        return io.NodeOutput(path, ui={"text": [path]})
+
+
 # ------------------------------------------------------------------------ GGI (inbetweening)
 
 
@@ -507,6 +612,65 @@ def load_ggi_model(cfg: dict, sd: dict, dtype=None, source: str = "ggi"):
     return _host.wrap_module(DiffusersGGI.from_state_dict(cfg, sd, dtype))
 
 
+VAE_BACKENDS = ("auto", "diffusers")
+
+
+def load_cogvideox_vae_for_host(sd: dict, tiling: bool = True, backend: str = "auto", source: str = "vae"):
+    """A CogVideoX VAE (diffusers-key state dict) as a ComfyUI VAE on this host.  backend "auto":
+    ComfyUI's native one where it has it and builds this layout (0.33+, CogVideoX-5B/2B sizes), else
+    diffusers' ``AutoencoderKLCogVideoX`` behind ComfyUI's VAE interface (0.3.64, other layouts);
+    "diffusers": diffusers on any host (the official pipeline's VAE, its frame chunking)."""
+    config = cogvideox_vae_config(sd)
+    if backend == "auto" and _host.has_native_cogvideox() and is_native_layout(config):
+        return _host.native_vae(sd)
+    vae = load_cogvideox_vae(sd, _host.vae_dtype(), tiling=tiling, source=source)
+    reason = ("asked for" if backend == "diffusers" else "ComfyUI has no native CogVideoX"
+              if not _host.has_native_cogvideox() else "a layout ComfyUI does not build")
+    log.info("CogVideoX VAE %s through diffusers (%s)", source, reason)
+    return _host.ModuleVideoVAE(vae, encode_frames, decode_latents, config["latent_channels"])
+
+
+class Pano360VF3DCogVideoXVAELoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360VF3DCogVideoXVAELoader",
+            display_name="VideoFrom3D CogVideoX VAE Loader",
+            category=CATEGORY,
+            description="Loads CogVideoX's VAE (vae/diffusion_pytorch_model.safetensors of CogVideoX-5b-I2V, copied "
+                        "into models/vae) on any ComfyUI: 0.33+ builds its native CogVideoX VAE (as Load VAE does); "
+                        "0.3.64, which has none, runs diffusers' AutoencoderKLCogVideoX behind ComfyUI's VAE "
+                        "interface (works with VAE Encode / VAE Decode and the GGI Inbetween node).",
+            inputs=[
+                io.Combo.Input("vae_name", options=_host.model_file_list("vae"),
+                               tooltip="The CogVideoX VAE file in models/vae (diffusers keys, e.g. renamed "
+                                       "cogvideox_5b_i2v_vae.safetensors)."),
+                io.Boolean.Input("tiling", default=True,
+                                 tooltip="diffusers backend only: tiled, sliced encode/decode as ggi.py runs it (less "
+                                         "memory; ComfyUI's native VAE manages memory itself)."),
+                io.Combo.Input("backend", options=list(VAE_BACKENDS), default="auto",
+                               tooltip="auto: ComfyUI's native CogVideoX VAE where it exists (0.33+), diffusers on "
+                                       "0.3.64. diffusers: the official pipeline's implementation on any host (0.33's "
+                                       "native VAE encodes 49-frame clips in other frame chunks and decodes "
+                                       "rolling, which changes the latents slightly; see docs/videofrom3d.md)."),
+            ],
+            outputs=[io.Vae.Output(tooltip="A VAE for VideoFrom3D Inbetween, VAE Encode and VAE Decode.")],
+        )
+
+    @classmethod
+    def execute(cls, vae_name, tiling, backend="auto") -> io.NodeOutput:
+        check_widgets(cls, backend=backend)
+        try:
+            path = _host.model_file_path("vae", vae_name)
+        except FileNotFoundError:
+            raise NodeInputError(cls.__name__, "vae_name", "a file in models/vae", repr(vae_name)) from None
+        sd = _host.load_torch_file(path)
+        try:
+            return io.NodeOutput(load_cogvideox_vae_for_host(sd, bool(tiling), backend, source=vae_name))
+        except ValueError as err:
+            raise NodeInputError(cls.__name__, "vae_name", "CogVideoX's VAE (diffusers keys)", str(err)) from None
+
+
 def _velocity(model, context: torch.Tensor):
     """``velocity(x (2B, 48, T, h, w), t (2B,))`` for a GGI MODEL, native or diffusers."""
     _host.load_models([model])
@@ -531,21 +695,32 @@ class Pano360VF3DTextEncode(io.ComfyNode):
             display_name="VideoFrom3D Text Encode (T5, 226 tokens)",
             category=CATEGORY,
             description="Encodes text with a T5-XXL CLIP padded to exactly 226 tokens, as CogVideoX was trained "
-                        "(whatever the loader's own padding, so it works with any T5 loader).",
+                        "(whatever the loader's own padding, so it works with any T5 loader). VideoFrom3D prompts GGI "
+                        "with a BLIP-2 caption of the first anchor: connect a caption (e.g. ComfyUI 0.33's Generate "
+                        "Text on the first anchor) to 'caption', or type a description in 'text'.",
             inputs=[
-                io.Clip.Input("clip", tooltip="T5-XXL (Load CLIP: type cogvideox, or sd3/mochi with the T5 file)."),
+                io.Clip.Input("clip", tooltip="T5-XXL (Load CLIP: type cogvideox, or ltxv/sd3/mochi with the T5 file)."),
                 io.String.Input("text", default="", multiline=True,
-                                tooltip="The prompt (VideoFrom3D: a BLIP-2 caption of the first anchor; empty for the negative)."),
+                                tooltip="The prompt when no caption is connected (VideoFrom3D: a caption of the first "
+                                        "anchor; empty for the negative)."),
+                io.String.Input("caption", optional=True, force_input=True,
+                                tooltip="Optional: a caption of the first anchor from a captioning node (ComfyUI 0.33+: "
+                                        "Generate Text with a vision-language text encoder); replaces 'text' when "
+                                        "connected."),
             ],
             outputs=[io.Conditioning.Output(tooltip="(1, 226, 4096) T5 embeddings.")],
         )
 
     @classmethod
-    def execute(cls, clip, text) -> io.NodeOutput:
+    def execute(cls, clip, text, caption=None) -> io.NodeOutput:
+        if caption is not None and not isinstance(caption, str):
+            raise NodeInputError(cls.__name__, "caption", "a STRING", describe(caption))
+        prompt = prompt_text(text, caption)
         try:
-            out = _host.padded_text_conditioning(clip, text, T5_TOKENS)
+            out = _host.padded_text_conditioning(clip, prompt, T5_TOKENS)
         except ValueError as err:
-            raise NodeInputError(cls.__name__, "text", f"at most {T5_TOKENS} T5 tokens", str(err)) from None
+            raise NodeInputError(cls.__name__, "caption" if caption is not None else "text",
+                                 f"at most {T5_TOKENS} T5 tokens", str(err)) from None
         cond = out[0] if isinstance(out, tuple) else out
         return io.NodeOutput([[cond, {}]])
 
@@ -615,11 +790,14 @@ NODES = [
     Pano360VF3DScenePath,
     Pano360VF3DPreprocess,
     Pano360VF3DEquirectEdges,
+    Pano360VF3DControlViews,
     Pano360VF3DLoadArcs,
     Pano360XLabsLoraLoader,
     Pano360XLabsControlNetLoader,
     Pano360VF3DAnchors,
+    Pano360VF3DSaveTextEmbedding,
     Pano360VF3DGGILoader,
+    Pano360VF3DCogVideoXVAELoader,
     Pano360VF3DTextEncode,
     Pano360VF3DInbetween,
 ]

@@ -31,7 +31,13 @@ from .types import Fuse
 
 log = logging.getLogger("pano360")
 
-__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "SphereUnetWrapper"]
+__all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "ROLL_OPTION", "SphereUnetWrapper"]
+
+# transformer_options key where :class:`UnetRollWrapper` says how the model sees the latent in
+# this call: ``(shift, width)``, the latent rolled right by ``shift`` of its ``width`` columns
+# (a turn of ``-2 pi shift / width`` in yaw).  Patches that depend on absolute longitude
+# (DiffPano's epipolar attention, pipelines/diffpano/patches.py) read it.
+ROLL_OPTION = "pano360_roll"
 
 
 def post_cfg_hook(fusion: Fuse) -> Callable[[dict], Tensor]:
@@ -122,10 +128,12 @@ class UnetRollWrapper:
         x, timestep, c = args["input"], args["timestep"], args["c"]
         sigma = float(timestep.detach().flatten().max())
         width = x.shape[-1]
-        shift = self.schedule.offset(self.step_for(sigma, c.get("transformer_options") or {}), width)
+        options = c.get("transformer_options") or {}
+        shift = self.schedule.offset(self.step_for(sigma, options), width)
         if shift:
             x = roll_width(x, shift)
             c = roll_conditioning(c, shift, width)
+        c = {**c, "transformer_options": {**options, ROLL_OPTION: (int(shift), int(width))}}
         if self.previous is not None:
             out = self.previous(apply_model, {**args, "input": x, "c": c})
         else:

@@ -37,13 +37,18 @@ class BrowserUnavailable(RuntimeError):
 
 
 class DevTools:
-    """A minimal DevTools client over one page's websocket."""
+    """A minimal DevTools client over one page's websocket.
+
+    Events (messages without an ``id``: console output, exceptions, network responses of
+    the enabled domains) that arrive while waiting for a reply are kept in ``events``.
+    """
 
     def __init__(self, ws_url: str):
         from websockets.sync.client import connect
 
         self.ws = connect(ws_url, max_size=64 * 1024 * 1024, open_timeout=10)
         self.next_id = 0
+        self.events: list[dict] = []
 
     def call(self, method: str, timeout: float = 10.0, **params):
         self.next_id += 1
@@ -51,10 +56,39 @@ class DevTools:
         deadline = time.monotonic() + timeout
         while True:
             msg = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
-            if msg.get("id") == self.next_id:
+            if "id" not in msg:
+                self.events.append(msg)
+            elif msg.get("id") == self.next_id:
                 if "error" in msg:
                     raise RuntimeError(f"{method}: {msg['error']}")
                 return msg.get("result", {})
+
+    def poll_events(self) -> list[dict]:
+        """Read the events that arrived so far (without waiting) and return all kept ones."""
+        while True:
+            try:
+                msg = json.loads(self.ws.recv(timeout=0.05))
+            except TimeoutError:
+                return self.events
+            if "id" not in msg:
+                self.events.append(msg)
+
+    def console_messages(self) -> list[tuple[str, str]]:
+        """``(level, text)`` of every console call, uncaught exception and browser log entry
+        seen so far (needs ``Runtime.enable`` and ``Log.enable``)."""
+        out = []
+        for event in self.poll_events():
+            method, params = event.get("method"), event.get("params", {})
+            if method == "Runtime.consoleAPICalled":
+                text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+                out.append((params.get("type", ""), text))
+            elif method == "Runtime.exceptionThrown":
+                details = params.get("exceptionDetails", {})
+                out.append(("exception", str(details.get("exception", {}).get("description") or details.get("text"))))
+            elif method == "Log.entryAdded":
+                entry = params.get("entry", {})
+                out.append((entry.get("level", ""), f"{entry.get('text', '')} {entry.get('url', '')}".strip()))
+        return out
 
     def evaluate(self, expression: str, timeout: float = 10.0):
         result = self.call("Runtime.evaluate", timeout=timeout, expression=expression, returnByValue=True,

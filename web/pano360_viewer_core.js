@@ -10,7 +10,37 @@
 // Camera: +yaw turns right, +pitch looks up, fov is horizontal.  Exact at the poles (no
 // sphere tessellation) and without mipmaps, so the 0/360 seam shows no line.
 
-import * as THREE from "./vendor/three/three.module.min.js";
+// three.js: the page's own if it exposes one (window.THREE, as some pages and packs
+// do), else the vendored copy.  three.js marks a page with window.__THREE__ and warns
+// "Multiple instances of Three.js being imported" when a second copy loads.  The
+// ComfyUI frontend bundles its own three.js (3D nodes) without exposing it, so the
+// vendored copy is imported with that mark put aside and restored afterwards: neither
+// copy sees the other, whichever loads first.
+const THREE_MARK = "__THREE__";
+const REQUIRED = ["WebGLRenderer", "ShaderMaterial", "Scene", "Mesh", "PlaneGeometry", "OrthographicCamera",
+  "Vector2", "Vector4", "TextureLoader", "VideoTexture", "NoColorSpace", "RepeatWrapping"];
+
+export function usableThree(candidate) {
+  return !!candidate && REQUIRED.every((name) => candidate[name] !== undefined);
+}
+
+async function loadThree() {
+  if (usableThree(globalThis.THREE)) return { THREE: globalThis.THREE, source: "page" };
+  const had = Object.prototype.hasOwnProperty.call(globalThis, THREE_MARK);
+  const mark = globalThis[THREE_MARK];
+  delete globalThis[THREE_MARK];
+  try {
+    return { THREE: await import("./vendor/three/three.module.min.js"), source: "vendored" };
+  } finally {
+    delete globalThis[THREE_MARK];
+    if (had) globalThis[THREE_MARK] = mark;
+  }
+}
+
+const loaded = await loadThree();
+const THREE = loaded.THREE;
+/** Which three.js the viewer uses: "page" (window.THREE) or "vendored". */
+export const THREE_SOURCE = loaded.source;
 
 export const DEFAULT_VIEW = Object.freeze({ yaw: 0, pitch: 0, fov: 90 });
 export const FOV_LIMITS = Object.freeze({ min: 20, max: 120 });

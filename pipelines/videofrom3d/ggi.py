@@ -44,6 +44,7 @@ __all__ = [
     "initial_latents",
     "sample_ggi",
     "chain_arcs",
+    "prompt_text",
 ]
 
 GGI_FRAMES = 49  # ggi.py --num_frames
@@ -218,3 +219,9 @@ def arc_inputs(hed: Tensor, noises: Tensor | None, settings: GGISettings, genera
         raise ValueError(f"warped noise: expected {(GGI_LATENT_FRAMES, *latent_hw, channels)} (F, H, W, C), "
                          f"got {tuple(noises.shape)}")
     return clip, initial_latents(noises, settings.degradation, generator)
+
+
+def prompt_text(text: str, caption: str | None = None) -> str:
+    """GGI's prompt: a caption of the first anchor when one is given (``ggi.py`` uses BLIP-2's,
+    stripped, whenever ``--prompt`` is absent), otherwise the typed text as it is."""
+    return text if caption is None else caption.strip()

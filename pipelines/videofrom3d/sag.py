@@ -31,6 +31,7 @@ __all__ = [
     "SAGSettings",
     "SAG_PAPER",
     "anchor_size",
+    "xflux_schedule",
     "xflux_timesteps",
     "warp_anchor",
     "latent_mask",
@@ -84,15 +85,21 @@ def anchor_size(width: int, height: int) -> tuple[int, int]:
     return w, h
 
 
-def xflux_timesteps(steps: int, width: int, height: int) -> Tensor:
-    """x-flux's shifted schedule for an image of ``width × height`` (multiples of 16): ``steps + 1``
-    times from 1 to 0 (float64; for Flux in ComfyUI they are the sigmas)."""
-    seq_len = (width // 8) * (height // 8) // (16 * 16)
+def xflux_schedule(steps: int, seq_len: int) -> Tensor:
+    """x-flux ``get_schedule(steps, seq_len, shift=True)``: ``steps + 1`` times from 1 to 0, shifted
+    by ``mu`` linear in ``seq_len`` (0.5 at 256, 1.15 at 4096), float64."""
     slope = (XFLUX_MAX_SHIFT - XFLUX_BASE_SHIFT) / (XFLUX_SEQ_HI - XFLUX_SEQ_LO)
     mu = XFLUX_BASE_SHIFT + slope * (seq_len - XFLUX_SEQ_LO)
     t = torch.linspace(1, 0, steps + 1)  # float32, as x-flux builds it
     shifted = math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** 1.0)
     return shifted.double()
+
+
+def xflux_timesteps(steps: int, width: int, height: int) -> Tensor:
+    """x-flux's sampling schedule for an image of ``width × height`` (multiples of 16): ``steps + 1``
+    times from 1 to 0 (float64; for Flux in ComfyUI they are the sigmas).  Its "seq_len" is
+    ``(W/8 · H/8) / 256`` -- not the token count (quirk kept, spec §2c)."""
+    return xflux_schedule(steps, (width // 8) * (height // 8) // (16 * 16))
 
 
 def warp_anchor(previous: np.ndarray, corres_end: np.ndarray, settings: SAGSettings = SAG_PAPER

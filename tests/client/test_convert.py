@@ -135,8 +135,11 @@ def test_api_to_ui_is_deterministic_and_lays_out_columns_by_depth():
     ks = next(n for n in ui1["nodes"] if n["type"] == "KSampler")
     assert ks["widgets_values"] == [156680208700286, "fixed", 20, 8, "euler", "normal", 1]
     loader = next(n for n in ui1["nodes"] if n["id"] == 4)
-    assert loader["properties"]["models"] == [{"name": "v1-5-pruned-emaonly-fp16.safetensors",
-                                               "directory": "checkpoints"}]
+    # the download prompt ComfyUI's own default workflow carries (a public file: client.model_sources)
+    assert loader["properties"]["models"] == [{
+        "name": "v1-5-pruned-emaonly-fp16.safetensors", "directory": "checkpoints",
+        "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+               "v1-5-pruned-emaonly-fp16.safetensors?download=true"}]
     for link in ui1["links"]:   # every link is listed at both ends
         lid, src, src_slot, dst, dst_slot, kind = link
         node_src = next(n for n in ui1["nodes"] if n["id"] == src)

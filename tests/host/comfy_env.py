@@ -7,15 +7,28 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
+import re
 import sys
 import types
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]  # the checkout
 PACK_DIRNAME = "pano360"  # the custom_nodes entry the test server loads this checkout as
+# The version of the ComfyUI under test, found by tests/host/conftest.py (None: none found);
+# test modules read it at collection time (e.g. to parametrize by what the host has).
+DETECTED_VERSION: tuple[int, ...] | None = None
 
 
 class ComfyImportError(ImportError):
     """ComfyUI or one of its dependencies cannot be imported."""
+
+
+def comfyui_version(comfyui_root: pathlib.Path) -> tuple[int, ...]:
+    """``__version__`` of ``<root>/comfyui_version.py`` as ints, read without importing ComfyUI."""
+    path = pathlib.Path(comfyui_root) / "comfyui_version.py"
+    match = re.search(r'__version__\s*=\s*["\']([0-9.]+)', path.read_text()) if path.is_file() else None
+    if match is None:
+        raise ComfyImportError(f"{path}: no __version__ found; is {comfyui_root} a ComfyUI folder?")
+    return tuple(int(x) for x in match.group(1).split("."))
 
 
 def import_comfy(comfyui_root: pathlib.Path, base: pathlib.Path | None = None) -> types.SimpleNamespace:

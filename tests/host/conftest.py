@@ -1,13 +1,18 @@
-"""Host tests: Pano360 inside a real ComfyUI (0.3.64), in process and over HTTP.
+"""Host tests: Pano360 inside a real ComfyUI (0.3.64 or 0.33), in process and over HTTP.
 
 ComfyUI is found through ``$COMFYUI_ROOT`` or, when this checkout sits in
 ``<ComfyUI>/custom_nodes/<pack>``, through the parent folders.  Without one, every
 test in this folder is skipped with the reason (see docs/testing.md); a test module
 that needs no ComfyUI sets ``HOST_FREE = True``.
 
+With ``PANO360_HOST_STRICT=1`` (CI sets it) nothing here may skip: a missing ComfyUI
+fails every test, and any test that would skip is reported as failed with its reason.
+
 Fixtures
 --------
 ``comfyui_root``       the ComfyUI folder (a ``pathlib.Path``).
+``comfy_version``      its version as a tuple of ints, e.g. ``(0, 33, 0)`` (from
+                       ``comfyui_version.py``, read without importing ComfyUI).
 ``comfy_in_process``   ComfyUI importable in this process (``--cpu`` defaults, a temp
                        base directory), so ``pano360.nodes.*`` import and a node's
                        ``execute`` can be called directly.
@@ -15,8 +20,9 @@ Fixtures
                        this checkout as its only custom node and every folder it writes
                        in a temp base directory; yields a :class:`ComfyClient`.
 ``comfy_server_factory`` ``start()`` another independent server (for multi-server tests).
-``sd15_checkpoint``    a random SD1.5-shaped checkpoint (built once, cached outside the
-                       repository) that the server lists in ``models/checkpoints``.
+``sd15_checkpoint``    the file name of a tiny random SD1.5 checkpoint (built once,
+                       cached outside the repository) that the server lists in
+                       ``models/checkpoints``; ``sd15_checkpoint_path`` is its full path.
 
 Nothing here writes into the ComfyUI folder except Python's own bytecode cache
 (``__pycache__``) when ComfyUI's modules are imported.
@@ -27,18 +33,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import inspect
-import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 
 import pytest
 
@@ -51,11 +49,9 @@ ROOT = HOST_DIR.parents[1]  # the checkout under test
 SHARED = ROOT.parent / "shared"  # same names as tests/conftest.py (pytest shares the module name)
 
 PACK_DIRNAME = comfy_env.PACK_DIRNAME
-SERVER_START_TIMEOUT_S = 180.0  # ~10 s on an idle 2-core machine; generous for a busy one
-HTTP_TIMEOUT_S = 60.0
-SD15_FILENAME = "pano360_random_sd15.safetensors"
 SD15_BUILD_TIMEOUT_S = 600.0
-HOW_TO = "set COMFYUI_ROOT=/path/to/ComfyUI (0.3.64); see docs/testing.md"
+HOW_TO = "set COMFYUI_ROOT=/path/to/ComfyUI (0.3.64 or 0.33); see docs/testing.md"
+STRICT = os.environ.get("PANO360_HOST_STRICT", "") not in ("", "0")
 
 
 # ------------------------------------------------------------------ finding ComfyUI
@@ -89,38 +85,65 @@ def find_comfyui_root() -> tuple[pathlib.Path | None, str]:
 
 
 COMFYUI_ROOT, NOT_FOUND_REASON = find_comfyui_root()
+COMFYUI_VERSION = comfy_env.comfyui_version(COMFYUI_ROOT) if COMFYUI_ROOT is not None else None
+comfy_env.DETECTED_VERSION = COMFYUI_VERSION
 
 
 def pytest_configure(config):
     # the expected, once-per-process notice of prepare_comfyui.py's torchaudio guard
     config.addinivalue_line("filterwarnings", "ignore:torchaudio extension:UserWarning")
+    config.addinivalue_line("markers", "comfy_min_version(version): the test needs a ComfyUI feature new in "
+                            "`version` (a tuple such as (0, 33)); on older hosts it is deselected, not skipped")
+
+
+def pytest_report_header(config):
+    if COMFYUI_ROOT is None:
+        return f"pano360 host tests: {NOT_FOUND_REASON}"
+    version = ".".join(map(str, COMFYUI_VERSION))
+    return f"pano360 host tests: ComfyUI {version} at {COMFYUI_ROOT}{' (strict: no skips)' if STRICT else ''}"
+
+
+def _in_host_dir(item) -> bool:
+    return HOST_DIR in pathlib.Path(str(item.fspath)).resolve().parents
 
 
 def pytest_collection_modifyitems(config, items):
-    if COMFYUI_ROOT is not None:
+    if COMFYUI_VERSION is not None:  # tests of features the host under test does not have
+        too_new = [item for item in items
+                   if (marker := item.get_closest_marker("comfy_min_version")) and COMFYUI_VERSION < tuple(marker.args[0])]
+        if too_new:
+            config.hook.pytest_deselected(items=too_new)
+            items[:] = [item for item in items if item not in too_new]
+    if COMFYUI_ROOT is not None or STRICT:  # strict: the comfyui_root fixture fails instead
         return
     skip = pytest.mark.skip(reason=NOT_FOUND_REASON)
     for item in items:
-        path = pathlib.Path(str(item.fspath)).resolve()
-        if HOST_DIR in path.parents and not getattr(getattr(item, "module", None), "HOST_FREE", False):
+        if _in_host_dir(item) and not getattr(getattr(item, "module", None), "HOST_FREE", False):
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Strict mode: a host test that skips is a failure (CI must never pass by skipping)."""
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail") and _in_host_dir(item):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under PANO360_HOST_STRICT=1 (host tests must run): {reason}"
 
 
 @pytest.fixture(scope="session")
 def comfyui_root() -> pathlib.Path:
     if COMFYUI_ROOT is None:
-        pytest.skip(NOT_FOUND_REASON)
+        (pytest.fail if STRICT else pytest.skip)(NOT_FOUND_REASON)
     return COMFYUI_ROOT
 
 
-def _make_base_directory(base: pathlib.Path) -> pathlib.Path:
-    """A ComfyUI base directory whose only custom node is this checkout."""
-    for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / PACK_DIRNAME
-    if not link.exists():
-        link.symlink_to(ROOT, target_is_directory=True)
-    return base
+@pytest.fixture(scope="session")
+def comfy_version(comfyui_root) -> tuple[int, ...]:
+    """The ComfyUI version under test, e.g. ``(0, 3, 64)`` or ``(0, 33, 0)``."""
+    return COMFYUI_VERSION
 
 
 # ------------------------------------------------------------------ in process
@@ -131,236 +154,103 @@ def comfy_in_process(comfyui_root, tmp_path_factory):
     """ComfyUI's modules importable here, configured as ``main.py --cpu`` with a temp base dir.
 
     Returns a namespace: ``root``, ``base`` (temp base directory), ``folder_paths``,
-    ``model_management``, ``utils`` (``comfy.utils``), ``io`` (``comfy_api.latest.io``)
-    and ``run_node(node_cls, **inputs) -> io.NodeOutput``, which calls a V3 node the way
-    the executor does (a class clone with hidden inputs, ``unique_id`` "1").
+    ``model_management``, ``utils`` (``comfy.utils``), ``io`` (``comfy_api.latest.io``),
+    ``version`` (a tuple of ints) and
+    ``run_node(node_cls, unique_id="1", *, hidden=None, **inputs) -> io.NodeOutput``, which
+    runs a node through ComfyUI's own executor functions (see :func:`run_node`).
     """
-    base = _make_base_directory(tmp_path_factory.mktemp("comfy_inproc"))
+    base = make_base_directory(tmp_path_factory.mktemp("comfy_inproc"))
     try:
         env = comfy_env.import_comfy(comfyui_root, base)
     except comfy_env.ComfyImportError as error:
-        pytest.skip(str(error))
-
-    def run_node(node_cls, unique_id: str = "1", **inputs):
-        clone = node_cls.PREPARE_CLASS_CLONE({"unique_id": unique_id})
-        if inspect.iscoroutinefunction(node_cls.execute):
-            return asyncio.run(clone.EXECUTE_NORMALIZED_ASYNC(**inputs))
-        return clone.EXECUTE_NORMALIZED(**inputs)
-
+        (pytest.fail if STRICT else pytest.skip)(str(error))
+    env.version = COMFYUI_VERSION
     env.run_node = run_node
+    env.cancel_after_progress = lambda updates=1: _cancel_after_progress(env, updates)
     return env
+
+
+@contextlib.contextmanager
+def _cancel_after_progress(env, updates: int = 1):
+    """Press Cancel (``interrupt_current_processing``) when a node has sent ``updates``
+    progress updates through ComfyUI's ProgressBar hook, as a user does while the bar
+    moves; the flag is cleared again on exit.  (Setting the flag *before* a node runs
+    would stop ComfyUI's executor at the node's start, testing nothing of the node.)"""
+    utils, mm = env.utils, env.model_management
+    previous = utils.PROGRESS_BAR_HOOK
+    seen = []
+
+    def hook(value, total, preview, node_id=None):
+        seen.append(value)
+        if len(seen) == updates:
+            mm.interrupt_current_processing(True)
+
+    utils.set_progress_bar_global_hook(hook)
+    try:
+        yield seen
+    finally:
+        utils.set_progress_bar_global_hook(previous)
+        mm.interrupt_current_processing(False)
+
+
+# Hidden inputs a test may give run_node, and where ComfyUI's executor takes each from.
+_HIDDEN_KEYS = {"prompt": "prompt", "extra_pnginfo": "extra_pnginfo"}
+
+
+def run_node(node_cls, unique_id: str = "1", *, hidden: dict | None = None, **inputs):
+    """Run one node with literal input values the way ``execution.execute`` does, on
+    either ComfyUI version: ``execution.get_input_data`` sorts the values into the node's
+    inputs and builds the hidden inputs (0.3.64: a dict; 0.33: the V3Data with dynamic
+    input paths), then ``execution._async_map_node_over_list`` clones the class with them
+    (``PREPARE_CLASS_CLONE``), nests dynamic inputs (0.33) and calls the node inside
+    ComfyUI's ``CurrentNodeContext``; async nodes are awaited.  Both functions take the
+    same positional arguments on both versions (only the last one's name changed).
+
+    ``hidden``: ``{"prompt": <API prompt>, "extra_pnginfo": {...}}`` (what the server
+    takes from ``POST /prompt``); ``unique_id`` is the node id.  Returns the node's
+    ``io.NodeOutput``.  Link values (``["node id", slot]``) cannot be given here.
+    """
+    import execution
+    from comfy_execution.graph import DynamicPrompt
+
+    hidden = {str(k).lower(): v for k, v in (hidden or {}).items()}
+    unknown = sorted(set(hidden) - set(_HIDDEN_KEYS))
+    if unknown:
+        raise TypeError(f"run_node: unknown hidden inputs {unknown}; known: {sorted(_HIDDEN_KEYS)}")
+    dynprompt = DynamicPrompt(hidden.get("prompt") or {})
+    extra_data = {"extra_pnginfo": hidden["extra_pnginfo"]} if "extra_pnginfo" in hidden else {}
+    data, missing, hidden_data = execution.get_input_data(inputs, node_cls, str(unique_id), None, dynprompt, extra_data)
+    if missing:
+        raise TypeError(f"run_node takes values, not links: {sorted(missing)}")
+
+    async def call():
+        results = await execution._async_map_node_over_list(
+            "pano360-tests", str(unique_id), node_cls, data, node_cls.FUNCTION, True, None, None, hidden_data)
+        return await execution.resolve_map_node_over_list_results(results)
+
+    results = asyncio.run(call())
+    if len(results) != 1:
+        raise AssertionError(f"run_node: expected one call of {node_cls.__name__}, got {len(results)}")
+    return results[0]
 
 
 # ------------------------------------------------------------------ server
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from comfy_server import (  # noqa: E402  (re-exported: tests import them from here)
+    HTTP_TIMEOUT_S, SERVER_START_TIMEOUT_S, ComfyClient, ComfyError, free_port, make_base_directory, start_server, stop_server,
+)
 
 
-class ComfyError(RuntimeError):
-    """An HTTP error from the server, with its body."""
-
-
-class ComfyClient:
-    """A small blocking client for ComfyUI's HTTP API (loopback only)."""
-
-    def __init__(self, url: str, log_path: pathlib.Path, base: pathlib.Path):
-        self.url = url.rstrip("/")
-        self.log_path = log_path
-        self.base = base  # the server's base directory (output/, input/, temp/, user/)
-        self.client_id = uuid.uuid4().hex
-
-    # --- plumbing
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = HTTP_TIMEOUT_S) -> tuple[int, bytes]:
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as reply:
-                return reply.status, reply.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
-
-    def get_json(self, path: str):
-        status, body = self.request("GET", path)
-        if status != 200:
-            raise ComfyError(f"GET {path}: HTTP {status}: {body[:2000]!r}")
-        return json.loads(body)
-
-    def post_json(self, path: str, payload) -> tuple[int, object]:
-        status, body = self.request("POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-        try:
-            return status, json.loads(body) if body else None
-        except json.JSONDecodeError:
-            return status, body.decode(errors="replace")
-
-    # --- API
-    def system_stats(self) -> dict:
-        return self.get_json("/system_stats")
-
-    def object_info(self, node_class: str | None = None) -> dict:
-        return self.get_json("/object_info" + (f"/{urllib.parse.quote(node_class)}" if node_class else ""))
-
-    def post_prompt(self, prompt: dict, extra_data: dict | None = None) -> dict:
-        """Queue an API-format prompt.  Returns the reply with ``status`` (the HTTP code) added:
-        ``prompt_id`` and ``node_errors`` on 200; ``error`` and ``node_errors`` on 400."""
-        payload = {"prompt": prompt, "client_id": self.client_id}
-        if extra_data:
-            payload["extra_data"] = extra_data
-        status, reply = self.post_json("/prompt", payload)
-        if not isinstance(reply, dict):
-            raise ComfyError(f"POST /prompt: HTTP {status}: {reply!r}")
-        reply["status"] = status
-        reply.setdefault("node_errors", {})
-        return reply
-
-    def history(self, prompt_id: str) -> dict | None:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id)
-
-    def wait(self, prompt_id: str, timeout: float = 120.0, poll_s: float = 0.2) -> dict:
-        """The history entry of a finished prompt (success or error); TimeoutError after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            entry = self.history(prompt_id)
-            if entry is not None and entry.get("status", {}).get("completed") is not None:
-                if entry["status"].get("status_str") in ("success", "error"):
-                    return entry
-            time.sleep(poll_s)
-        raise TimeoutError(f"prompt {prompt_id} not finished after {timeout} s; log tail:\n{self.log_tail()}")
-
-    def run(self, prompt: dict, timeout: float = 120.0) -> dict:
-        """Queue a prompt that must validate, wait for it, and return its history entry."""
-        reply = self.post_prompt(prompt)
-        if reply["status"] != 200 or reply["node_errors"]:
-            raise ComfyError(f"prompt rejected: {json.dumps(reply, indent=1)[:4000]}")
-        return self.wait(reply["prompt_id"], timeout)
-
-    def run_with_events(self, prompt: dict, timeout: float = 120.0) -> tuple[dict, list[tuple[str, dict]]]:
-        """Like :meth:`run`, also collecting this prompt's websocket text events
-        (``progress``, ``executing``, ``executed``, ``execution_error``, ...) in order."""
-        from websockets.sync.client import connect
-
-        host = self.url.split("://", 1)[1]
-        events: list[tuple[str, dict]] = []
-        with connect(f"ws://{host}/ws?clientId={self.client_id}", open_timeout=10, max_size=None) as ws:
-            reply = self.post_prompt(prompt)
-            if reply["status"] != 200 or reply["node_errors"]:
-                raise ComfyError(f"prompt rejected: {json.dumps(reply, indent=1)[:4000]}")
-            prompt_id = reply["prompt_id"]
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                try:
-                    message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
-                except TimeoutError:
-                    break
-                if isinstance(message, bytes):
-                    continue  # binary previews
-                event = json.loads(message)
-                data = event.get("data", {})
-                if data.get("prompt_id", prompt_id) != prompt_id:
-                    continue
-                events.append((event["type"], data))
-                if event["type"] in ("execution_error", "execution_interrupted") or (
-                        event["type"] == "executing" and data.get("node") is None):
-                    break
-        return self.wait(prompt_id, max(1.0, deadline - time.monotonic())), events
-
-    @staticmethod
-    def error_message(entry: dict) -> str | None:
-        """The ``execution_error`` message of a history entry, or None."""
-        for event, data in entry.get("status", {}).get("messages", []):
-            if event == "execution_error":
-                return f"{data.get('node_type')}: {data.get('exception_message')}\n{''.join(data.get('traceback', []))}"
-        return None
-
-    def view(self, filename: str, subfolder: str = "", type: str = "output") -> bytes:
-        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": type})
-        status, body = self.request("GET", f"/view?{query}")
-        if status != 200:
-            raise ComfyError(f"GET /view?{query}: HTTP {status}")
-        return body
-
-    def upload_image(self, data: bytes, name: str, subfolder: str = "", overwrite: bool = True) -> dict:
-        """POST /upload/image (multipart); returns ``{"name", "subfolder", "type"}``."""
-        boundary = uuid.uuid4().hex
-        parts = []
-        for key, value in (("subfolder", subfolder), ("type", "input"), ("overwrite", "true" if overwrite else "false")):
-            parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'.encode())
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
-        parts.append(f"--{boundary}--\r\n".encode())
-        status, body = self.request("POST", "/upload/image", b"".join(parts),
-                                    {"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        if status != 200:
-            raise ComfyError(f"POST /upload/image: HTTP {status}: {body[:500]!r}")
-        return json.loads(body)
-
-    def free(self, unload_models: bool = False) -> None:
-        """Drop cached node outputs (and optionally models) so the next prompt re-executes."""
-        self.post_json("/free", {"unload_models": unload_models, "free_memory": True})
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_text().splitlines()[-n:])
-
-
-def _model_cache_dir() -> pathlib.Path:
-    root = os.environ.get("PANO360_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pano360-tests")
-    return pathlib.Path(root)
+# The names host tests used before tests/host/comfy_server.py held them (test_batch_host.py).
+_make_base_directory = make_base_directory
+_stop = stop_server
 
 
 def _start_server(comfyui_root: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path, port: int | None = None):
-    """Start main.py on ``port`` (default: a free loopback port); returns (process, client)
-    once /system_stats answers.  A fixed port restarts a server where its clients find it."""
-    models = _model_cache_dir() / "models"
-    (models / "checkpoints").mkdir(parents=True, exist_ok=True)
-    extra = base / "extra_model_paths.yaml"
-    extra.write_text(f"pano360_tests:\n  base_path: {models}\n  checkpoints: checkpoints/\n")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
-    last_error = ""
-    fixed = port
-    for _attempt in range(3):  # a port taken between free_port() and bind(): try another one
-        port = fixed or free_port()
-        cmd = [
-            sys.executable, "-u", "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-            "--disable-auto-launch", "--disable-api-nodes", "--log-stdout",
-            "--base-directory", str(base), "--database-url", "sqlite:///:memory:",
-            "--extra-model-paths-config", str(extra),
-            # only this checkout, even if ComfyUI's own extra_model_paths.yaml adds custom_nodes folders
-            "--disable-all-custom-nodes", "--whitelist-custom-nodes", PACK_DIRNAME,
-        ]
-        log_file = open(log_path, "ab")
-        proc = subprocess.Popen(cmd, cwd=comfyui_root, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-        log_file.close()
-        client = ComfyClient(f"http://127.0.0.1:{port}", log_path, base)
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            with contextlib.suppress(OSError, ValueError):
-                if client.request("GET", "/system_stats", timeout=2.0)[0] == 200:
-                    return proc, client
-            time.sleep(0.25)
-        _stop(proc)
-        last_error = client.log_tail(80)
-        if "address already in use" not in last_error.lower():
-            break
-    raise RuntimeError(f"ComfyUI did not start within {SERVER_START_TIMEOUT_S} s:\n{last_error}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
+    """``start_server`` with the test model cache listed; ``port`` fixed to restart a server
+    where its clients find it."""
+    return start_server(comfyui_root, base, log_path, models_dir=model_cache_dir(), port=port)
 
 @pytest.fixture(scope="session")
 def comfy_server_factory(comfyui_root, tmp_path_factory):
@@ -375,8 +265,8 @@ def comfy_server_factory(comfyui_root, tmp_path_factory):
     processes: list[subprocess.Popen] = []
 
     def start() -> ComfyClient:
-        base = _make_base_directory(tmp_path_factory.mktemp("comfy_server"))
-        proc, client = _start_server(comfyui_root, base, base / "comfyui.log")
+        base = make_base_directory(tmp_path_factory.mktemp("comfy_server"))
+        proc, client = start_server(comfyui_root, base, base / "comfyui.log", models_dir=model_cache_dir())
         processes.append(proc)
         return client
 
@@ -384,7 +274,7 @@ def comfy_server_factory(comfyui_root, tmp_path_factory):
         yield start
     finally:
         for proc in processes:
-            _stop(proc)
+            stop_server(proc)
 
 
 @pytest.fixture(scope="session")
@@ -396,26 +286,43 @@ def comfy_server(comfy_server_factory) -> ComfyClient:
 # ------------------------------------------------------------------ random-weight models
 
 
-@pytest.fixture(scope="session")
-def sd15_checkpoint(comfyui_root) -> str:
-    """File name (in ``models/checkpoints``) of a random SD1.5-shaped checkpoint.
+def model_cache_dir() -> pathlib.Path:
+    """``$PANO360_TEST_CACHE/models`` (default ``~/.cache/pano360-tests/models``): the random
+    models, shared by every session and both ComfyUI versions (the files are identical)."""
+    root = os.environ.get("PANO360_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pano360-tests")
+    return pathlib.Path(root) / "models"
 
-    Built once with ComfyUI's own classes by ``make_random_models.py`` into
-    ``$PANO360_TEST_CACHE`` (default ``~/.cache/pano360-tests``)/models/checkpoints, which
-    the ``comfy_server`` fixture lists through ``--extra-model-paths-config``.  About 2 GB
-    and 20-60 s the first time; a file lock keeps parallel sessions from building twice.
-    """
-    folder = _model_cache_dir() / "models" / "checkpoints"
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint_path(comfyui_root) -> pathlib.Path:
+    """Full path of the tiny random SD1.5 checkpoint (see ``sd15_checkpoint``)."""
+    import make_random_models
+
+    folder = model_cache_dir() / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / SD15_FILENAME
+    path = folder / make_random_models.FILENAMES["sd15"]
     with open(folder / ".build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not path.is_file():
+        if not make_random_models.is_current(path):
             result = subprocess.run(
                 [sys.executable, str(HOST_DIR / "make_random_models.py"), "--comfyui", str(comfyui_root),
-                 "--model", "sd15", "--out", str(path)],
+                 "--model", "sd15", "--out-dir", str(folder)],
                 capture_output=True, text=True, timeout=SD15_BUILD_TIMEOUT_S,
             )
             if result.returncode != 0:
                 pytest.fail(f"building the random SD1.5 checkpoint failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return SD15_FILENAME
+    return path
+
+
+@pytest.fixture(scope="session")
+def sd15_checkpoint(sd15_checkpoint_path) -> str:
+    """File name (in ``models/checkpoints``) of a tiny random SD1.5 checkpoint.
+
+    Built once with ComfyUI's own classes by ``make_random_models.py`` (260 MiB, a few
+    seconds; ``CheckpointLoaderSimple`` detects it as SD15 / EPS) into
+    ``$PANO360_TEST_CACHE`` (default ``~/.cache/pano360-tests``)/models/checkpoints, which
+    the ``comfy_server`` fixture lists through ``--extra-model-paths-config``.  A file
+    lock keeps parallel sessions from building twice; a file from an older builder is
+    rebuilt.
+    """
+    return sd15_checkpoint_path.name

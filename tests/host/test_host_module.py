@@ -27,6 +27,24 @@ def progress_events(comfy_in_process):
 
 
 def test_progress_callback_drives_comfy_progress_bar(host, progress_events):
+    """What every ComfyUI version sends: the first and the final step, in order, for the
+    node; 0.33's ProgressBar throttles the steps in between (PROGRESS_THROTTLE_*)."""
+    callback = host.progress_callback(4, node_id="7")
+    for done in range(1, 5):
+        callback(done, 4)
+    assert progress_events[0] == (1, 4, "7") and progress_events[-1] == (4, 4, "7")
+    values = [value for value, _, _ in progress_events]
+    assert values == sorted(set(values)) and set(values) <= {1, 2, 3, 4}
+    assert {(total, node) for _, total, node in progress_events} == {(4, "7")}
+
+
+def test_progress_callback_reports_every_step_without_throttling(host, progress_events, comfy_in_process,
+                                                                monkeypatch):
+    """With ComfyUI's throttle off (0.33 has one; 0.3.64 sends every update) each step arrives."""
+    utils = comfy_in_process.utils
+    for name in ("PROGRESS_THROTTLE_MIN_INTERVAL", "PROGRESS_THROTTLE_MIN_PERCENT"):
+        if hasattr(utils, name):
+            monkeypatch.setattr(utils, name, 0)
     callback = host.progress_callback(4, node_id="7")
     for done in range(1, 5):
         callback(done, 4)

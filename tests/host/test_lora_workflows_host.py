@@ -1,7 +1,7 @@
 """The 360° LoRA workflows run end to end on tiny random configs, on both host versions.
 
 Each bundled API workflow runs node by node with ComfyUI's own node code
-(tests/host/run_workflow.py): the stock LoRA loader loads a real LoRA file, the pack's seam
+(tests/host/api_graph.py): the stock LoRA loader loads a real LoRA file, the pack's seam
 and RoPE patches and the circular decode run, ComfyUI's sampler samples and the Save 360
 node writes the file and its scores.  Only what no test can have is replaced: the model
 loaders give tiny models of ComfyUI's own classes (random weights), the text encoders (whose
@@ -18,8 +18,9 @@ import pathlib
 import pytest
 import torch
 
+import api_graph
 import tiny_comfy
-from run_workflow import node_classes, run_api_workflow
+from api_graph import node_classes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 API = ROOT / "workflows" / "api"
@@ -34,18 +35,23 @@ def _nodes_of(api: dict, class_type: str) -> list[dict]:
 
 
 @pytest.fixture()
-def loras(comfy_in_process, tmp_path):
+def loras(comfy_in_process, tmp_path, monkeypatch):
+    """A temporary first loras folder; ComfyUI's folder table is as it was afterwards (the
+    recorded schemas list the loras folder's files)."""
+    fp = comfy_in_process.folder_paths
     folder = tmp_path / "loras"
     folder.mkdir()
-    comfy_in_process.folder_paths.add_model_folder_path("loras", str(folder), is_default=True)
-    comfy_in_process.folder_paths.filename_list_cache.pop("loras", None)
+    paths, extensions = fp.folder_names_and_paths["loras"]
+    monkeypatch.setitem(fp.folder_names_and_paths, "loras", ([str(folder), *paths], extensions))
+    monkeypatch.setattr(fp, "filename_list_cache", {})
     return folder
 
 
-def _run(api: dict, substitutes: dict) -> tuple[dict, list]:
-    seen = []
-    results = run_api_workflow(api, substitutes, on_node=lambda nid, ct, out: seen.append((ct, out)))
-    return results, seen
+def _run(api: dict, given: dict) -> dict:
+    """Every node's outputs by class_type; ``given``: outputs of node types a test stands in for."""
+    stand_ins = {nid: given[n["class_type"]] for nid, n in api.items() if n["class_type"] in given}
+    results = api_graph.run(api, list(api), given=stand_ins)
+    return {api[nid]["class_type"]: out for nid, out in results.items()}
 
 
 def _patched_keys(model) -> set[str]:
@@ -61,14 +67,11 @@ def test_flux_360_lora_panorama_runs_end_to_end(comfy_in_process, loras):
     latent["inputs"].update(width=64, height=32)
     (sampler,) = _nodes_of(api, "KSampler")
     sampler["inputs"]["steps"] = 2
-    substitutes = {
-        "UNETLoader": lambda inputs: (tiny_comfy.patcher(base),),
-        "DualCLIPLoader": lambda inputs: (tiny_comfy.StubClip(tiny_comfy.TINY_FLUX["context_in_dim"],
-                                                              tiny_comfy.TINY_FLUX["vec_in_dim"]),),
-        "VAELoader": lambda inputs: (tiny_comfy.flux_vae(),),
-    }
-    results, seen = _run(api, substitutes)
-    by_type = {ct: out for ct, out in seen}
+    by_type = _run(api, {
+        "UNETLoader": (tiny_comfy.patcher(base),),
+        "DualCLIPLoader": (tiny_comfy.StubClip(tiny_comfy.TINY_FLUX["context_in_dim"], tiny_comfy.TINY_FLUX["vec_in_dim"]),),
+        "VAELoader": (tiny_comfy.flux_vae(),),
+    })
     assert set(lora_keys) <= _patched_keys(by_type["LoraLoaderModelOnly"][0])  # the stock loader mapped every key
     rope = by_type["Pano360SphericalRoPE"][0]
     assert "diffusion_model.pe_embedder" in rope.object_patches
@@ -97,13 +100,11 @@ def test_wan_360_lora_video_runs_end_to_end_with_a_converted_panowan_style_lora(
     latent["inputs"].update(width=64, height=32, length=5)
     (sampler,) = _nodes_of(api, "KSampler")
     sampler["inputs"]["steps"] = 2
-    substitutes = {
-        "UNETLoader": lambda inputs: (tiny_comfy.patcher(base),),
-        "CLIPLoader": lambda inputs: (tiny_comfy.StubClip(tiny_comfy.TINY_WAN["text_dim"]),),
-        "VAELoader": lambda inputs: (tiny_comfy.wan_vae(),),
-    }
-    results, seen = _run(api, substitutes)
-    by_type = {ct: out for ct, out in seen}
+    by_type = _run(api, {
+        "UNETLoader": (tiny_comfy.patcher(base),),
+        "CLIPLoader": (tiny_comfy.StubClip(tiny_comfy.TINY_WAN["text_dim"]),),
+        "VAELoader": (tiny_comfy.wan_vae(),),
+    })
     assert set(keys) <= _patched_keys(by_type["LoraLoaderModelOnly"][0])
     frames = by_type["Pano360CircularVAEDecode"][0]
     assert frames.shape == (5, 32, 64, 3) and bool(torch.isfinite(frames).all())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io as _io
 import json
-import os
 import pathlib
 
 import pytest
@@ -23,16 +22,11 @@ VIDEO_WORKFLOWS = ["videopanda_text_to_360video", "videopanda_video_to_360video"
 AGREE_RATIO = 0.2
 
 
-def _cache_checkpoint(name: str) -> pathlib.Path:
-    root = os.environ.get("PANO360_TEST_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pano360-tests")
-    return pathlib.Path(root) / "models" / "checkpoints" / name
-
-
 @pytest.fixture(scope="module")
-def sd15(comfy_in_process, sd15_checkpoint):
+def sd15(comfy_in_process, sd15_checkpoint_path):
     import comfy.sd
 
-    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(_cache_checkpoint(sd15_checkpoint)))
+    model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(sd15_checkpoint_path))
 
     def encode(text):
         return clip.encode_from_tokens_scheduled(clip.tokenize(text))
@@ -139,12 +133,15 @@ def test_video_workflows_validate_against_object_info(comfy_server, name):
 
 
 class _StubModel:
-    """Just enough of a ModelPatcher for the nodes' bookkeeping (no sampling)."""
+    """Just enough of a ModelPatcher for the nodes' bookkeeping (no sampling): ComfyUI's own
+    base ``LatentFormat`` (so every method the host's ``fix_empty_latent_channels`` calls on
+    it exists, e.g. 0.33's ``fix_empty_latent``) with the given channels and dimensions."""
 
     def __init__(self, channels: int, dims: int):
-        from types import SimpleNamespace
+        from comfy.latent_formats import LatentFormat
 
-        self._format = SimpleNamespace(latent_channels=channels, latent_dimensions=dims)
+        self._format = LatentFormat()
+        self._format.latent_channels, self._format.latent_dimensions = channels, dims
 
     def get_model_object(self, name):
         assert name == "latent_format"

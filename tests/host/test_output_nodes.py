@@ -43,8 +43,7 @@ def test_schemas_are_valid_and_fully_documented(comfy_in_process, nodes):
 
 
 def _call(env, node_cls, hidden=None, **inputs):
-    clone = node_cls.PREPARE_CLASS_CLONE({"unique_id": "1", **(hidden or {})})
-    return clone.EXECUTE_NORMALIZED(**inputs)
+    return env.run_node(node_cls, hidden=hidden, **inputs)
 
 
 def test_save_360_video_writes_tagged_mp4_and_ui_entry(comfy_in_process, nodes):
@@ -169,34 +168,30 @@ def test_cancel_while_encoding_leaves_no_video(comfy_in_process, nodes, which):
     folder = comfy_in_process.folder_paths.get_output_directory() if which == "save" \
         else comfy_in_process.folder_paths.get_temp_directory()
     before = {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs}
-    mm.interrupt_current_processing(True)
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            if which == "save":
-                _call(comfy_in_process, nodes.Pano360Save360Video, images=_frames(), fps=8.0, crf=20,
-                      stereo_mode="mono", filename_prefix="Pano360/test_cancel")
-            else:
-                _call(comfy_in_process, nodes.Pano360Preview360, images=_frames(), as_video=True, fps=8.0,
-                      stereo_mode="mono")
-    finally:
-        mm.interrupt_current_processing(False)
+    with comfy_in_process.cancel_after_progress(1) as progress, pytest.raises(mm.InterruptProcessingException):
+        # 24 frames: the nodes report progress every 8 encoded frames; Cancel comes at the first report
+        if which == "save":
+            _call(comfy_in_process, nodes.Pano360Save360Video, images=_frames(t=24), fps=8.0, crf=20,
+                  stereo_mode="mono", filename_prefix="Pano360/test_cancel")
+        else:
+            _call(comfy_in_process, nodes.Pano360Preview360, images=_frames(t=24), as_video=True, fps=8.0,
+                  stereo_mode="mono")
+    assert progress == [8]  # cancelled while encoding, not before the node ran
     after = {os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs}
     assert after == before
 
 
 def test_cancel_between_images_stops_after_the_current_file(comfy_in_process, nodes):
-    """Each panorama is one complete file; Cancel stops the batch after the one being written."""
+    """Each panorama is one complete file; Cancel stops the batch after the one being written
+    (Cancel arrives with the first file's progress report, while the second is written)."""
     import os
 
     mm = comfy_in_process.model_management
     folder = os.path.join(comfy_in_process.folder_paths.get_output_directory(), "Pano360")
     before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    mm.interrupt_current_processing(True)
-    try:
-        with pytest.raises(mm.InterruptProcessingException):
-            _call(comfy_in_process, nodes.Pano360Save360Image, images=_frames(t=3), format="jpeg", jpeg_quality=80,
-                  initial_yaw=0.0, filename_prefix="Pano360/test_cancel_images")
-    finally:
-        mm.interrupt_current_processing(False)
+    with comfy_in_process.cancel_after_progress(1) as progress, pytest.raises(mm.InterruptProcessingException):
+        _call(comfy_in_process, nodes.Pano360Save360Image, images=_frames(t=3), format="jpeg", jpeg_quality=80,
+              initial_yaw=0.0, filename_prefix="Pano360/test_cancel_images")
+    assert progress == [1]
     new = sorted(set(os.listdir(folder)) - before)
-    assert len(new) == 1 and new[0].startswith("test_cancel_images") and new[0].endswith(".jpg")
+    assert len(new) == 2 and all(n.startswith("test_cancel_images") and n.endswith(".jpg") for n in new), new

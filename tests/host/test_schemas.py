@@ -1,5 +1,5 @@
-"""The recorded node schemas (workflows/schemas/pano360_object_info.json) are what a live
-ComfyUI reports, and the in-process conversion is the server's own."""
+"""The recorded node schemas of this ComfyUI version (workflows/schemas/<version>/) are what
+its live server reports, and the in-process conversion is the server's own."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ import json
 
 from comfy_env import PACK_DIRNAME, ROOT
 
-RECORDED = ROOT / "workflows" / "schemas" / "pano360_object_info.json"
-RERECORD = "re-record with: COMFYUI_ROOT=/path/to/ComfyUI python tests/host/record_schemas.py"
+RERECORD = "re-record with: bash .ci/hosts record-schemas (or COMFYUI_ROOT=... python tests/host/record_schemas.py)"
+
+
+def _recorded(comfy_version, name: str):
+    path = ROOT / "workflows" / "schemas" / ".".join(map(str, comfy_version)) / name
+    assert path.is_file(), f"no recorded schemas for this ComfyUI: {path}; {RERECORD}"
+    return path
 
 
 def test_conversion_matches_the_server_for_stock_v3_nodes(comfy_server, comfy_in_process):
     """GET_NODE_INFO_V1 in process equals /object_info for stock V3 nodes (all but the
-    module path, which ComfyUI's loader sets), so the recorder uses the server's format."""
+    module path, which ComfyUI's loader sets), so the recorder's format is the server's."""
     import comfy_extras.nodes_morphology as morphology
     import comfy_extras.nodes_video as video
 
@@ -26,15 +31,15 @@ def test_conversion_matches_the_server_for_stock_v3_nodes(comfy_server, comfy_in
         assert ours == theirs, ours["name"]
 
 
-def test_recorded_schemas_are_current(comfy_in_process):
+def test_recorded_pack_schemas_are_current(comfy_in_process, comfy_version):
     from pano360.nodes import _schemas
 
-    assert RECORDED.is_file(), RERECORD
-    assert RECORDED.read_text() == _schemas.dumps(_schemas.object_info()), f"{RECORDED} is stale; {RERECORD}"
+    path = _recorded(comfy_version, "pano360_object_info.json")
+    assert path.read_text() == _schemas.dumps(_schemas.object_info()), f"{path} is stale; {RERECORD}"
 
 
-def test_recorded_schemas_equal_the_live_server(comfy_server):
-    recorded = json.loads(RECORDED.read_text())
+def test_recorded_pack_schemas_equal_the_live_server(comfy_server, comfy_version):
+    recorded = json.loads(_recorded(comfy_version, "pano360_object_info.json").read_text())
     served = {k: v for k, v in comfy_server.object_info().items() if v.get("python_module") == f"custom_nodes.{PACK_DIRNAME}"}
     assert sorted(served) == sorted(recorded), f"node lists differ; {RERECORD}"
     for node_id, info in served.items():
@@ -42,9 +47,12 @@ def test_recorded_schemas_equal_the_live_server(comfy_server):
 
 
 def _without_file_lists(info: dict) -> dict:
-    """A node schema with the combo option lists emptied (they list local files)."""
+    """A node schema with the combo option lists of local files emptied (model files,
+    input files: they depend on the folders of the server)."""
     info = json.loads(json.dumps(info))
     for section in info["input"].values():
+        if not isinstance(section, dict):
+            continue
         for spec in section.values():
             if isinstance(spec[0], list):
                 spec[0] = []
@@ -53,17 +61,22 @@ def _without_file_lists(info: dict) -> dict:
     return info
 
 
-def test_recorded_core_schemas_match_this_comfyui(comfy_server):
-    """The recorded core /object_info the workflow checks fall back on (shared/comfyui)
-    describes the same node types, inputs and outputs as this ComfyUI."""
-    import pytest
+def test_recorded_core_schemas_equal_the_live_server(comfy_server, comfy_version):
+    """The core /object_info the workflow tools use offline (prose stripped) describes
+    exactly this ComfyUI's node types, inputs and outputs."""
+    from pano360.client.schema import strip_object_info
 
-    candidates = [p / "shared" / "comfyui" / "object_info-0.3.64.json" for p in ROOT.parents]
-    recorded_file = next((c for c in candidates if c.is_file()), None)
-    if recorded_file is None:
-        pytest.skip("no recorded core schemas (shared/comfyui/object_info-0.3.64.json) next to the checkout")
-    recorded = json.loads(recorded_file.read_text())
-    served = {k: v for k, v in comfy_server.object_info().items() if not v.get("python_module", "").startswith("custom_nodes.")}
-    assert sorted(served) == sorted(recorded)
+    recorded = json.loads(_recorded(comfy_version, "core_object_info.json").read_text())
+    served = strip_object_info({k: v for k, v in comfy_server.object_info().items()
+                                if not str(v.get("python_module") or "").startswith("custom_nodes.")})
+    assert sorted(served) == sorted(recorded), f"core node types differ; {RERECORD}"
     differing = [k for k in served if _without_file_lists(served[k]) != _without_file_lists(recorded[k])]
-    assert not differing, differing[:20]
+    assert not differing, f"{differing[:20]}; {RERECORD}"
+
+
+def test_pack_schemas_say_what_differs_between_versions(comfy_version):
+    """What 0.33 adds to a V3 node's /object_info (is_input_list, dev_only, search
+    aliases, ...) is in its recording and not in 0.3.64's: the files are per version."""
+    recorded = json.loads(_recorded(comfy_version, "pano360_object_info.json").read_text())
+    info = next(iter(recorded.values()))
+    assert ("is_input_list" in info) == (comfy_version >= (0, 33)), sorted(info)

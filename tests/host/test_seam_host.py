@@ -230,7 +230,7 @@ def test_seamless_panorama_workflow_runs_on_random_sd15(comfy_server, sd15_check
     assert Image.open(path).size == (128, 64)
 
 
-@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", "trailing/", ""])
+@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", ".", "./.", ""])
 def test_perspective_loop_refuses_folders_outside_output(comfy_in_process, prefix):
     pytest.importorskip("pano360.projection.geometry", reason="projection core not merged")
     from pano360.nodes._common import NodeInputError
@@ -240,3 +240,18 @@ def test_perspective_loop_refuses_folders_outside_output(comfy_in_process, prefi
     with pytest.raises(NodeInputError, match="folder_prefix"):
         comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=torch.rand(1, 8, 16, 3), num_frames=2,
                                   fov=90.0, size=8, cameras_between=0, folder_prefix=prefix, save=True)
+
+
+def test_perspective_loop_prefix_with_a_trailing_slash_writes_inside_output(comfy_in_process):
+    """A trailing slash names the same prefix as without it (``os.path`` normalisation, as
+    ComfyUI's own save check does): the numbered folder lands inside the output folder."""
+    from pano360.nodes.lookbeyond import Pano360LookBeyondPerspectiveLoop
+
+    out_dir = os.path.realpath(comfy_in_process.folder_paths.get_output_directory())
+    _, folder, _ = comfy_in_process.run_node(Pano360LookBeyondPerspectiveLoop, panorama=torch.rand(1, 8, 16, 3),
+                                             num_frames=2, fov=90.0, size=8, cameras_between=0,
+                                             folder_prefix="lookbeyond/trailing/", save=True).result
+    assert os.path.commonpath([out_dir, os.path.realpath(folder)]) == out_dir
+    assert os.path.relpath(os.path.dirname(os.path.realpath(folder)), out_dir) == "lookbeyond"
+    assert os.path.basename(folder).startswith("trailing_")
+    assert sorted(os.listdir(folder)) == ["00000.png", "00001.png", "pose.txt"]

@@ -151,16 +151,16 @@ def test_pack_sampler_equals_comfyui_euler_without_replacement(comfy_in_process,
     model, control, pos, neg = tiny_flux
     sigmas = xflux_timesteps(5, HW[1], HW[0]).float()
     empty = torch.zeros(1, 16, HW[0] // 8, HW[1] // 8)
-    torch.set_grad_enabled(False)
     noise = _host.prepare_noise(empty, 7)
 
     def ours(model_k, x, sig, extra_args=None, callback=None, disable=None):
         s_in = x.new_ones(x.shape[0])
         return sample_flow_with_replacement(lambda xx, s, i: model_k(xx, s * s_in, **extra_args), x, sig)
 
-    a = _host.sample_with_sampler_function(model, noise, sigmas, pos, neg, 2.0, empty, ours, seed=7)
-    b = comfy.sample.sample_custom(model, noise, 2.0, comfy.samplers.sampler_object("euler"), sigmas, pos, neg, empty,
-                                   seed=7)
+    with torch.no_grad():  # (a global set_grad_enabled(False) here used to leak into later test files)
+        a = _host.sample_with_sampler_function(model, noise, sigmas, pos, neg, 2.0, empty, ours, seed=7)
+        b = comfy.sample.sample_custom(model, noise, 2.0, comfy.samplers.sampler_object("euler"), sigmas, pos, neg,
+                                       empty, seed=7)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 

@@ -1,6 +1,6 @@
-"""The seamless-panorama API workflow against the recorded schemas (host-free): core
-nodes from workflows/schemas/core_object_info-0.3.64.json, pack nodes from the recorded
-workflows/schemas/pano360_object_info.json (kept current by tests/host/test_schemas.py)."""
+"""The seamless-panorama API workflow against the recorded schemas (host-free): core and
+pack nodes of the oldest supported ComfyUI, workflows/schemas/<version>/ (kept current by
+tests/host/test_schemas.py)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def test_seamless_panorama_validates_against_recorded_schemas(prompt):
     assert not errors_only(issues), "\n".join(map(str, errors_only(issues)))
     # the one model file it needs is the one docs/seam.md names
     needs = [(n.folder, n.filename) for n in models_needed(prompt, schemas)]
-    assert needs == [("checkpoints", "v1-5-pruned-emaonly.safetensors")]
-    assert "v1-5-pruned-emaonly.safetensors" in (ROOT / "docs" / "seam.md").read_text()
+    assert needs == [("checkpoints", "v1-5-pruned-emaonly-fp16.safetensors")]
+    assert "v1-5-pruned-emaonly-fp16.safetensors" in (ROOT / "docs" / "seam.md").read_text()
 
 
 def test_seamless_panorama_samples_the_patched_model_on_a_2_to_1_latent(prompt):

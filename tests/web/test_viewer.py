@@ -98,7 +98,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture(scope="module")
-def page():
+def site():
+    """Base URL of a loopback site serving the test page, the panoramas and web/."""
     site = pathlib.Path(tempfile.mkdtemp(prefix="pano360_viewer_"))
     (site / "index.html").write_text(PAGE)
     Image.fromarray(_panorama()).save(site / "pano.png")
@@ -111,17 +112,61 @@ def page():
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     thread.start()
     try:
-        with headless_page(VIEW_W, VIEW_H) as devtools:
-            devtools.call("Page.navigate", url=f"http://127.0.0.1:{server.server_address[1]}/index.html")
-            devtools.wait_for("window.__pano360Ready === true", error_expression="window.__pano360Error || null")
-            yield devtools
-    except BrowserUnavailable as err:
-        pytest.skip(str(err))
+        yield f"http://127.0.0.1:{server.server_address[1]}", site
     finally:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
         shutil.rmtree(site, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def page(site):
+    url, _ = site
+    try:
+        with headless_page(VIEW_W, VIEW_H) as devtools:
+            devtools.call("Page.navigate", url=f"{url}/index.html")
+            devtools.wait_for("window.__pano360Ready === true", error_expression="window.__pano360Error || null")
+            yield devtools
+    except BrowserUnavailable as err:
+        pytest.skip(str(err))
+
+
+# Pages that already have a three.js: one marked by another copy (window.__THREE__, what
+# the ComfyUI frontend's bundled three.js leaves), one exposing it as window.THREE.
+THREE_PAGES = {
+    "marked": """<!doctype html><script>window.__THREE__ = "999";</script><script type="module">
+import { THREE_SOURCE } from "./web/pano360_viewer_core.js";
+window.result = {source: THREE_SOURCE, mark: window.__THREE__};
+</script>""",
+    "global": """<!doctype html><script type="module">
+const own = await import("./web/vendor/three/three.module.min.js");
+window.THREE = {...own, fromPage: true};
+const { THREE_SOURCE } = await import("./web/pano360_viewer_core.js");
+window.result = {source: THREE_SOURCE, mark: window.__THREE__};
+</script>""",
+    "alone": """<!doctype html><script type="module">
+import { THREE_SOURCE } from "./web/pano360_viewer_core.js";
+window.result = {source: THREE_SOURCE, mark: window.__THREE__ === undefined ? null : window.__THREE__};
+</script>""",
+}
+
+
+@pytest.mark.parametrize("kind, source, mark", [("marked", "vendored", "999"), ("global", "page", "170"),
+                                                ("alone", "vendored", None)])
+def test_three_js_is_the_pages_or_its_own_without_a_duplicate_warning(site, kind, source, mark):
+    """The viewer uses window.THREE when the page has one, else the vendored copy, which
+    loads without three.js's "Multiple instances" warning and leaves the page's mark as it
+    was (so a copy loaded later does not warn either)."""
+    url, folder = site
+    (folder / f"three_{kind}.html").write_text(THREE_PAGES[kind])
+    with headless_page(VIEW_W, VIEW_H) as devtools:
+        devtools.call("Runtime.enable")
+        devtools.call("Page.navigate", url=f"{url}/three_{kind}.html")
+        devtools.wait_for("!!window.result", timeout=15)
+        assert devtools.evaluate("window.result") == {"source": source, "mark": mark}
+        messages = devtools.console_messages()
+    assert not [m for m in messages if "Multiple instances of Three.js" in m[1] or m[0] == "exception"], messages
 
 
 def _centre(img: np.ndarray) -> np.ndarray:
