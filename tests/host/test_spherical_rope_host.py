@@ -138,11 +138,11 @@ def test_pole_variant_collapses_the_polar_token_row(comfy_in_process):
     assert far_pole < far_wrap  # the far side of the pole looks nearer than with the plain wrap
 
 
+@pytest.mark.comfy_min_version((0, 33, 0))  # transformer_options["rope_options"] is newer than 0.3.64
 def test_rope_options_scale_is_honoured_where_the_host_has_it(comfy_in_process):
     import comfy.ldm.flux.model
 
-    if "rope_options" not in open(comfy.ldm.flux.model.__file__).read():
-        pytest.skip("this ComfyUI has no transformer_options['rope_options'] (0.3.64)")
+    assert "rope_options" in open(comfy.ldm.flux.model.__file__).read()
     patcher = _rope_node(_patcher("flux"), "wrap")
     _, q, k = _run(patcher, "flux", rope_options={"scale_x": 2.0, "shift_x": 5.0})
     score = _row_scores(q, k, "flux", 1)
