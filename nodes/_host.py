@@ -217,14 +217,6 @@ def rope_function() -> Callable:
     return comfy.ldm.flux.math.rope
 
 
-def add_diffusion_model_wrapper(patcher, key: str, wrapper: Callable) -> None:
-    """Install ``wrapper(executor, *args, **kwargs)`` around the diffusion model's forward
-    (``WrappersMP.DIFFUSION_MODEL``, 0.3.64 and 0.33) under ``key`` on ``patcher``."""
-    import comfy.patcher_extension
-
-    patcher.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, key, wrapper)
-
-
 # --- sampling with ComfyUI's samplers (multi-view, Argus) ------------------------------------
 
 
