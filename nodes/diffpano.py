@@ -60,7 +60,12 @@ def _attention_blocks(model, dp: DiffPanoSettings, node: str) -> list[tuple[str,
     except ValueError as e:
         raise NodeInputError(node, "diffpano", "epipolar_attention 'off' for this model (training-free epipolar "
                              "attention needs an SD-style UNet: SD1.5, SD2.x, SDXL)", str(e)) from None
-    keep = [b.block for b in blocks.values() if dp.epipolar_blocks == "all" or b.factor >= 2]
+    keep = [b.block for name, b in blocks.items()
+            if dp.epipolar_blocks == "all" or name.startswith("mid_block") or b.factor >= 2]
+    if not keep:
+        raise NodeInputError(node, "diffpano", "epipolar_blocks 'all' or epipolar_attention 'off' (no attention "
+                             f"block of this UNet is in '{dp.epipolar_blocks}')",
+                             f"a UNet whose attention blocks are {sorted(blocks) or 'none'}")
     return sorted(set(keep))
 
 

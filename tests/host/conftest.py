@@ -318,7 +318,7 @@ def sd15_checkpoint_path(comfyui_root) -> pathlib.Path:
 def sd15_checkpoint(sd15_checkpoint_path) -> str:
     """File name (in ``models/checkpoints``) of a tiny random SD1.5 checkpoint.
 
-    Built once with ComfyUI's own classes by ``make_random_models.py`` (260 MiB, a few
+    Built once with ComfyUI's own classes by ``make_random_models.py`` (283 MiB, a few
     seconds; ``CheckpointLoaderSimple`` detects it as SD15 / EPS) into
     ``$PANO360_TEST_CACHE`` (default ``~/.cache/pano360-tests``)/models/checkpoints, which
     the ``comfy_server`` fixture lists through ``--extra-model-paths-config``.  A file

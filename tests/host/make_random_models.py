@@ -14,7 +14,9 @@ ComfyUI 0.3.64 and 0.33:
   projections and no ADM input (``supported_models.SD15.unet_config``); depth and the
   number of resolution levels are read from the keys (``model_detection.detect_unet_config``)
   and are not part of the match.  So one level with one res block + one cross-attention
-  transformer and no middle block: 13.6M parameters instead of 860M (fp16, 26 MiB).
+  transformer, a middle block and two decoder blocks with one transformer each (where
+  DiffPano's epipolar attention and the Pano-SD LoRA go): 25.8M parameters instead of 860M
+  (fp16, 49 MiB).
 * CLIP-L and the VAE cannot shrink: ``SD15.clip_target`` builds the fixed CLIP-L config
   (``sd1_clip_config.json``) and 0.3.64 builds the SD VAE from a fixed ddconfig
   (``comfy/sd.py``); a smaller file would load with missing (uninitialised) weights.
@@ -23,7 +25,7 @@ ComfyUI 0.3.64 and 0.33:
   checkpoint; norms, biases and embeddings stay fp16.  That halves them: 123M + 84M
   parameters in 234 MiB.
 
-Total: 260 MiB (a real-size random SD1.5 is 2.0 GiB); built in a few seconds.
+Total: 283 MiB (a real-size random SD1.5 is 2.0 GiB); built in a few seconds.
 
 Init (seeded): biases 0, other 1-D weights (norm scales) 1, embeddings N(0, 0.02),
 every other weight N(0, 1/fan_in), which keeps activations finite through every block.
@@ -52,7 +54,7 @@ log = logging.getLogger("pano360.make_random_models")
 
 SEED = 360
 # Bump when a builder changes what it writes: caches holding an older file rebuild it.
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 METADATA_KEY = "pano360_build"
 FILENAMES = {"sd15": "pano360_tiny_sd15.safetensors"}
 
@@ -64,8 +66,10 @@ SD15_TINY_UNET_CONFIG = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
     "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 320,
     "num_res_blocks": [1], "transformer_depth": [1], "channel_mult": [1],
-    "transformer_depth_middle": -2,  # no middle block (model_detection: -2)
-    "transformer_depth_output": [0, 0], "use_linear_in_transformer": False,
+    # a middle block and decoder blocks with one transformer each: the places DiffPano's
+    # epipolar attention and the Pano-SD LoRA patch (mid_block / up_blocks attentions)
+    "transformer_depth_middle": 1,
+    "transformer_depth_output": [1, 1], "use_linear_in_transformer": False,
     "context_dim": 768, "num_heads": 8, "use_temporal_attention": False, "use_temporal_resblock": False,
 }
 

@@ -176,8 +176,13 @@ def test_trained_modules_in_a_stock_sampler_zero_exact_and_effective(comfy_in_pr
 
     model, vae, pos, neg = sd15
     env = comfy_in_process
-    # SD1.5's two upper decoder levels (640 and 320 channels)
-    channels = {f"up_blocks.{i}.attentions.{j}": c for i, c in ((2, 640), (3, 320)) for j in range(3)}
+    from pano360.nodes import _host
+    from pano360.pipelines.diffpano.patches import comfy_attention_blocks
+
+    # a module at every attention block of the test's SD1.5 (its decoder and middle block)
+    blocks = comfy_attention_blocks(_host.diffusion_model(model))
+    assert {n.split(".")[0] for n in blocks} == {"mid_block", "up_blocks"}
+    channels = {name: b.module.in_channels for name, b in blocks.items()}
     modules = EpipolarAttentionSet(channels, EpipolarConfig(num_samples=4, num_refs=1))
     folder = env.base / "models" / "diffpano"
     folder.mkdir(parents=True, exist_ok=True)
@@ -245,7 +250,18 @@ def test_diffpano_workflow_runs_on_random_sd15(comfy_server, sd15_checkpoint):
         assert Image.open(comfy_server.base / "output" / img["subfolder"] / img["filename"]).size == (128, 64)
 
 
-def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd15, tmp_path):
+# SD1.5's UNet config as comfy/model_detection.py states it (unet_config_from_diffusers_unet, SD15)
+SD15_FULL_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "adm_in_channels": None, "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2, 2],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0], "channel_mult": [1, 2, 4, 4], "transformer_depth_middle": 1,
+    "use_linear_in_transformer": False, "context_dim": 768, "num_heads": 8,
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "use_temporal_resblock": False, "use_temporal_attention": False,
+}
+
+
+def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, tmp_path):
     """Every adapter train-diffpano writes for an SD1.5 UNet becomes a weight patch of ComfyUI's
     own SD1.5 model (comfy.lora.load_lora with the key map LoraLoader uses)."""
     diffusers = pytest.importorskip("diffusers")
@@ -254,7 +270,12 @@ def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd1
 
     from pano360.models.lora import kohya_unet_name, linear_targets
 
-    model = sd15[0]
+    # ComfyUI's own SD1.5 model at full size (the test checkpoint is shrunk), on the meta device
+    import comfy.model_detection
+
+    config = comfy.model_detection.model_config_from_unet_config(dict(SD15_FULL_UNET))
+    assert type(config).__name__ == "SD15"
+    model = config.get_model({}, device="meta")
     with torch.device("meta"):
         unet = diffusers.UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8)  # SD1.5's layout
     names = linear_targets(unet)  # the layers train-diffpano --stage lora adapts, keyed as it saves them
@@ -264,7 +285,7 @@ def test_pano_sd_lora_keys_all_load_in_comfyui_lora_loader(comfy_in_process, sd1
         sd[kohya_unet_name(n) + ".lora_down.weight"] = torch.zeros(2, layer.in_features)
         sd[kohya_unet_name(n) + ".lora_up.weight"] = torch.zeros(layer.out_features, 2)
         sd[kohya_unet_name(n) + ".alpha"] = torch.tensor(2.0)
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
+    key_map = comfy.lora.model_lora_keys_unet(model, {})
     patches = comfy.lora.load_lora(sd, key_map)
     assert len(names) == 128  # 16 transformer blocks x (attn1, attn2) x 4 projections
     assert len(patches) == len(names)
