@@ -14,6 +14,7 @@ import logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (".app.demo", "the main job on the bundled default panorama (no weights, no server)"),
     "convert-panodit": (".app.convert_panodit", "PanoDiT checkpoint (.pt, EMA preferred) -> safetensors"),
+    "lora-keys": (".app.lora_keys", "prefix a LoRA's bare keys (DiffSynth/PEFT, e.g. PanoWan) so ComfyUI's LoRA loaders map them"),
     "workflows": (".client.workflows_cli", "build and check the bundled workflows (UI files from API twins, schema validation)"),
     "batch": (".client.batch", "queue a sweep of an API workflow on one or more ComfyUI servers, resumable"),
     "train-videopanda": (".app.train_videopanda", "train VideoPanda's multi-view adapter for Wan 2.1 on a folder of 360° videos"),

@@ -40,6 +40,13 @@ PUBLIC_MODELS = MappingProxyType({
     # VideoFrom3D's ControlNet (its README): XLabs' HED ControlNet v3 for Flux
     "flux-hed-controlnet-v3.safetensors":
         f"{_HF}/XLabs-AI/flux-controlnet-hed-v3/resolve/main/flux-hed-controlnet-v3.safetensors",
+    # templates/video_ltx2_3_t2v.json (comfyui-workflow-templates-json 0.1.50, ComfyUI 0.33)
+    "ltx-2.3-22b-dev-fp8.safetensors": f"{_HF}/Lightricks/LTX-2.3-fp8/resolve/main/ltx-2.3-22b-dev-fp8.safetensors",
+    "ltx_2.3_22b_distilled_1.1_lora_dynamic_fro09_avg_rank_111_bf16.safetensors":
+        f"{_HF}/Comfy-Org/ltx-2.3/resolve/main/split_files/loras/"
+        "ltx_2.3_22b_distilled_1.1_lora_dynamic_fro09_avg_rank_111_bf16.safetensors",
+    "gemma_3_12B_it_fp4_mixed.safetensors":
+        f"{_HF}/Comfy-Org/ltx-2/resolve/main/split_files/text_encoders/gemma_3_12B_it_fp4_mixed.safetensors",
     # Stability AI's SD VAE fine-tuned with EMA (Look Beyond's VAE; the MSE twin is in the templates)
     "vae-ft-ema-560000-ema-pruned.safetensors":
         f"{_HF}/stabilityai/sd-vae-ft-ema-original/resolve/main/vae-ft-ema-560000-ema-pruned.safetensors?download=true",
@@ -62,6 +69,15 @@ NOT_PUBLIC = MappingProxyType({
     "svd_keyframe_interpolation/unet/diffusion_pytorch_model.safetensors":
         "svd_keyframe_interpolation's fine-tuned UNet is a Google Drive folder (README of jeanne-wang/svd_keyframe_interpolation), "
         "not a direct download; its unet/ folder goes to models/lookbeyond/svd_keyframe_interpolation/",
+    "HunyuanWorld-PanoDiT-Text.safetensors":
+        "tencent/HunyuanWorld-1 publishes it as HunyuanWorld-PanoDiT-Text/lora.safetensors; saved under this name "
+        "(a download prompt cannot rename a file, docs/workflows.md)",
+    "PanoWan_latest-lora.safetensors":
+        "YOUSIKI/PanoWan's latest-lora.ckpt converted with python -m pano360 lora-keys (its bare keys are not "
+        "read by ComfyUI's LoRA loader, docs/workflows.md)",
+    "Seamless-Equirectangular-LTX2.3.safetensors":
+        "the LoRA of TheBurgstall/Seamless-Equirectangular-LTX2.3-LoRA saved under this name; its published file "
+        "name could not be verified here (docs/workflows.md)",
     "open_clip_vit_h14_text.safetensors":
         "an OpenCLIP ViT-H/14 text encoder in ComfyUI's CLIP-H format, made by the user (docs/panodit.md); no file of this name is published",
 })

@@ -65,7 +65,8 @@ UPLOAD_WIDGET_VALUE = "image"
 UPLOAD_OPTIONS = ("image_upload", "video_upload", "animated_image_upload")
 
 # Model-file combos of the core nodes and the ``models/<folder>`` they list
-# (``folder_paths.get_filename_list(<folder>)`` in ComfyUI 0.3.64 nodes.py / comfy_extras).
+# (``folder_paths.get_filename_list(<folder>)`` in ComfyUI 0.3.64 nodes.py / comfy_extras, and
+# the newer loaders a bundled workflow for a newer ComfyUI uses).
 CORE_MODEL_FOLDERS: dict[tuple[str, str], str] = {
     ("CheckpointLoaderSimple", "ckpt_name"): "checkpoints",
     ("CheckpointLoader", "ckpt_name"): "checkpoints",
@@ -100,6 +101,10 @@ CORE_MODEL_FOLDERS: dict[tuple[str, str], str] = {
     ("PhotoMakerLoader", "photomaker_model_name"): "photomaker",
     ("ModelPatchLoader", "name"): "model_patches",
     ("AudioEncoderLoader", "audio_encoder_name"): "audio_encoders",
+    # ComfyUI 0.33 comfy_extras/nodes_lt_audio.py (LTX-2 audio+video)
+    ("LTXAVTextEncoderLoader", "text_encoder"): "text_encoders",
+    ("LTXAVTextEncoderLoader", "ckpt_name"): "checkpoints",
+    ("LTXVAudioVAELoader", "ckpt_name"): "checkpoints",
 }
 # A pack loader names its folder in the tooltip ("... in models/panodit"), which is the
 # fallback for nodes missing from the table above.

@@ -268,7 +268,9 @@ def comfy_forward_patches(diffusion_model, adapter: VideoPandaAdapter, prefix: s
                          f"with {len(diffusion_model.blocks)} blocks")
     cache = _OnDevice()
     patches = {}
-    embed_forward = diffusion_model.patch_embedding.forward
+    # The modules' own forwards, not the attributes: a model ComfyUI keeps loaded between runs
+    # still carries the previous run's object patches, and wrapping those would stack adapters.
+    embed_forward = _unpatched_forward(diffusion_model.patch_embedding)
     channels, extra = cfg.in_channels, cfg.cond_channels
 
     def patch_embedding(x: Tensor) -> Tensor:
@@ -283,8 +285,15 @@ def comfy_forward_patches(diffusion_model, adapter: VideoPandaAdapter, prefix: s
     patches[f"{prefix}patch_embedding.forward"] = patch_embedding
     for i in cfg.blocks_with_views:
         attn = diffusion_model.blocks[i].self_attn
-        patches[f"{prefix}blocks.{i}.self_attn.forward"] = _self_attn_patch(attn.forward, adapter.mv_attn(i), cache)
+        patches[f"{prefix}blocks.{i}.self_attn.forward"] = _self_attn_patch(_unpatched_forward(attn), adapter.mv_attn(i),
+                                                                            cache)
     return patches
+
+
+def _unpatched_forward(module):
+    """``module``'s class ``forward`` bound to it, whatever object patch its instance
+    attribute holds now."""
+    return type(module).forward.__get__(module)
 
 
 def _self_attn_patch(base_forward, mv: MultiViewAttention, cache: _OnDevice):

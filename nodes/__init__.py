@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 
 # Topic modules, in the order their nodes appear in the node library.
-TOPICS = ("projection", "cameras", "output", "settings", "multiview", "videopanda", "seam", "panodit", "lookbeyond", "argus",
-          "videofrom3d", "diffpano")
+TOPICS = ("projection", "cameras", "output", "settings", "multiview", "videopanda", "seam", "spherical", "panodit", "lookbeyond",
+          "argus", "videofrom3d", "diffpano")
 
 
 def all_nodes() -> list[type]:

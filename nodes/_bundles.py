@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from ..pipelines.lookbeyond.inbetween import (CONDITIONING_FPS, MAX_GUIDANCE, MIN_GUIDANCE, MOTION_BUCKET_ID,
                                                NOISE_AUG_STRENGTH, REINJECT_RATIO)
-from ..sampling.fusion import SyncSchedule
+from ..projection.lattice import DISTORTION_POWER
+from ..sampling.fusion import LATTICE_DENSITY, ROTATIONS, SPACES, SyncSchedule
 
 __all__ = ["SamplerSettings", "FusionSettings", "WindowSettings", "DiffPanoSettings", "InbetweenSettings",
            "SAMPLER_SETTINGS", "FUSION_SETTINGS", "WINDOW_SETTINGS", "DIFFPANO_SETTINGS", "INBETWEEN_SETTINGS",
@@ -52,14 +53,35 @@ class SamplerSettings:
 @dataclass(frozen=True)
 class FusionSettings:
     """How views are synchronised on the sphere (``sync``) and how long given cells are held
-    (``noise_augmentation``: the last fraction of the steps refines them like the rest)."""
+    (``noise_augmentation``: the last fraction of the steps refines them like the rest).
+
+    space: ``equirect_canvas`` (views keep their own latents, x0 fused on an equirect canvas)
+    or ``uniform_sphere`` (the sampler's latent is a Fibonacci lattice, ``sampling.fusion.
+    SphereFusion``), with its view ``rotation``, ``distortion_power`` and ``lattice_density``.
+    """
 
     sync: SyncSchedule = SyncSchedule()
     noise_augmentation: float = 0.0
+    space: str = "equirect_canvas"
+    rotation: str = "sphere"
+    distortion_power: float = DISTORTION_POWER
+    lattice_density: float = LATTICE_DENSITY
 
     def __post_init__(self):
         if not 0.0 <= self.noise_augmentation <= 1.0:
             raise ValueError(f"noise_augmentation must be in [0, 1], got {self.noise_augmentation}")
+        if self.space not in SPACES:
+            raise ValueError(f"space must be one of {list(SPACES)}, got {self.space!r}")
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {list(ROTATIONS)}, got {self.rotation!r}")
+        if not 0.0 <= self.distortion_power <= 16.0:
+            raise ValueError(f"distortion_power must be in [0, 16], got {self.distortion_power}")
+        if not 0.25 <= self.lattice_density <= 4.0:
+            raise ValueError(f"lattice_density must be in [0.25, 4], got {self.lattice_density}")
+
+    @property
+    def sphere(self) -> bool:
+        return self.space == "uniform_sphere"
 
     @property
     def hold_until(self) -> float:

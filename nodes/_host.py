@@ -206,6 +206,17 @@ def model_patcher(model, load_device=None, offload_device=None, comfy_built: boo
                offload_device=offload_device or _mm.unet_offload_device())
 
 
+# --- model patches -------------------------------------------------------------------------
+
+
+def rope_function() -> Callable:
+    """ComfyUI's own ``rope(pos, dim, theta)`` (``comfy.ldm.flux.math``), which every
+    EmbedND of the Flux/Wan/Lumina/Qwen families calls."""
+    import comfy.ldm.flux.math
+
+    return comfy.ldm.flux.math.rope
+
+
 # --- sampling with ComfyUI's samplers (multi-view, Argus) ------------------------------------
 
 
@@ -235,12 +246,13 @@ def latent_to_model_space(model, samples):
     return model.get_model_object("latent_format").process_in(samples)
 
 
-def sampling_progress(model, total_steps: int) -> Callable[[int], Callable]:
+def sampling_progress(model, total_steps: int, to_preview: Callable | None = None) -> Callable[[int], Callable]:
     """One progress bar with latent previews over ``total_steps`` sampler steps that may be
     spread over several sampler calls.  Returns ``for_offset(offset)`` -> a sampler
     callback ``(step, x0, x, steps)`` that reports ``offset + step + 1`` of ``total_steps``
     (like ``latent_preview.prepare_callback``; ComfyUI's progress hook also checks for an
-    interrupt on every update)."""
+    interrupt on every update).  ``to_preview(x0)`` turns the sampler's x0 into a latent
+    the previewer can show (a lattice latent into a small equirect, for example)."""
     import latent_preview
 
     previewer = latent_preview.get_previewer(model.load_device, model.model.latent_format)
@@ -248,6 +260,8 @@ def sampling_progress(model, total_steps: int) -> Callable[[int], Callable]:
 
     def for_offset(offset: int) -> Callable:
         def callback(step, x0, x, steps):
+            if previewer and to_preview is not None:
+                x0 = to_preview(x0)
             preview = previewer.decode_latent_to_preview_image("JPEG", x0) if previewer else None
             bar.update_absolute(offset + step + 1, total_steps, preview)
 

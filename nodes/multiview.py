@@ -9,19 +9,35 @@ denoise-mask function.  See docs/multiview.md.
 
 With a trained VideoPanda adapter (``videopanda`` input, nodes/videopanda.py) the network
 itself denoises the views jointly; sphere fusion is then off unless a Fusion Settings node
-turns it on.  See docs/videopanda.md.
+turns it on (either space: in ``uniform_sphere`` the adapter denoises the views filled from
+the lattice each step).  See docs/videopanda.md.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from ..metrics import PanoramaScores, score_panorama, view_disagreement
 from ..pipelines.videopanda.autoregressive import PAPER_OVERLAP, PAPER_WINDOW, PAPER_WINDOWS, WindowSchedule, extend
 from ..pipelines.videopanda.view_mask import REGIMES, build_view_mask, mask_to_latent_frames, noise_mask_for_latent
-from ..projection import Rig, rig_preset
-from ..sampling.fusion import POLE_PITCH, LatentLayout, MultiViewFusion, SyncSchedule, pole_views
-from ..sampling.held import given_grid, one_view_frames
-from ..sampling.hooks import denoise_mask_hook, post_cfg_hook
+from ..projection import Rig, rig_preset, stitch_rig
+from ..projection.lattice import erp_size_for_points, lattice_to_erp
+from ..sampling.fusion import (
+    POLE_PITCH,
+    LatentLayout,
+    LatticeLayout,
+    MultiViewFusion,
+    SphereFusion,
+    SyncSchedule,
+    canvas_size,
+    lattice_size,
+    pole_region,
+    pole_views,
+)
+from ..sampling.held import given_grid, held_on_lattice, one_view_frames
+from ..sampling.hooks import SphereUnetWrapper, UnetRollWrapper, denoise_mask_hook, post_cfg_hook
 from ..sampling.windows import window_seed
 from . import _host
 from ._bundles import FusionSettings, SamplerSettings, WindowSettings
@@ -32,8 +48,15 @@ from .videopanda import VIDEOPANDA, AdapterRun
 
 RIG = io.Custom("PANO360_RIG")
 VIEW_MASK = io.Custom("PANO360_VIEW_MASK")
+METRICS = io.Custom("PANO360_METRICS")
 CATEGORY = "Pano360/sampling"
 DEFAULT_RIG = "videopanda8"
+
+# Equirect latent previews of a lattice state: this many rows (cheap to interpolate, enough
+# to judge the layout in ComfyUI's preview).
+PREVIEW_ROWS = 32
+# The equirect latent of the sphere space is rounded to even rows (DiTs patchify by 2).
+ERP_ALIGN = 2
 
 # VideoPanda §4.2: DDIM, 25 steps; CFG 8 text-only, 4 video-conditioned.
 PAPER_SAMPLING = SamplerSettings(seed=0, steps=25, cfg=8.0, sampler_name="euler", scheduler="normal")
@@ -79,6 +102,20 @@ def _pole_prompt_inputs() -> list:
         io.Conditioning.Input("positive_down", optional=True,
                               tooltip=f"Optional prompt for the views looking down (pitch <= -{POLE_PITCH:g}°: ground). "
                                       "Each extra prompt adds one model pass over the batch per step."),
+    ]
+
+
+def _result_outputs() -> list:
+    return [
+        io.Latent.Output(display_name="equirect",
+                         tooltip="The panorama as an equirect latent [frames,C,H,2H] (video models [1,C,T,H,2H]): the "
+                                 "views stitched at latent size (equirect_canvas) or the sphere's points interpolated "
+                                 "(uniform_sphere). Decode with Pano360 Circular VAE Decode for a seamless image."),
+        METRICS.Output(display_name="metrics",
+                       tooltip="Seam and pole scores of the equirect latent, and how much the views disagree where "
+                               "they overlap (equirect_canvas: the output views; uniform_sphere: the views' predictions "
+                               "at the last step, since the output views are copies of one sphere). Connect to Save "
+                               "360° Image/Video to show them next to the saved file's own scores."),
     ]
 
 
@@ -146,7 +183,7 @@ def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask
                 settings: SamplerSettings, fusion_settings: FusionSettings, callback=None,
                 adapter: AdapterRun | None = None) -> torch.Tensor:
     """Sample a view×frame grid with ComfyUI's sampler, the fusion hook and, when given, a
-    VideoPanda adapter.
+    VideoPanda adapter (the equirect-canvas space).
 
     samples: raw latents in the model's layout (after ``fix_empty_latent``) holding the
     given values at the mask's cells.  mask: ``[V, T]`` (1 = given) or None.  Returns raw
@@ -156,6 +193,9 @@ def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask
     held = mask is not None and bool(mask.any())
     until = fusion_settings.hold_until
     patched = model.clone()
+    if isinstance(patched.model_options.get("model_function_wrapper"), UnetRollWrapper):
+        raise NodeInputError(node, "model", "a model without the Seam Roll Patch (the uniform sphere has no seam "
+                                            "to roll; the views turn by themselves)", "a rolled model")
     if adapter is not None:
         patched = adapter.apply(patched, rig, mask, samples, settings.seed)
     if fusion_settings.sync.strength > 0:
@@ -180,6 +220,146 @@ def sample_grid(model, positive, negative, rig: Rig, samples: torch.Tensor, mask
         keep = 1.0 - noise_mask.to(device=out.device, dtype=out.dtype)
         out = torch.lerp(out, samples.to(out), keep)
     return out
+
+
+@dataclass(frozen=True)
+class GridResult:
+    """What one multi-view sampling call gives: the views (raw latents in the grid's
+    layout), the panorama as raw equirect latent frames ``(T, C, H, W)``, and the views'
+    disagreement at the last step (None when not measured)."""
+
+    views: torch.Tensor
+    equirect: torch.Tensor
+    disagreement: float | None
+    lattice: torch.Tensor | None = None  # sphere space: the final lattice values (T, C, N)
+
+    def scores(self) -> PanoramaScores:
+        return score_panorama(self.equirect.float(), self.disagreement)
+
+
+def equirect_latent(frames: torch.Tensor, video: bool) -> torch.Tensor:
+    """Raw equirect frames ``(T, C, H, W)`` as a LATENT tensor of the model's kind
+    (4-D frames, or one 5-D video ``[1, C, T, H, W]``)."""
+    return frames.permute(1, 0, 2, 3)[None].contiguous() if video else frames
+
+
+def sample_canvas(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
+                  settings: SamplerSettings, fusion_settings: FusionSettings, callback=None,
+                  adapter: AdapterRun | None = None) -> GridResult:
+    """:func:`sample_grid`, with the panorama stitched from the views at latent size and the
+    output views' disagreement where they overlap (what the stitch averages away)."""
+    layout = LatentLayout.of(samples.shape, rig.num_views)
+    views = sample_grid(model, positive, negative, rig, samples, mask, settings, fusion_settings, callback,
+                        adapter=adapter)
+    grid = layout.to_grid(views).float()
+    erp_hw = canvas_size(rig, (layout.height, layout.width))
+    erp, _ = stitch_rig(grid, rig, erp_hw)
+    return GridResult(views, erp, float(view_disagreement(grid, rig, erp_hw).nanmean()))
+
+
+def per_region_conditioning(positive, up, down, lattice: LatticeLayout, node_id: str):
+    """The sphere space's per-view prompts: ``up`` on the lattice points above
+    ``POLE_PITCH``, ``down`` below ``-POLE_PITCH``, ``positive`` elsewhere (ComfyUI
+    conditioning masks shaped like the lattice latent: ``[T, 1, N]`` / ``[1, T, 1, N]``)."""
+    if up is None and down is None:
+        return positive
+
+    def as_mask(points: torch.Tensor) -> torch.Tensor:
+        m = points.reshape(1, 1, -1).expand(lattice.frames, 1, lattice.n).contiguous()
+        return m[None] if lattice.video else m
+
+    covered = torch.zeros(lattice.n)
+    out = []
+    for cond, is_up, name in ((up, True, "positive_up"), (down, False, "positive_down")):
+        if cond is None:
+            continue
+        region = pole_region(lattice.n, up=is_up)
+        covered += region
+        out += _mask_condition(cond, as_mask(region), node_id, name)
+    out += _mask_condition(positive, as_mask(1.0 - covered), node_id, "positive")
+    return out
+
+
+def sample_sphere(model, positive, negative, rig: Rig, samples: torch.Tensor, mask: torch.Tensor | None,
+                  settings: SamplerSettings, fusion_settings: FusionSettings, node: str, callback=None, *,
+                  carried: torch.Tensor | None = None, up=None, down=None, adapter: AdapterRun | None = None,
+                  adapter_mask: torch.Tensor | None = None) -> GridResult:
+    """Sample with the sampler's state on a uniform lattice (``sampling.fusion.SphereFusion``).
+
+    samples: the view grid (raw latents, model layout) holding the given values at the
+    mask's cells; only its view size, channels and frames matter otherwise.  The given
+    pinhole views are placed on the lattice and held with ComfyUI's noise mask.
+    carried: raw lattice values ``(T_c, C, N)`` of the first frames (an earlier window),
+    held at every point.  Returns the views of the rig's base pose, the equirect latent and
+    the final lattice.
+
+    adapter: a VideoPanda adapter denoising the views of every step jointly (its wrapper runs
+    inside the sphere's, on the views filled from the lattice); ``adapter_mask`` ``[V, T]``
+    tells it which cells of ``samples`` are given (default ``mask``; the Extender's carried
+    row is given there though held on the lattice).  The adapter is told that view ``v`` is
+    given, so with given cells the views must not turn (rotation ``none``).
+    """
+    layout = LatentLayout.of(samples.shape, rig.num_views)
+    view_hw = (layout.height, layout.width)
+    try:
+        fusion = SphereFusion(rig, view_hw, n=lattice_size(rig, view_hw, fusion_settings.lattice_density),
+                              rotation=fusion_settings.rotation, distortion_power=fusion_settings.distortion_power,
+                              schedule=fusion_settings.sync)
+    except ValueError as e:
+        raise NodeInputError(node, "rig", "a rig that sees every point of the sphere at every turn", str(e)) from None
+    lattice = LatticeLayout(layout.frames, layout.channels, fusion.n, layout.video)
+    values = samples.new_zeros(layout.frames, layout.channels, fusion.n)
+    held = samples.new_zeros(layout.frames, 1, fusion.n)
+    if mask is not None and bool(mask.any()):
+        values, held = held_on_lattice(layout.to_grid(samples), mask, rig, fusion.n)
+    if carried is not None:
+        k = carried.shape[0]
+        values[:k], held[:k] = carried.to(values), 1.0
+    patched = model.clone()
+    if isinstance(patched.model_options.get("model_function_wrapper"), UnetRollWrapper):
+        raise NodeInputError(node, "model", "a model without the Seam Roll Patch (the uniform sphere has no seam "
+                                            "to roll; the views turn by themselves)", "a rolled model")
+    if adapter is not None:
+        told = mask if adapter_mask is None else adapter_mask
+        if told is not None and bool(told.any()) and fusion.turns > 1:
+            raise NodeInputError(node, "fusion", "view rotation 'none' in the uniform_sphere space with a VideoPanda "
+                                 "adapter and given cells (the adapter is told which views are given; turned views "
+                                 "would no longer be them)", fusion_settings.rotation)
+        patched = adapter.apply(patched, rig, told, samples, settings.seed)
+    previous = patched.model_options.get("model_function_wrapper")  # the adapter's, or the user's
+    patched.set_model_unet_function_wrapper(SphereUnetWrapper(fusion, lattice, previous))
+    noise_mask = None
+    if bool(held.any()):
+        noise_mask = (1.0 - held).reshape(layout.frames, 1, fusion.n)
+        if fusion_settings.noise_augmentation > 0:
+            patched.set_model_denoise_mask_function(denoise_mask_hook(fusion_settings.hold_until))
+    cond = per_region_conditioning(positive, up, down, lattice, node)
+    out = _host.sample(
+        patched, lattice.latent(values), seed=settings.seed, steps=settings.steps, cfg=settings.cfg,
+        sampler_name=settings.sampler_name, scheduler=settings.scheduler,
+        positive=cond, negative=negative, noise_mask=noise_mask, callback=callback,
+    )
+    if noise_mask is not None and fusion_settings.noise_augmentation == 0:
+        # ComfyUI holds these points up to float rounding of its last step; put them back exactly.
+        out = torch.lerp(out, lattice.latent(values).to(out), 1.0 - lattice.latent(noise_mask).to(out))
+    final = lattice.values(out)
+    views = fusion.fill(final, fusion.views(0), lattice)
+    erp = lattice_to_erp(final.float(), erp_size_for_points(fusion.n, align=ERP_ALIGN))
+    return GridResult(views.to(samples.dtype), erp, fusion.last_disagreement, final)
+
+
+def lattice_preview(model_layout: LatentLayout, rig: Rig, fusion_settings: FusionSettings):
+    """``to_preview`` for :func:`_host.sampling_progress` in the sphere space: the first
+    lattice latent of the batch as a small equirect latent of the model's kind."""
+    view_hw = (model_layout.height, model_layout.width)
+    n = lattice_size(rig, view_hw, fusion_settings.lattice_density)
+    lattice = LatticeLayout(model_layout.frames, model_layout.channels, n, model_layout.video)
+
+    def to_preview(x0: torch.Tensor) -> torch.Tensor:
+        frames = lattice_to_erp(lattice.values(x0[:lattice.items]).float(), (PREVIEW_ROWS, 2 * PREVIEW_ROWS))
+        return equirect_latent(frames, model_layout.video).to(x0.dtype)
+
+    return to_preview
 
 
 def _grid_latent(model, latent: dict, rig: Rig, node_id: str) -> torch.Tensor:
@@ -284,7 +464,8 @@ class Pano360MultiViewSampler(io.ComfyNode):
                                         "given cells take their values from 'latent'."),
                 *_pole_prompt_inputs(),
             ],
-            outputs=[io.Latent.Output(display_name="latent", tooltip="All views×frames, view-major, same layout as the input.")],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="All views×frames, view-major, same layout as the input."),
+                     *_result_outputs()],
         )
 
     @classmethod
@@ -302,13 +483,19 @@ class Pano360MultiViewSampler(io.ComfyNode):
         if "noise_mask" in latent:
             _host.log.warning("%s: the latent's noise_mask is not used; a view mask (Pano360 View Mask) says which "
                               "cells are kept", node)
-        cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
-        progress = _host.sampling_progress(model, sampling.steps)
-        out = sample_grid(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0),
-                          adapter=adapter)
-        result = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
-        result["samples"] = out
-        return io.NodeOutput(result)
+        if fusion_settings.sphere:
+            progress = _host.sampling_progress(model, sampling.steps, lattice_preview(layout, rig, fusion_settings))
+            result = sample_sphere(model, positive, negative, rig, samples, mask, sampling, fusion_settings, node,
+                                   progress(0), up=positive_up, down=positive_down, adapter=adapter)
+        else:
+            cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
+            progress = _host.sampling_progress(model, sampling.steps)
+            result = sample_canvas(model, cond, negative, rig, samples, mask, sampling, fusion_settings, progress(0),
+                                   adapter=adapter)
+        views = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
+        views["samples"] = result.views
+        equirect = {"samples": equirect_latent(result.equirect.to(result.views.dtype), layout.video)}
+        return io.NodeOutput(views, equirect, result.scores())
 
     @staticmethod
     def _mask(view_mask, given, layout: LatentLayout, node: str) -> torch.Tensor | None:
@@ -374,7 +561,8 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
                                         "[1,C,T,h,w] (video models) with at least as many frames as the output."),
                 *_pole_prompt_inputs(),
             ],
-            outputs=[io.Latent.Output(display_name="latent", tooltip="All views × all frames, view-major.")],
+            outputs=[io.Latent.Output(display_name="latent", tooltip="All views × all frames, view-major."),
+                     *_result_outputs()],
         )
 
     @classmethod
@@ -399,18 +587,48 @@ class Pano360AutoregressiveExtender(io.ComfyNode):
         template = _grid_latent(model, latent, rig, node)
         layout = LatentLayout(rig.num_views, window, template.shape[1], *template.shape[-2:], template.ndim == 5)
         frames = cls._video(video, layout, schedule, node)
-        cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
-        progress = _host.sampling_progress(model, sampling.steps * windows)
-
-        def sample_window(latents, mask, k):
-            s = sampling.with_seed(window_seed(sampling.seed, k))
-            return sample_grid(model, cond, negative, rig, latents, mask, s, fusion_settings, progress(k * s.steps),
-                               adapter=adapter)
-
         device = _host.intermediate_device()
+        equirect: list[torch.Tensor] = []  # new frames of every window, raw equirect latents
+        spread: list[float] = []
+        if fusion_settings.sphere:
+            progress = _host.sampling_progress(model, sampling.steps * windows,
+                                               lattice_preview(layout, rig, fusion_settings))
+            carried: list[torch.Tensor] = []  # the last window's lattice
+
+            def sample_window(latents, mask, k):
+                s = sampling.with_seed(window_seed(sampling.seed, k))
+                given = mask.clone()
+                if k > 0:
+                    given[:, :overlap] = 0.0  # the carried frames come from the lattice itself
+                result = sample_sphere(model, positive, negative, rig, latents, given, s, fusion_settings, node,
+                                       progress(k * s.steps), carried=carried[0][-overlap:] if k > 0 else None,
+                                       up=positive_up, down=positive_down, adapter=adapter, adapter_mask=mask)
+                carried[:] = [result.lattice.to(device)]
+                return cls._keep(result, k, overlap, equirect, spread, device)
+        else:
+            cond = per_view_conditioning(positive, positive_up, positive_down, rig, layout, node)
+            progress = _host.sampling_progress(model, sampling.steps * windows)
+
+            def sample_window(latents, mask, k):
+                s = sampling.with_seed(window_seed(sampling.seed, k))
+                result = sample_canvas(model, cond, negative, rig, latents, mask, s, fusion_settings,
+                                       progress(k * s.steps), adapter=adapter)
+                return cls._keep(result, k, overlap, equirect, spread, device)
+
         out = extend(sample_window, schedule, layout, video=frames, column_view=column_view if frames is not None else None,
                      device=device, offload_device=device, callback=lambda done, total: _host.check_interrupt())
-        return io.NodeOutput({"samples": out})
+        frames_erp = torch.cat(equirect)
+        scores = score_panorama(frames_erp.float(), sum(spread) / len(spread) if spread else None)
+        return io.NodeOutput({"samples": out}, {"samples": equirect_latent(frames_erp.to(out.dtype), layout.video)},
+                             scores)
+
+    @staticmethod
+    def _keep(result: GridResult, k: int, overlap: int, equirect: list, spread: list, device) -> torch.Tensor:
+        """Keep window ``k``'s new equirect frames and view spread; return its views."""
+        equirect.append(result.equirect[overlap if k > 0 else 0:].to(device))
+        if result.disagreement is not None:
+            spread.append(result.disagreement)
+        return result.views
 
     @staticmethod
     def _video(video, layout: LatentLayout, schedule: WindowSchedule, node: str):

@@ -22,6 +22,7 @@ from ..media.gpano import GPanoFields, save_jpeg, save_png
 from ..media.images import to_uint8
 from ..media.spherical_mp4 import STEREO_MODES, SphericalMetadata, save_360_video
 from ..media.video import DEFAULT_CRF
+from ..metrics import PanoramaScores, score_panorama
 from ._common import (ANGLE_CONVENTION, NodeInputError, check_fits, check_widgets, describe, equirect_to_bchw,
                       image_to_bchw, node_id, output_path)
 from ._host import (
@@ -47,6 +48,28 @@ STEREO_TOOLTIP = (
 # x264's constant rate factor scale: 0 lossless .. 51 worst (DEFAULT_CRF 18: visually lossless).
 CRF_RANGE = (0, 51)
 PREVIEW_CRF = 23  # a temporary preview: smaller and faster than the saved file
+METRICS = io.Custom("PANO360_METRICS")
+METRICS_TOOLTIP = ("Optional scores from a Pano360 sampler (its 'metrics' output), shown under the saved file's own "
+                   "seam and pole scores.")
+
+
+def scores_text(images: torch.Tensor, stereo_mode: str, metrics, node: str) -> str:
+    """The UI line of a saved result: its own seam/pole scores (left eye for stereo
+    layouts) and, when connected, the sampler's."""
+    if metrics is not None and not isinstance(metrics, PanoramaScores):
+        raise NodeInputError(node, "metrics", "PANO360_METRICS from a Pano360 sampler", describe(metrics))
+    x = images[..., :3].movedim(-1, 1).float()
+    h, w = x.shape[-2:]
+    if stereo_mode == "top-bottom":
+        x = x[..., : h // 2, :]
+    elif stereo_mode == "left-right":
+        x = x[..., : w // 2]
+    line = "saved: " + score_panorama(x).text()
+    if metrics is not None:
+        line += "\nsampler (latent): " + metrics.text()
+    return line
+
+
 PREVIEW_PREFIX = "Pano360/preview"  # in ComfyUI's temp folder
 # Perspective Sweep frames rendered per projection call: bounds the sampling memory of long
 # paths and sets how often the progress bar moves and Cancel is checked.
@@ -125,7 +148,8 @@ class Pano360Save360Video(io.ComfyNode):
                 "Saves equirect frames as an H.264 MP4 (yuv420p) in ComfyUI's output folder with spherical "
                 "metadata on the video track in both forms players read: Google's V1 XML box and V2 st3d/sv3d "
                 "boxes, so YouTube, VR headsets and 360° players show it as a 360° video. The file appears only "
-                "when complete. Shows the result in the 360° viewer."
+                "when complete. Shows the result in the 360° viewer with its seam and pole scores (is the 0/360° "
+                "border seamless, are the poles clean?), and a connected sampler's scores."
             ),
             inputs=[
                 io.Image.Input("images", tooltip="Equirect video frames [T,H,W,C] (2:1 for mono). Width and height must be even (H.264 yuv420p)."),
@@ -135,6 +159,7 @@ class Pano360Save360Video(io.ComfyNode):
                 io.Combo.Input("stereo_mode", options=STEREO_CHOICES, default="mono", tooltip=STEREO_TOOLTIP),
                 io.String.Input("filename_prefix", default="Pano360/video",
                                 tooltip="Prefix of the file in the output folder; may contain a subfolder and %date:...% style values like Save Image."),
+                METRICS.Input("metrics", optional=True, tooltip=METRICS_TOOLTIP),
             ],
             outputs=[io.String.Output("path", tooltip="Absolute path of the saved MP4 (for API and batch users).")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -142,7 +167,8 @@ class Pano360Save360Video(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, fps: float, crf: int, stereo_mode: str, filename_prefix: str) -> io.NodeOutput:
+    def execute(cls, images, fps: float, crf: int, stereo_mode: str, filename_prefix: str,
+                metrics=None) -> io.NodeOutput:
         node = node_id(cls)
         check_widgets(cls, fps=fps, crf=crf, stereo_mode=stereo_mode)
         frames = images_to_uint8(images, node, "images")
@@ -157,7 +183,8 @@ class Pano360Save360Video(io.ComfyNode):
                               next_free=next_counter_name, tags=comfy_metadata(cls.hidden.prompt, cls.hidden.extra_pnginfo))
         file = os.path.basename(path)
         saved = {"filename": file, "subfolder": subfolder, "type": "output"}
-        ui = {"images": [saved], "animated": (True,), "pano360": [pano_item(file, subfolder, "output", "video", stereo_mode)]}
+        ui = {"images": [saved], "animated": (True,), "pano360": [pano_item(file, subfolder, "output", "video", stereo_mode)],
+              "text": (scores_text(images, stereo_mode, metrics, node),)}
         return io.NodeOutput(path, ui=ui)
 
 
@@ -172,7 +199,8 @@ class Pano360Save360Image(io.ComfyNode):
                 "Saves equirect panoramas as PNG or JPEG with Google's GPano XMP (projection, full pano size, "
                 "cropped area, initial heading), so photo viewers and sites open them as 360° panoramas. PNGs "
                 "keep ComfyUI's workflow metadata (drop the file on ComfyUI to restore the graph). Shows the "
-                "result in the 360° viewer."
+                "result in the 360° viewer with its seam and pole scores (is the 0/360° border seamless, are the "
+                "poles clean?), and a connected sampler's scores."
             ),
             inputs=[
                 io.Image.Input("images", tooltip="Equirect panoramas [B,H,W,C], width = 2 × height. Each batch item becomes one file."),
@@ -182,6 +210,7 @@ class Pano360Save360Image(io.ComfyNode):
                 io.Float.Input("initial_yaw", default=0.0, min=-180.0, max=180.0, step=1.0,
                                tooltip="Where viewers open, as a yaw from the image centre (written as GPano InitialViewHeadingDegrees). " + ANGLE_CONVENTION),
                 io.String.Input("filename_prefix", default="Pano360/pano", tooltip="Prefix of the file in the output folder, as Save Image."),
+                METRICS.Input("metrics", optional=True, tooltip=METRICS_TOOLTIP),
             ],
             outputs=[io.String.Output("paths", tooltip="Absolute paths of the saved files, one per line.")],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -189,7 +218,8 @@ class Pano360Save360Image(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, format: str, jpeg_quality: int, initial_yaw: float, filename_prefix: str) -> io.NodeOutput:
+    def execute(cls, images, format: str, jpeg_quality: int, initial_yaw: float, filename_prefix: str,
+                metrics=None) -> io.NodeOutput:
         node = node_id(cls)
         check_widgets(cls, format=format, jpeg_quality=jpeg_quality, initial_yaw=initial_yaw)
         pixels = images_to_uint8(images, node, "images")
@@ -215,7 +245,8 @@ class Pano360Save360Image(io.ComfyNode):
             saved.append({"filename": file, "subfolder": subfolder, "type": "output"})
             paths.append(path)
             progress(i + 1, b)   # files done so far (sampling.types.ProgressCallback)
-        ui = {"images": saved, "pano360": [pano_item(s["filename"], subfolder, "output", "image") for s in saved]}
+        ui = {"images": saved, "pano360": [pano_item(s["filename"], subfolder, "output", "image") for s in saved],
+              "text": (scores_text(images, "mono", metrics, node),)}
         return io.NodeOutput("\n".join(paths), ui=ui)
 
 

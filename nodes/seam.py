@@ -1,13 +1,23 @@
 """Pano360 nodes: seam-aware sampling and decoding for any ComfyUI model.
 
 The maths lives in ``sampling/seam.py`` and ``sampling/hooks.py``; these nodes clone a MODEL and install a hook,
-or call the VAE twice and blend.  See docs/seam.md.
+call the VAE twice and blend, or pad the latent around the sphere, code it once and crop.  See docs/seam.md.
 """
 
 from __future__ import annotations
 
+import torch
+
 from ..sampling.hooks import UnetRollWrapper
-from ..sampling.seam import ARGUS_BLEND_RATIO, ARGUS_ROLL_FRACTION, RollSchedule, seam_blended_decode
+from ..sampling.seam import (
+    ARGUS_BLEND_RATIO,
+    ARGUS_ROLL_FRACTION,
+    CIRCULAR_COLUMNS,
+    RollSchedule,
+    circular_decode,
+    circular_encode,
+    seam_blended_decode,
+)
 from ._common import NodeInputError, check_widgets, describe, latent_samples, node_id
 from ._host import io, log, progress_callback
 
@@ -123,4 +133,103 @@ class Pano360SeamBlendedVAEDecode(io.ComfyNode):
         return io.NodeOutput(images)
 
 
-NODES = [Pano360SeamRollPatch, Pano360SeamBlendedVAEDecode]
+def _latent_tensor(samples, node: str) -> "torch.Tensor":
+    latent = latent_samples(samples, node, "samples")
+    if latent.ndim not in (4, 5):
+        raise NodeInputError(node, "samples", "a LATENT with 4-D or 5-D 'samples'", describe(samples))
+    return latent
+
+
+def _pad_inputs() -> list:
+    return [
+        io.Int.Input("wrap_columns", default=CIRCULAR_COLUMNS, min=0, max=64,
+                     tooltip="Latent columns wrapped around from the other side before coding (each side); the "
+                             "result matches a VAE whose convolutions wrap when this covers its reach. 2 = PanoWan's "
+                             "decode, 6 = HunyuanWorld's blend; more costs width (W + 2 × this)."),
+        io.Int.Input("pole_rows", default=0, min=0, max=32,
+                     tooltip="Latent rows continued over each pole (the row beyond the top is the top row seen "
+                             "from the other side: turned by half the width) instead of the VAE's zero padding. "
+                             "0 = off. Needs an even latent width."),
+    ]
+
+
+class Pano360CircularVAEDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360CircularVAEDecode",
+            display_name="Circular VAE Decode (seamless 360°)",
+            category=CATEGORY,
+            description=(
+                "VAE Decode for equirect latents with no seam from the decoder: the latent is wrapped around "
+                "by a few columns on each side (and optionally continued over the poles), decoded once and "
+                "cropped, so the decoder sees the sphere's own neighbours at the 0/360° border. One decode "
+                "(slightly wider) instead of the Seam-Blended VAE Decode's two. Image latents [B,C,H,W] and "
+                "video latents [B,C,T,H,W] of any VAE (Flux, Wan, Qwen-Image, LTX, SD)."
+            ),
+            inputs=[
+                io.Latent.Input("samples", tooltip="The equirect latent (width = 2 × height)."),
+                io.Vae.Input("vae", tooltip="The VAE that matches the model that made the latent."),
+                *_pad_inputs(),
+                io.Int.Input("batch_chunk", default=0, min=0, max=4096,
+                             tooltip="Decode this many batch items per VAE call; 0 = all at once."),
+            ],
+            outputs=[io.Image.Output(tooltip="The decoded panorama(s) [B,H,W,C]; video frames flattened into the batch, as VAE Decode does.")],
+        )
+
+    @classmethod
+    def execute(cls, samples, vae, wrap_columns: int, pole_rows: int, batch_chunk: int) -> io.NodeOutput:
+        node = node_id(cls)
+        check_widgets(cls, wrap_columns=wrap_columns, pole_rows=pole_rows, batch_chunk=batch_chunk)
+        latent = _latent_tensor(samples, node)
+        if pole_rows and latent.shape[-1] % 2:
+            raise NodeInputError(node, "pole_rows", "0 for an odd latent width (the pole turns rows by half the width)",
+                                 str(pole_rows))
+        if wrap_columns > latent.shape[-1] or pole_rows > latent.shape[-2]:
+            raise NodeInputError(node, "wrap_columns", f"at most the latent's {latent.shape[-1]} columns and "
+                                                       f"{latent.shape[-2]} rows", f"{wrap_columns}, {pole_rows}")
+        chunk = batch_chunk or latent.shape[0]
+        images = circular_decode(vae.decode, latent, wrap_columns, pole_rows, batch_chunk=batch_chunk,
+                                 callback=progress_callback(-(-latent.shape[0] // chunk)))
+        if images.ndim == 5:  # video [B,T,H,W,C] -> [B*T,H,W,C], as core VAEDecode
+            images = images.reshape(-1, *images.shape[-3:])
+        return io.NodeOutput(images)
+
+
+class Pano360CircularVAEEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="Pano360CircularVAEEncode",
+            display_name="Circular VAE Encode (seamless 360°)",
+            category=CATEGORY,
+            description=(
+                "VAE Encode for equirect panoramas and 360° videos: the pixels are wrapped around by the VAE's "
+                "scale × wrap_columns on each side (and optionally continued over the poles), encoded once and "
+                "the latent cropped, so the latent has no seam at the 0/360° border."
+            ),
+            inputs=[
+                io.Image.Input("pixels", tooltip="Equirect image(s) [B,H,W,C] or video frames; width and height multiples of the VAE's scale (8 for most)."),
+                io.Vae.Input("vae", tooltip="The VAE of the model that will use the latent."),
+                *_pad_inputs(),
+            ],
+            outputs=[io.Latent.Output(tooltip="The latent, as VAE Encode gives it.")],
+        )
+
+    @classmethod
+    def execute(cls, pixels, vae, wrap_columns: int, pole_rows: int) -> io.NodeOutput:
+        node = node_id(cls)
+        check_widgets(cls, wrap_columns=wrap_columns, pole_rows=pole_rows)
+        if not isinstance(pixels, torch.Tensor) or pixels.ndim != 4:
+            raise NodeInputError(node, "pixels", "an IMAGE [B,H,W,C]", describe(pixels))
+        scale = int(vae.spacial_compression_encode())
+        h, w = pixels.shape[-3:-1]
+        if h % scale or w % scale:
+            raise NodeInputError(node, "pixels", f"width and height multiples of the VAE's scale {scale}", f"{w}x{h}")
+        if pole_rows and (w // scale) % 2:
+            raise NodeInputError(node, "pole_rows", "0 for an odd latent width", str(pole_rows))
+        latent = circular_encode(lambda px: vae.encode(px[..., :3]), pixels, scale, wrap_columns, pole_rows)
+        return io.NodeOutput({"samples": latent})
+
+
+NODES = [Pano360SeamRollPatch, Pano360SeamBlendedVAEDecode, Pano360CircularVAEDecode, Pano360CircularVAEEncode]

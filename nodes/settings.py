@@ -6,13 +6,16 @@ these bundles as optional inputs; without them they use their paper's settings.
 
 from __future__ import annotations
 
+import math
+
 from . import _host
 from ._bundles import (DIFFPANO_SETTINGS, EPIPOLAR_BLOCKS, EPIPOLAR_MODES, FUSION_SETTINGS, INBETWEEN_FUSIONS,
                        INBETWEEN_SETTINGS, SAMPLER_SETTINGS, SEED_MAX, WINDOW_SETTINGS, DiffPanoSettings, FusionSettings,
                        InbetweenSettings, SamplerSettings, WindowSettings)
 from ._common import NodeInputError, check_widgets, known, widget_errors
 from ._host import io
-from ..sampling.fusion import SyncSchedule
+from ..projection.lattice import DISTORTION_POWER
+from ..sampling.fusion import LATTICE_DENSITY, ROTATIONS, SPACES, TILT_MAX, SyncSchedule
 
 CATEGORY = "Pano360/sampling"
 SAMPLER = io.Custom(SAMPLER_SETTINGS)
@@ -61,8 +64,9 @@ class Pano360FusionSettings(io.ComfyNode):
             display_name="Pano360 Fusion Settings",
             category=CATEGORY,
             description="How the Multi-View Sampler and the Autoregressive Extender synchronise views on the sphere, "
-                        "and how long given cells are held. Without this node: full synchronisation at every step, "
-                        "given cells held to the end.",
+                        "and how long given cells are held. Without this node: full synchronisation at every step on an "
+                        "equirect canvas, given cells held to the end. space 'uniform_sphere' keeps the sampler's state "
+                        "on points spread uniformly over the sphere (SphereDiff's idea, docs/spherical.md).",
             inputs=[
                 io.Float.Input("sync_strength", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="How strongly views are synchronised on the sphere at each step: 1 = every view "
@@ -76,6 +80,25 @@ class Pano360FusionSettings(io.ComfyNode):
                                tooltip="Given cells are held for the first (1 - this) fraction of the steps, then refined "
                                        "from their noised values with the rest (VideoPanda's noise augmentation against "
                                        "drift; 0 = given cells stay exactly as given)."),
+                io.Combo.Input("space", options=list(SPACES), default="equirect_canvas", optional=True,
+                               tooltip="equirect_canvas: every view keeps its own latent and the views' predictions are "
+                                       "averaged on an equirect canvas. uniform_sphere: the sampler's latent is a set of "
+                                       "points spread uniformly over the sphere (no pole over-sampling); the views are "
+                                       "filled from it every step and their predictions averaged back onto it, so the "
+                                       "views can turn between steps. Output views and an equirect latent either way."),
+                io.Combo.Input("view_rotation", options=list(ROTATIONS), default="sphere", optional=True,
+                               tooltip="uniform_sphere only: how the rig moves between steps so no view border stays in "
+                                       f"place. none; yaw (turn about the vertical); sphere (turn and tilt up to "
+                                       f"{math.degrees(TILT_MAX):g}°, every view re-aimed level, so the poles are seen by "
+                                       "different views). A rig that would leave part of the sphere unseen is refused."),
+                io.Float.Input("distortion_power", default=DISTORTION_POWER, min=0.0, max=16.0, step=0.5, optional=True,
+                               tooltip="uniform_sphere only: a view pixel at angle θ from the view's centre counts "
+                                       "cos(θ)^power in the average (3 = the pinhole's own resolution loss; 0 = all "
+                                       "pixels equal). Higher trusts view centres more."),
+                io.Float.Input("lattice_density", default=LATTICE_DENSITY, min=0.25, max=4.0, step=0.05, optional=True,
+                               tooltip="uniform_sphere only: points on the sphere relative to the views' resolution "
+                                       "(1 = the widest view holds as many points as pixels). Below 1 views overlap "
+                                       "more; above 1 they cover less and may leave gaps (refused)."),
             ],
             outputs=[FUSION.Output("fusion", tooltip="The bundle, for a Pano360 sampler's 'fusion' input.")],
         )
@@ -90,12 +113,16 @@ class Pano360FusionSettings(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, sync_strength, sync_start, sync_end, noise_augmentation) -> io.NodeOutput:
+    def execute(cls, sync_strength, sync_start, sync_end, noise_augmentation, space="equirect_canvas",
+                view_rotation="sphere", distortion_power=DISTORTION_POWER,
+                lattice_density=LATTICE_DENSITY) -> io.NodeOutput:
         check_widgets(cls, sync_strength=sync_strength, sync_start=sync_start, sync_end=sync_end,
-                      noise_augmentation=noise_augmentation)
+                      noise_augmentation=noise_augmentation, space=space, view_rotation=view_rotation,
+                      distortion_power=distortion_power, lattice_density=lattice_density)
         if sync_start > sync_end:
             raise NodeInputError("Pano360FusionSettings", "sync_start", f"<= sync_end ({sync_end})", str(sync_start))
-        return io.NodeOutput(FusionSettings(SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation))
+        return io.NodeOutput(FusionSettings(SyncSchedule(sync_strength, sync_start, sync_end), noise_augmentation,
+                                            space, view_rotation, distortion_power, lattice_density))
 
 
 class Pano360WindowSettings(io.ComfyNode):

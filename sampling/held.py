@@ -5,7 +5,8 @@ row carried into an autoregressive window) and every inpainting-style stage of t
 :class:`HeldCells` is the rule of ComfyUI's ``KSamplerX0Inpaint`` (``comfy/samplers.py``):
 before the model, kept cells of ``x`` are the given latent noised to the current sigma;
 after it, kept cells of the prediction are the given latent.  :func:`given_grid` places a
-given view (or the whole grid) into a view×frame latent.
+given view (or the whole grid) into a view×frame latent; :func:`held_on_lattice` places
+given pinhole views onto the points of a lattice latent (the ``uniform_sphere`` space).
 
 Host-free: never imports ComfyUI.
 """
@@ -17,9 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .fusion import LatentLayout
+from ..projection import Rig
+from ..projection.lattice import perspective_to_lattice
+from .fusion import LatentLayout, rig_fovs_y
 
-__all__ = ["one_view_frames", "given_grid", "HeldCells"]
+__all__ = ["one_view_frames", "given_grid", "held_on_lattice", "HeldCells"]
 
 
 def one_view_frames(given: Tensor, layout: LatentLayout) -> Tensor | None:
@@ -65,6 +68,37 @@ def given_grid(given: Tensor, layout: LatentLayout, mask: Tensor) -> tuple[Tenso
     filled = torch.zeros_like(mask)
     filled[columns] = 1.0
     return layout.from_cells(cells), filled
+
+
+def held_on_lattice(grid: Tensor, mask: Tensor, rig: Rig, n: int) -> tuple[Tensor, Tensor]:
+    """Given pinhole views placed on the points of an ``n``-point lattice, per frame.
+
+    grid: VIEW-MAJOR ``(V*T, C, h, w)`` latents (the given cells' values; others ignored).
+    mask: ``[V, T]``, 1 = given.  Each given view is sampled (bilinear) at the lattice points
+    inside its frame (:func:`..projection.lattice.perspective_to_lattice`); where several
+    given views of a frame see a point their values are averaged.  Returns ``(values (T, C,
+    n), held (T, 1, n))``, held 1 where some given view sees the point (values 0 elsewhere).
+    """
+    v = rig.num_views
+    if tuple(mask.shape) != (v, grid.shape[0] // v) or grid.shape[0] % v:
+        raise ValueError(f"mask: expected [{v}, {grid.shape[0] // max(v, 1)}] for a grid of {grid.shape[0]} views "
+                         f"x frames, got {list(mask.shape)}")
+    t, c = grid.shape[0] // v, grid.shape[1]
+    values = grid.new_zeros(t, c, n)
+    count = grid.new_zeros(t, 1, n)
+    cells = (mask > 0.5).nonzero().tolist()
+    if cells:
+        yaw, pitch, roll, fov = rig.angles(dtype=torch.float64)
+        idx = torch.tensor([vi * t + ti for vi, ti in cells])
+        vs = torch.tensor([vi for vi, _ in cells])
+        fov_y = rig_fovs_y(rig, tuple(grid.shape[-2:]))
+        vals, inside = perspective_to_lattice(grid[idx.to(grid.device)], yaw[vs], pitch[vs], roll[vs], fov[vs], n,
+                                              fov_y=None if fov_y is None else fov_y[vs])
+        frames = torch.tensor([ti for _, ti in cells], device=grid.device)
+        values.index_add_(0, frames, vals)
+        count.index_add_(0, frames, inside)
+    held = (count > 0).to(grid.dtype)
+    return values / count.clamp_min(1.0), held
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ ComfyUI, and ``nodes/`` only installs them.  What each reads is named in its doc
   hook passed in ``transformer_options`` may take over (keyframe attention control).
 - :func:`k_diffusion_euler`: the pack's Euler loop (with noise re-injection) in k-diffusion's
   sampler signature, for ``comfy.samplers.KSAMPLER``.
+- :class:`SphereUnetWrapper`: run the model on views filled from a lattice latent and fuse
+  its predictions back onto the lattice (the ``uniform_sphere`` space of the fusion).
 
 Hooks hold no device state (ComfyUI 0.33 may call one wrapper once per device clone).
 Host-free: never imports ComfyUI.
@@ -25,15 +27,17 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from ..metrics import lattice_disagreement
 from .euler import NoiseReinjection, sample_euler
-from .seam import RollSchedule, roll_conditioning, roll_width
+from .fusion import LatticeLayout, SphereFusion
+from .seam import SPATIAL_COND_KEYS, RollSchedule, roll_conditioning, roll_width
 from .sigmas import SIGMA_RTOL, step_fraction, step_from_sigma
 from .types import Fuse
 
 log = logging.getLogger("pano360")
 
 __all__ = ["post_cfg_hook", "denoise_mask_hook", "UnetRollWrapper", "ROLL_OPTION", "HookedAttention",
-           "seeded_noise_sampler", "k_diffusion_euler"]
+           "seeded_noise_sampler", "k_diffusion_euler", "SphereUnetWrapper"]
 
 # ComfyUI's cond_or_uncond label of a batch chunk when a caller gives none: a conditional chunk.
 COND_LABEL = 0
@@ -233,3 +237,78 @@ def k_diffusion_euler(reinject_repeats: int = 0, reinject_ratio: float = 0.5) ->
                                 reinject=reinject, on_step=on_step)
 
     return sample
+
+
+class SphereUnetWrapper:
+    """A ComfyUI-style UNet function wrapper for samplers whose latent is a lattice.
+
+    ComfyUI calls ``wrapper(apply_model, {"input", "timestep", "c", "cond_or_uncond"})``
+    with ``input`` a batch of lattice latents (one per cond/uncond chunk, each in
+    ``layout``: ``[T, C, 1, N]`` items or ``[1, C, T, 1, N]``).  For each chunk the views of
+    this step are filled from the lattice (:meth:`SphereFusion.fill`), every tensor of ``c``
+    (and ``transformer_options["sigmas"]``) whose batch is the input's is repeated for the
+    views in the same order, ``apply_model`` (which returns x0) runs once on all views of all
+    chunks, and each chunk's views are fused back (:meth:`SphereFusion.fuse`).  Chunks stay
+    in order and keep equal sizes, so ``cond_or_uncond`` stays valid.
+
+    The step comes from the sigma's place in ``c["transformer_options"]["sample_sigmas"]``
+    (ComfyUI sets it for every sampler); without it the call raises.  Conditioning laid out
+    like the latent (``c_concat``, inpaint masks, ControlNet, ...) cannot follow a point list
+    and raises ValueError naming the key.  ``previous``: a wrapper installed before this one
+    (it sees the views).  No state besides :attr:`SphereFusion.last_disagreement`.
+    """
+
+    def __init__(self, fusion: SphereFusion, layout: LatticeLayout, previous: Callable | None = None):
+        self.fusion, self.layout, self.previous = fusion, layout, previous
+
+    def _expand(self, value: Any, index: Tensor, batch: int) -> Any:
+        if isinstance(value, Tensor) and value.ndim >= 1 and value.shape[0] == batch:
+            return value.index_select(0, index.to(value.device))
+        return value
+
+    def __call__(self, apply_model: Callable[..., Tensor], args: Mapping[str, Any]) -> Tensor:
+        x, timestep, c = args["input"], args["timestep"], args["c"]
+        layout = self.layout
+        batch = x.shape[0]
+        if tuple(x.shape[1:]) != layout.shape[1:] or batch % layout.items:
+            raise ValueError(f"Pano360 sphere fusion: the sampler's latent {list(x.shape)} is not a batch of "
+                             f"lattice latents {list(layout.shape)}")
+        for key in (*SPATIAL_COND_KEYS, "control"):
+            if c.get(key) is not None:
+                raise ValueError(f"Pano360 sphere fusion: conditioning '{key}' is laid out like the latent and cannot "
+                                 f"follow the lattice; use the equirect canvas space with it")
+        options = dict(c.get("transformer_options") or {})
+        sample_sigmas = options.get("sample_sigmas")
+        if sample_sigmas is None:
+            raise RuntimeError("Pano360 sphere fusion: the sampler did not provide sample_sigmas")
+        sigma = float(timestep.detach().flatten().max())
+        step = step_from_sigma(sigma, sample_sigmas)
+        fraction = step_fraction(sigma, sample_sigmas)
+        views = self.fusion.views(step)
+        chunks = batch // layout.items
+        filled = [self.fusion.fill(layout.values(x[i * layout.items:(i + 1) * layout.items]), views, layout)
+                  for i in range(chunks)]
+        per_chunk = filled[0].shape[0]  # model batch items of one chunk's views
+        # view-batch item j of chunk i came from lattice item i*items + (j mod items) for
+        # 4-D (view-major: b = v*T + t) and from item i for 5-D
+        local = torch.arange(per_chunk) % layout.items
+        index = (torch.arange(chunks)[:, None] * layout.items + local[None, :]).reshape(-1)
+        x_views = torch.cat(filled)
+        c_views = {k: self._expand(v, index, batch) for k, v in c.items() if k != "transformer_options"}
+        if "sigmas" in options:
+            options["sigmas"] = self._expand(options["sigmas"], index, batch)
+        c_views["transformer_options"] = options
+        t_views = self._expand(timestep, index, batch)
+        if self.previous is not None:
+            out = self.previous(apply_model, {**args, "input": x_views, "timestep": t_views, "c": c_views})
+        else:
+            out = apply_model(x_views, t_views, **c_views)
+        if step == len(sample_sigmas) - 2:  # the last step: keep the views' spread for the metrics
+            kinds = list(args.get("cond_or_uncond") or [])
+            cond = kinds.index(0) if 0 in kinds else 0  # the positive prompt's chunk
+            grid = layout.views_layout(views.num_views, self.fusion.view_hw).to_grid(
+                out[cond * per_chunk:(cond + 1) * per_chunk])
+            self.fusion.last_disagreement = float(lattice_disagreement(grid.detach().float(), views).nanmean())
+        fused = [layout.latent(self.fusion.fuse(out[i * per_chunk:(i + 1) * per_chunk], views, layout, fraction))
+                 for i in range(chunks)]
+        return torch.cat(fused).to(x.dtype)

@@ -35,6 +35,11 @@ seam; the second is clean at the seam.  A horizontal weight that is 1 over the m
 and 0 at both borders, with linear ramps ``width / ratio`` pixels wide, blends them
 so the seam columns come from the rolled decode's interior.
 
+**Circular decoding and encoding.**  Pad the latent with wrapped columns (and rows
+continued over the poles), decode once and crop: for a decoder whose receptive field
+reaches at most the padding, the result equals a decoder with circular padding in every
+layer (:func:`circular_decode`, :func:`circular_encode`).
+
 Host-free: never imports ComfyUI.  Widths are the last tensor axis of latents
 (``[B, C, H, W]`` image/SVD latents, ``[B, C, T, H, W]`` video latents) and the
 second-to-last of channels-last pixels (``[B, H, W, C]``, ``[B, T, H, W, C]``).
@@ -49,6 +54,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
+from ..projection.padding import crop_erp, pad_erp
 from .types import ProgressCallback, report
 
 __all__ = [
@@ -61,6 +67,9 @@ __all__ = [
     "rolled_denoiser",
     "seam_blend_weight",
     "seam_blended_decode",
+    "CIRCULAR_COLUMNS",
+    "circular_decode",
+    "circular_encode",
 ]
 
 # Argus rolls by latent_width // 4 (90°) after every step but the last
@@ -83,6 +92,12 @@ SPATIAL_COND_KEYS = (
     "vace_context",
     "pose_latents",
 )
+
+# Latent columns the circular codec wraps on each side by default.  PanoWan decodes with 2
+# wrapped latent columns (pipelines/wan_video.py, latent_padding_size=2) and HunyuanWorld
+# blends 6 (demo_panogen.py, blend_extend=6); 4 reaches past the 3x3-conv stacks of a
+# decoder's last levels at about 3% of a 256-column latent.
+CIRCULAR_COLUMNS = 4
 
 # Absolute slack when flooring fraction · width (float rounding of decimal fractions).
 FRACTION_EPS = 1e-9
@@ -313,3 +328,83 @@ def seam_blended_decode(decode: Callable[[Tensor], Tensor], latent: Tensor,
         # Not torch.lerp: weight·plain + (1 − weight)·rolled is exactly ``plain`` where weight is 1.
         pieces.append(plain * weight + rolled * (1.0 - weight))
     return torch.cat(pieces, dim=0)
+
+
+# ---------------------------------------------------------------------------
+# Circular decoding and encoding
+# ---------------------------------------------------------------------------
+
+
+def _check_pad_counts(columns: int, pole_rows: int) -> None:
+    for name, value in (("columns", columns), ("pole_rows", pole_rows)):
+        if isinstance(value, bool) or int(value) != value or value < 0:
+            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def circular_decode(decode: Callable[[Tensor], Tensor], latent: Tensor, columns: int = CIRCULAR_COLUMNS,
+                    pole_rows: int = 0, *, pixel_width_dim: int = -2, batch_chunk: int = 0,
+                    callback: ProgressCallback | None = None) -> Tensor:
+    """Decode an equirect latent as if the decoder's convolutions wrapped around the sphere.
+
+    The latent is padded with ``columns`` wrapped columns on each side and ``pole_rows``
+    rows continued over each pole (:func:`..projection.padding.pad_erp`), decoded once, and
+    the padding's pixels are cropped.  For a decoder whose receptive field reaches at most
+    ``columns`` latent columns this equals decoding with circular padding in every layer
+    (global layers, such as a VAE's mid-block attention, see the padding once more).
+    ``pole_rows`` gives the decoder the rows beyond each pole (turned by half the width)
+    instead of zeros; a flip is no convolution's symmetry, so there is no per-layer
+    equivalent for them.  One decode of ``W + 2 columns`` instead of the blended decode's two.
+
+    decode: latent ``(b, C, [T,] h, w)`` -> pixels with the width on ``pixel_width_dim``
+    and the height just before it (ComfyUI's VAE: ``[b, H, W, C]`` or ``[b, T, H, W, C]``).
+    Returns the pixels in ``decode``'s layout, batch on axis 0.
+    """
+    if latent.ndim not in (4, 5):
+        raise ValueError(f"latent must be 4-D [B,C,H,W] or 5-D [B,C,T,H,W], got shape {list(latent.shape)}")
+    _check_pad_counts(columns, pole_rows)
+    if batch_chunk < 0:
+        raise ValueError(f"batch_chunk must be >= 0, got {batch_chunk}")
+    h_lat, w_lat = latent.shape[-2:]
+    padded = pad_erp(latent, columns, pole_rows)
+    chunk = batch_chunk or latent.shape[0]
+    total = -(-latent.shape[0] // chunk)
+    pieces = []
+    for k, start in enumerate(range(0, latent.shape[0], chunk)):
+        pixels = decode(padded[start:start + chunk])
+        report(callback, k + 1, total)
+        wd = pixel_width_dim % pixels.ndim
+        w_px, h_px = pixels.shape[wd], pixels.shape[wd - 1]
+        if w_px % padded.shape[-1] or h_px % padded.shape[-2]:
+            raise ValueError(f"decoded size {h_px}x{w_px} is not a whole multiple of the padded latent "
+                             f"{padded.shape[-2]}x{padded.shape[-1]}")
+        sx, sy = w_px // padded.shape[-1], h_px // padded.shape[-2]
+        pixels = pixels.narrow(wd, columns * sx, w_lat * sx).narrow(wd - 1, pole_rows * sy, h_lat * sy)
+        pieces.append(pixels)
+    return torch.cat(pieces, dim=0)
+
+
+def circular_encode(encode: Callable[[Tensor], Tensor], pixels: Tensor, scale: int,
+                    columns: int = CIRCULAR_COLUMNS, pole_rows: int = 0) -> Tensor:
+    """Encode equirect pixels as if the encoder's convolutions wrapped around the sphere.
+
+    pixels: channels-last ``(..., H, W, C)`` (ComfyUI IMAGE ``[B, H, W, C]``, or video frames
+    ``[T, H, W, C]``).  scale: the encoder's spatial downscale (8 for SD/Flux/Wan 2.1 VAEs).
+    The pixels are padded by ``columns * scale`` wrapped columns and ``pole_rows * scale``
+    rows over each pole, encoded, and the latent's padding (``columns``, ``pole_rows``)
+    cropped.  encode: pixels -> latent ``(b, C, [T,] h, w)``.
+    """
+    _check_pad_counts(columns, pole_rows)
+    if isinstance(scale, bool) or int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if pixels.ndim < 3:
+        raise ValueError(f"pixels must be channels-last (..., H, W, C), got shape {list(pixels.shape)}")
+    h, w = pixels.shape[-3:-1]
+    if h % scale or w % scale:
+        raise ValueError(f"pixel size {h}x{w} must be a multiple of the encoder's scale {scale}")
+    chw = pixels.movedim(-1, -3)
+    padded = pad_erp(chw, columns * scale, pole_rows * scale).movedim(-3, -1)
+    latent = encode(padded.contiguous())
+    if latent.shape[-1] != w // scale + 2 * columns or latent.shape[-2] != h // scale + 2 * pole_rows:
+        raise ValueError(f"encode gave a {latent.shape[-2]}x{latent.shape[-1]} latent for {padded.shape[-3]}x"
+                         f"{padded.shape[-2]} pixels; expected the scale {scale}")
+    return crop_erp(latent, columns, pole_rows)

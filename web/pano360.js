@@ -3,6 +3,7 @@
 //   ui.pano360 = [{filename, subfolder, type, kind: "image"|"video", stereo}]
 // which arrives here in onExecuted; the viewer loads the file through ComfyUI's /view
 // route (never base64), so large panoramas and videos stream like any other output.
+// Save nodes also return ui.text = [line]: the result's seam/pole scores, shown under the view.
 
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
@@ -40,7 +41,10 @@ function buildPanel(node) {
   bar.style.cssText = "display:flex;gap:4px;align-items:center;padding:2px;color:#ccc;font:11px sans-serif";
   const label = document.createElement("span");
   label.style.cssText = "margin-left:auto;white-space:nowrap";
-  root.append(stage, bar);
+  const scores = document.createElement("div");
+  scores.className = "pano360-scores";
+  scores.style.cssText = "display:none;padding:2px 4px;color:#ccc;font:11px sans-serif;white-space:pre-line";
+  root.append(stage, bar, scores);
 
   const state = { items: [], index: 0, status: "empty", url: null, seq: 0 };
   const viewer = createViewer(stage, {
@@ -79,6 +83,8 @@ function buildPanel(node) {
     root,
     viewer,
     setItems(items) { state.items = items; return show(0); },
+    setScores(text) { scores.textContent = text || ""; scores.style.display = text ? "" : "none"; },
+    get scores() { return scores.textContent; },
     get status() { return state.status; },   // "empty" | "loading" | "ready" | "error: ..."
     get url() { return state.url; },
   };
@@ -106,6 +112,7 @@ app.registerExtension({
         const needed = this.computeSize()[1] + FLAT_PREVIEW_ROOM;
         this.setSize([Math.max(w, 360), Math.max(h, needed)]);
       }
+      this.pano360Panel.setScores(Array.isArray(message?.text) ? message.text.join("\n") : "");
       this.pano360Panel.setItems(items);
       app.graph?.setDirtyCanvas(true, true);
       return result;

@@ -20,7 +20,8 @@ from pano360.client.convert import api_to_ui, ui_to_api
 from pano360.client.model_sources import NOT_PUBLIC, PUBLIC_MODELS
 from pano360.client.schema import recorded_schema_sets
 from pano360.client.validate import errors_only, models_needed, validate_prompt
-from pano360.client.workflows_cli import PACK_PREFIX, diff_api, has_pack_schemas, thumbnail_path
+from pano360.client.workflows_cli import (PACK_PREFIX, diff_api, has_pack_schemas, min_comfyui, runs_on,
+                                          schemas_for, thumbnail_path)
 
 WORKFLOWS = ROOT / "workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
@@ -28,6 +29,11 @@ SETS = recorded_schema_sets()
 VERSIONS = list(SETS)
 OLDEST = SETS[VERSIONS[0]]
 DOCS = ROOT / "docs" / "workflows.md"
+
+
+def own_schemas(api_file):
+    """The schemas of the oldest recorded ComfyUI the workflow runs on (its UI widgets)."""
+    return next(iter(schemas_for(api_file.stem, SETS).values()))
 
 
 def test_every_ci_host_version_is_recorded():
@@ -46,23 +52,43 @@ def load(api_file):
 @pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
 def test_bundled_workflow_validates_against_the_schemas(api_file, version):
     api, schemas = load(api_file), SETS[version]
-    assert [str(i) for i in errors_only(validate_prompt(api, schemas))] == []
+    errors = [str(i) for i in errors_only(validate_prompt(api, schemas))]
+    if not runs_on(api_file.stem, version):
+        # a workflow for a newer ComfyUI (MIN_COMFYUI): unknown here are exactly the node
+        # types it declares newer, and nothing else is wrong
+        newer = min_comfyui(api_file.stem)[1]
+        assert errors and sorted(errors) == sorted(
+            f"node {nid} ({n['class_type']}): node type '{n['class_type']}' does not exist in the node schemas"
+            for nid, n in api.items() if n["class_type"] in newer), errors
+        return
+    assert errors == []
     for need in models_needed(api, schemas):
         assert need.folder, need
 
 
-@pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize(("api_file", "version"), [(f, v) for f in API_FILES for v in VERSIONS if runs_on(f.stem, v)],
+                         ids=lambda x: getattr(x, "stem", x))
 def test_bundled_ui_file_converts_back_to_its_api_twin(api_file, version):
-    """The one UI file (built with the oldest version's widgets) reads back as the twin
-    under every version's schemas, and is what build writes."""
+    """The one UI file (built with the widgets of the oldest version it runs on) reads back
+    as the twin under every version it runs on, and is what build writes."""
     api = load(api_file)
     ui_file = WORKFLOWS / api_file.name
     assert ui_file.is_file(), f"{ui_file.name} missing: run python -m pano360 workflows build"
     ui = json.loads(ui_file.read_text(encoding="utf-8"))
     assert diff_api(api, ui_to_api(ui, SETS[version])) == []
-    expected = api_to_ui(api, OLDEST, name=api_file.stem, layout_schemas=tuple(SETS.values()))
+    own = list(schemas_for(api_file.stem, SETS).values())
+    expected = api_to_ui(api, own[0], name=api_file.stem, layout_schemas=tuple(own))
     assert ui == expected, "stale UI file: run python -m pano360 workflows build"
+
+
+def test_a_workflow_for_a_newer_comfyui_is_declared_and_runs_on_the_newest():
+    """MIN_COMFYUI names node types the oldest version lacks and the newest has."""
+    declared = [f for f in API_FILES if min_comfyui(f.stem)[1]]
+    assert declared, "ltx_360_video needs ComfyUI 0.33"
+    for f in declared:
+        newer = min_comfyui(f.stem)[1]
+        assert all(t not in OLDEST for t in newer) and all(t in SETS[VERSIONS[-1]] for t in newer), f.stem
+        assert runs_on(f.stem, VERSIONS[-1]) and not runs_on(f.stem, VERSIONS[0])
 
 
 @pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
@@ -80,7 +106,7 @@ def test_loaders_offer_downloads_exactly_for_public_model_files(api_file):
     api = load(api_file)
     ui = json.loads((WORKFLOWS / api_file.name).read_text(encoding="utf-8"))
     entries = {(n["id"], m["name"]): m for n in ui["nodes"] for m in n.get("properties", {}).get("models", [])}
-    for need in models_needed(api, OLDEST):
+    for need in models_needed(api, own_schemas(api_file)):
         assert need.filename in PUBLIC_MODELS or need.filename in NOT_PUBLIC, need
         entry = entries.pop((int(need.node_id), need.filename), None)
         if need.filename in PUBLIC_MODELS:
@@ -104,7 +130,7 @@ def test_bundled_workflow_has_a_docs_section_naming_its_model_files(api_file):
     text = DOCS.read_text(encoding="utf-8")
     match = re.search(rf"^### `?{re.escape(api_file.stem)}`?\s*$(.*?)(?=^### |\Z)", text, re.M | re.S)
     assert match, f"docs/workflows.md needs a section '### {api_file.stem}' (copy the template there)"
-    for need in models_needed(api, OLDEST):
+    for need in models_needed(api, own_schemas(api_file)):
         assert need.filename in match.group(1) and f"models/{need.folder}" in match.group(1), \
             f"section {api_file.stem} must say where {need.filename} goes (models/{need.folder}/)"
 

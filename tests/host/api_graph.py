@@ -37,6 +37,21 @@ def _class(class_type: str):
     return comfy_nodes.NODE_CLASS_MAPPINGS[class_type]
 
 
+def node_classes() -> dict[str, type]:
+    """Every node class by class_type: ComfyUI's core and comfy_extras nodes, and the pack's."""
+    import nodes as comfy_nodes
+
+    from pano360.nodes import all_nodes
+
+    global _EXTRAS_LOADED
+    if not _EXTRAS_LOADED:
+        asyncio.run(comfy_nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+        _EXTRAS_LOADED = True
+    classes = dict(comfy_nodes.NODE_CLASS_MAPPINGS)
+    classes.update({c.define_schema().node_id: c for c in all_nodes()})
+    return classes
+
+
 def _hidden_clone(cls, node_id: str, prompt: dict):
     """A V3 class clone with hidden inputs (0.3.64 takes the dict, 0.33 wraps it in V3Data)."""
     from comfy_api.latest import io

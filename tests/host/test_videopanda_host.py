@@ -303,3 +303,73 @@ def test_an_adapter_from_the_training_entry_runs_in_the_sampler_node(comfy_in_pr
                                           settings=_node_bundles(comfy_in_process, steps=2), videopanda=handle
                                           ).args[0]["samples"]
     assert out.shape == (8, 16, 2, 4, 4) and torch.isfinite(out).all()
+
+
+def _sphere_fusion(rotation):
+    from pano360.nodes.settings import Pano360FusionSettings
+
+    return Pano360FusionSettings.execute(sync_strength=1.0, sync_start=0.0, sync_end=1.0, noise_augmentation=0.0,
+                                         space="uniform_sphere", view_rotation=rotation).args[0]
+
+
+def test_adapter_runs_inside_the_uniform_sphere_space(comfy_in_process, tiny, adapter_file, monkeypatch):
+    """The adapter's wrapper runs inside the sphere's on the views filled from the lattice: a
+    zero-initialised adapter leaves the sphere run bit-identical (ComfyUI's Wan unchanged),
+    the trained one changes it; given cells need views that do not turn.  The runs share one
+    loaded MODEL, as repeated queue runs do: each adapter patches the module's own forwards,
+    not the previous run's patches ComfyUI leaves applied."""
+    from pano360.models.videopanda_adapter import TrainingFacts, save_adapter
+    from pano360.nodes import videopanda
+    from pano360.nodes._common import NodeInputError
+    from pano360.nodes.multiview import Pano360MultiViewSampler, Pano360ViewMask
+    from pano360.nodes.videopanda import Pano360VideoPandaAdapterLoader
+    from pano360.projection import rig_preset
+
+    env = comfy_in_process
+    patcher, _, adapter = tiny
+    rig = rig_preset("videopanda8", size=32)
+    pos, neg = _conds()
+    settings = _node_bundles(env, steps=2)
+    seen = []
+    real = videopanda.unet_wrapper
+
+    def spy(call):
+        inner = real(call)
+
+        def wrapper(apply_model, args):
+            seen.append(tuple(args["input"].shape))
+            return inner(apply_model, args)
+
+        return wrapper
+
+    monkeypatch.setattr(videopanda, "unet_wrapper", spy)
+
+    def run(handle, fusion, **kw):
+        return Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
+                                               latent={"samples": torch.zeros(8, 16, 2, 4, 4)}, settings=settings,
+                                               fusion=fusion, videopanda=handle, rig=rig, **kw).args
+
+    plain = Pano360MultiViewSampler.execute(model=patcher, positive=pos, negative=neg,
+                                            latent={"samples": torch.zeros(8, 16, 2, 4, 4)}, settings=settings,
+                                            fusion=_sphere_fusion("yaw"), rig=rig).args
+    zero = type(adapter)(adapter.config)  # zero-initialised: the network's output does not move
+    zero.load_state_dict({k: torch.zeros_like(v) for k, v in adapter.state_dict().items()})
+    save_adapter(str(adapter_file.parent / "zero.safetensors"), zero, TrainingFacts(shift=3.0, shift_tokens=256))
+    env.folder_paths.filename_list_cache.clear()
+    handle_zero = Pano360VideoPandaAdapterLoader.execute(adapter="zero.safetensors", noise_aug_sigma=0.05,
+                                                         schedule="model").args[0]
+    with_zero = run(handle_zero, _sphere_fusion("yaw"))
+    assert seen and set(seen) == {(8 * 2, 16, 2, 4, 4)}  # cond+uncond grids of the 8 views, not the lattice
+    assert torch.equal(with_zero[0]["samples"], plain[0]["samples"])
+    assert torch.equal(with_zero[1]["samples"], plain[1]["samples"])
+    handle = Pano360VideoPandaAdapterLoader.execute(adapter="tiny.safetensors", noise_aug_sigma=0.05,
+                                                    schedule="model").args[0]
+    trained = run(handle, _sphere_fusion("yaw"))
+    assert (trained[0]["samples"] - plain[0]["samples"]).abs().max() > 1e-3
+
+    video = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(2))
+    mask = Pano360ViewMask.execute(regime="first_column", views=8, frames=2, column_view=3, custom="").args[0]
+    with pytest.raises(NodeInputError, match="fusion.*rotation 'none'"):
+        run(handle, _sphere_fusion("yaw"), view_mask=mask, given={"samples": video})
+    held = run(handle, _sphere_fusion("none"), view_mask=mask, given={"samples": video})
+    assert torch.isfinite(held[0]["samples"]).all()

@@ -78,6 +78,9 @@ def test_viewer_widget_shows_the_saved_panorama(comfy_server, nodes_2, tmp_path)
                       " && r.right > 0 && r.bottom > 0 && r.left < innerWidth && r.top < innerHeight; })()", timeout=30)
         page.wait_for("window.__save.pano360Panel.status !== 'loading'", timeout=30)
         assert page.evaluate("window.__save.pano360Panel.status") == "ready"
+        # the save node's ui.text: the flat panorama's scores (no seam, no pole detail)
+        scores = page.evaluate("window.__save.pano360Panel.scores")
+        assert scores.startswith("saved: seam 1.00 (seamless") and "smooth" in scores, scores
         url = page.evaluate("window.__save.pano360Panel.url")
         assert url.startswith("/api/view?") and "type=output" in url and "subfolder=Pano360" in url
         rect = page.evaluate(f"(() => {{ const r = {CANVAS}.getBoundingClientRect();"
