@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ._sampling import erp_taps
 from .geometry import check_erp_hw, directions_to_erp_xy, erp_directions
+from .padding import pad_erp
 
 __all__ = [
     "DEPTH_SPACINGS",
@@ -309,8 +310,9 @@ def _splat_min(r: Tensor, x: Tensor, y: Tensor, hw: tuple[int, int]) -> Tensor:
 
 
 def _wrap_pad(z: Tensor) -> Tensor:
-    """Pad ``(B, 1, H, W)`` by one pixel: columns wrap the seam, rows get ``-inf``."""
-    return F.pad(torch.cat([z[..., -1:], z, z[..., :1]], dim=-1), (0, 0, 1, 1), value=-math.inf)
+    """Pad ``(B, 1, H, W)`` by one pixel: columns wrap the seam (:func:`.padding.pad_erp`),
+    rows get ``-inf`` (no neighbour over the pole for a max-pool)."""
+    return F.pad(pad_erp(z, 1), (0, 0, 1, 1), value=-math.inf)
 
 
 def _fill_holes(z: Tensor, steps: int) -> Tensor:
