@@ -44,6 +44,7 @@ and how the pack stays right on both (feature checks, never version numbers):
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from typing import Callable
@@ -598,9 +599,9 @@ def with_values(conditioning, **values):
 
 def apply_controlnet(positive, negative, control_net, image, strength: float, vae=None):
     """ComfyUI's ``ControlNetApplyAdvanced`` (whole schedule, both branches).  image: IMAGE [B,H,W,C]."""
-    import nodes as _comfy_nodes  # ComfyUI's own nodes.py
-
-    return _comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control_net, image, strength,
+    # ComfyUI's own top-level nodes.py (not this pack's package), looked up by name
+    comfy_nodes = importlib.import_module("nodes")
+    return comfy_nodes.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control_net, image, strength,
                                                                    0.0, 1.0, vae=vae)
 
 
